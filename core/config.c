@@ -1,0 +1,195 @@
+/* core/config.c: TESSERA_* environment variables, parsed strictly. */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+
+struct config_uint {
+    const char *name;
+    size_t offset;
+    uint32_t fallback;
+    uint32_t min;
+    uint32_t max;
+    const char *help;
+};
+
+#define CONFIG_FIELD(f) offsetof(struct config, f)
+
+/* Defaults are DESIGN §6; proto/http1.h holds the same numbers as its defaults. */
+static const struct config_uint config_uints[] = {
+    { "TESSERA_HEADER_TIMEOUT_MS", CONFIG_FIELD(header_timeout_ms), 10000, 100, 3600000,
+      "time from a request's first byte to the end of its head (DESIGN §6)" },
+    { "TESSERA_BODY_TIMEOUT_MS", CONFIG_FIELD(body_timeout_ms), 30000, 100, 3600000,
+      "time from the end of a request's head to the end of its body" },
+    { "TESSERA_IDLE_TIMEOUT_MS", CONFIG_FIELD(idle_timeout_ms), 60000, 100, 86400000,
+      "keep-alive idle time, and time allowed to a client that stops reading" },
+    { "TESSERA_SHUTDOWN_TIMEOUT_MS", CONFIG_FIELD(shutdown_timeout_ms), 10000, 0, 600000,
+      "on SIGTERM, how long in-flight requests may take to finish" },
+    { "TESSERA_MAX_HEAD_BYTES", CONFIG_FIELD(head_bytes_max), 8192, 1024, 65536,
+      "request line + header section (431 above)" },
+    { "TESSERA_MAX_BODY_BYTES", CONFIG_FIELD(body_bytes_max), 65536, 0, 16777216,
+      "request body (413 above)" },
+    { "TESSERA_MAX_HEADER_FIELDS", CONFIG_FIELD(header_fields_max), 64, 1,
+      CONFIG_HEADER_FIELDS_MAX, "header field lines (431 above)" },
+    { "TESSERA_MAX_CONNECTIONS", CONFIG_FIELD(connections_max), 65536, 1, 1048576,
+      "connections per shard (a preallocated slab)" },
+};
+
+static int config_parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)
+{
+    if (text[0] < '0' || text[0] > '9')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int config_bad(FILE *err, const char *name, const char *value, const char *why)
+{
+    fprintf(err, "tessera: %s=\"%s\" is invalid: %s\n", name, value, why);
+    return 1;
+}
+
+/* "a.b.c.d:port" or "[v6]:port". */
+static int config_parse_listen(struct config *cfg, const char *text)
+{
+    char host[64];
+    const char *colon = strrchr(text, ':');
+    if (colon == NULL || (size_t)(colon - text) >= sizeof(host) || colon == text)
+        return -1;
+    uint32_t port;
+    if (config_parse_u32(colon + 1, 0, 65535, &port) != 0)
+        return -1;
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = '\0';
+    memset(&cfg->listen_addr, 0, sizeof(cfg->listen_addr));
+    size_t hl = strlen(host);
+    if (host[0] == '[' && host[hl - 1] == ']') {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&cfg->listen_addr;
+        host[hl - 1] = '\0';
+        if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
+            return -1;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        cfg->listen_addr_len = sizeof(*a6);
+        return 0;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&cfg->listen_addr;
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+        return -1;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    cfg->listen_addr_len = sizeof(*a4);
+    return 0;
+}
+
+static int config_copy_path(FILE *err, const char *name, char *dst, size_t cap)
+{
+    const char *v = getenv(name);
+    dst[0] = '\0';
+    if (v == NULL || v[0] == '\0')
+        return 0;
+    if (strlen(v) >= cap)
+        return config_bad(err, name, "…", "too long");
+    if (access(v, R_OK) != 0)
+        return config_bad(err, name, v, "not a readable file");
+    strcpy(dst, v);
+    return 0;
+}
+
+static int config_load_basics(struct config *cfg, FILE *err)
+{
+    int bad = 0;
+    const char *v = getenv("TESSERA_LISTEN");
+    v = v ? v : "127.0.0.1:8080";
+    if (strlen(v) >= sizeof(cfg->listen_text) || config_parse_listen(cfg, v) != 0)
+        bad += config_bad(err, "TESSERA_LISTEN", v, "expected address:port, e.g. 127.0.0.1:8080");
+    else
+        strcpy(cfg->listen_text, v);
+
+    v = getenv("TESSERA_PUBLIC_URL");
+    v = v ? v : "http://localhost:8080";
+    if (strlen(v) >= sizeof(cfg->public_url) ||
+        (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
+        v[strlen(v) - 1] == '/')
+        bad += config_bad(err, "TESSERA_PUBLIC_URL", v, "expected http(s)://host[:port][/path], no trailing /");
+    else
+        strcpy(cfg->public_url, v);
+
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->shards = cpus > 0 ? (unsigned)cpus : 1;
+    if (cfg->shards > CONFIG_SHARDS_MAX)
+        cfg->shards = CONFIG_SHARDS_MAX;
+    if ((v = getenv("TESSERA_SHARDS")) != NULL &&
+        config_parse_u32(v, 1, CONFIG_SHARDS_MAX, &cfg->shards) != 0)
+        bad += config_bad(err, "TESSERA_SHARDS", v, "expected 1 to 256");
+
+    cfg->workers = cfg->shards < 2 ? 2 : cfg->shards;
+    if ((v = getenv("TESSERA_WORKERS")) != NULL &&
+        config_parse_u32(v, 1, CONFIG_WORKERS_MAX, &cfg->workers) != 0)
+        bad += config_bad(err, "TESSERA_WORKERS", v, "expected 1 to 256");
+
+    cfg->log_level = LOG_INFO;
+    if ((v = getenv("TESSERA_LOG_LEVEL")) != NULL && log_level_parse(v, &cfg->log_level) != 0)
+        bad += config_bad(err, "TESSERA_LOG_LEVEL", v, "expected debug, info, warn or error");
+
+    cfg->access_log = true;
+    if ((v = getenv("TESSERA_ACCESS_LOG")) != NULL) {
+        if (strcmp(v, "on") == 0 || strcmp(v, "off") == 0)
+            cfg->access_log = strcmp(v, "on") == 0;
+        else
+            bad += config_bad(err, "TESSERA_ACCESS_LOG", v, "expected on or off");
+    }
+    return bad;
+}
+
+int config_load(struct config *cfg, FILE *err)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    int bad = config_load_basics(cfg, err);
+    for (size_t i = 0; i < sizeof(config_uints) / sizeof(config_uints[0]); i++) {
+        const struct config_uint *u = &config_uints[i];
+        uint32_t *field = (uint32_t *)((char *)cfg + u->offset);
+        *field = u->fallback;
+        const char *v = getenv(u->name);
+        if (v != NULL && config_parse_u32(v, u->min, u->max, field) != 0) {
+            char why[96];
+            snprintf(why, sizeof(why), "expected an integer from %u to %u", u->min, u->max);
+            bad += config_bad(err, u->name, v, why);
+        }
+    }
+    bad += config_copy_path(err, "TESSERA_TLS_CERT_FILE", cfg->tls_cert_file, sizeof(cfg->tls_cert_file));
+    bad += config_copy_path(err, "TESSERA_TLS_KEY_FILE", cfg->tls_key_file, sizeof(cfg->tls_key_file));
+    if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0')) {
+        fprintf(err, "tessera: TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE must be set together\n");
+        bad++;
+    }
+    return bad;
+}
+
+void config_print_help(FILE *out)
+{
+    fprintf(out,
+            "Environment:\n"
+            "  TESSERA_LISTEN          address:port of the HTTP listener (127.0.0.1:8080)\n"
+            "  TESSERA_PUBLIC_URL      base of every issuer URL (http://localhost:8080)\n"
+            "  TESSERA_SHARDS          shard threads, one per core (online CPUs)\n"
+            "  TESSERA_WORKERS         worker threads for blocking work (max(2, shards))\n"
+            "  TESSERA_LOG_LEVEL       debug, info, warn, error (info)\n"
+            "  TESSERA_ACCESS_LOG      on or off (on)\n"
+            "  TESSERA_TLS_CERT_FILE   PEM certificate chain: serve TLS (unset: plain HTTP)\n"
+            "  TESSERA_TLS_KEY_FILE    PEM private key for it\n");
+    for (size_t i = 0; i < sizeof(config_uints) / sizeof(config_uints[0]); i++)
+        fprintf(out, "  %-27s %s (%u)\n", config_uints[i].name, config_uints[i].help,
+                config_uints[i].fallback);
+}

@@ -1,0 +1,48 @@
+/* core/config.h: the server's configuration, read from TESSERA_* environment
+ * variables (and *_FILE for secrets in later issues), validated once at start. Each
+ * bad value is named in one message on stderr; the caller exits 2. */
+#ifndef TESSERA_CORE_CONFIG_H
+#define TESSERA_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <netinet/in.h>
+
+#include "core/log.h"
+
+#define CONFIG_SHARDS_MAX 256  /* one per core; the mailbox matrix is shards² rings */
+#define CONFIG_WORKERS_MAX 256
+#define CONFIG_PATH_BYTES_MAX 1024
+#define CONFIG_URL_BYTES_MAX 512
+#define CONFIG_HEADER_FIELDS_MAX 64 /* = HTTP1_HEADER_FIELDS_MAX, the parser's array size */
+
+struct config {
+    struct sockaddr_storage listen_addr;
+    socklen_t listen_addr_len;
+    char listen_text[64];
+    char public_url[CONFIG_URL_BYTES_MAX];
+    unsigned shards;
+    unsigned workers;
+    enum log_level log_level;
+    bool access_log;
+    char tls_cert_file[CONFIG_PATH_BYTES_MAX]; /* empty: plain HTTP */
+    char tls_key_file[CONFIG_PATH_BYTES_MAX];
+    uint32_t header_timeout_ms;
+    uint32_t body_timeout_ms;
+    uint32_t idle_timeout_ms;
+    uint32_t shutdown_timeout_ms;
+    uint32_t head_bytes_max;
+    uint32_t body_bytes_max;
+    uint32_t header_fields_max;
+    uint32_t connections_max; /* per shard */
+};
+
+/* Fills cfg from getenv. Returns 0, or the number of bad values (each reported on err). */
+int config_load(struct config *cfg, FILE *err);
+
+/* Writes the variables, their meaning and defaults (for --help). */
+void config_print_help(FILE *out);
+
+#endif

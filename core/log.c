@@ -1,0 +1,169 @@
+/* core/log.c: JSON-lines logging, buffered per shard thread. */
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_REQUEST_ID_BYTES_MAX 128
+
+static enum log_level log_threshold = LOG_INFO;
+static bool log_access_on = true;
+
+struct log_thread {
+    int shard;
+    bool buffered;
+    char request_id[LOG_REQUEST_ID_BYTES_MAX];
+    size_t request_id_len;
+    struct buf line;
+    char line_mem[LOG_LINE_BYTES_MAX];
+    size_t pending_len;
+    char pending[LOG_BUFFER_BYTES];
+    time_t time_cached_sec;
+    char time_cached[24]; /* "2026-11-23T10:00:00." */
+};
+
+static _Thread_local struct log_thread log_self = { .shard = -1 };
+
+static const char *const log_level_names[] = { "debug", "info", "warn", "error" };
+
+void log_init(enum log_level threshold, bool access_log)
+{
+    log_threshold = threshold;
+    log_access_on = access_log;
+}
+
+bool log_enabled(enum log_level level)
+{
+    return level >= log_threshold;
+}
+
+bool log_access_enabled(void)
+{
+    return log_access_on && log_enabled(LOG_INFO);
+}
+
+int log_level_parse(const char *text, enum log_level *level)
+{
+    for (size_t i = 0; i < sizeof(log_level_names) / sizeof(log_level_names[0]); i++) {
+        if (strcmp(text, log_level_names[i]) == 0) {
+            *level = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void log_thread_init(int shard, bool buffered)
+{
+    log_self.shard = shard;
+    log_self.buffered = buffered;
+}
+
+void log_set_request_id(struct slice request_id)
+{
+    size_t n = request_id.len < LOG_REQUEST_ID_BYTES_MAX ? request_id.len : LOG_REQUEST_ID_BYTES_MAX;
+    if (n > 0)
+        memcpy(log_self.request_id, request_id.ptr, n);
+    log_self.request_id_len = n;
+}
+
+static void log_write_all(const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(STDERR_FILENO, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return; /* stderr gone: nothing better to do than drop the line */
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+void log_flush(void)
+{
+    log_write_all(log_self.pending, log_self.pending_len);
+    log_self.pending_len = 0;
+}
+
+static void log_append_time(struct buf *line)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (now.tv_sec != log_self.time_cached_sec) {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        strftime(log_self.time_cached, sizeof(log_self.time_cached), "%Y-%m-%dT%H:%M:%S.", &tm);
+        log_self.time_cached_sec = now.tv_sec;
+    }
+    buf_append_cstr(line, log_self.time_cached);
+    long ms = now.tv_nsec / 1000000;
+    char text[4] = { (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z' };
+    buf_append(line, text, sizeof(text));
+}
+
+struct buf *log_begin(enum log_level level, const char *msg)
+{
+    if (!log_enabled(level))
+        return NULL;
+    struct buf *line = &log_self.line;
+    buf_init(line, log_self.line_mem, sizeof(log_self.line_mem) - 32); /* room to close */
+    buf_append_cstr(line, "{\"level\":\"");
+    buf_append_cstr(line, log_level_names[level]);
+    buf_append_cstr(line, "\",\"time\":\"");
+    log_append_time(line);
+    buf_append_cstr(line, "\",\"shard\":");
+    buf_append_i64(line, log_self.shard);
+    if (log_self.request_id_len > 0) {
+        buf_append_cstr(line, ",\"request_id\":");
+        buf_append_json_string(line, slice_make(log_self.request_id, log_self.request_id_len));
+    }
+    buf_append_cstr(line, ",\"msg\":");
+    buf_append_json_string(line, slice_make(msg, strlen(msg)));
+    return line;
+}
+
+void log_end(struct buf *line)
+{
+    if (line->overflow) {
+        /* Cut at the last complete member; the reserved 32 bytes hold the marker. */
+        line->overflow = false;
+        line->cap = sizeof(log_self.line_mem);
+        char *comma = memrchr(line->data, ',', line->len);
+        line->len = comma ? (size_t)(comma - line->data) : line->len;
+        buf_append_cstr(line, ",\"truncated\":true");
+    }
+    line->cap = sizeof(log_self.line_mem);
+    buf_append_cstr(line, "}\n");
+    if (!log_self.buffered) {
+        log_write_all(line->data, line->len);
+        return;
+    }
+    if (line->len > sizeof(log_self.pending) - log_self.pending_len)
+        log_flush();
+    memcpy(log_self.pending + log_self.pending_len, line->data, line->len);
+    log_self.pending_len += line->len;
+}
+
+void log_msg(enum log_level level, const char *msg, ...)
+{
+    struct buf *line = log_begin(level, msg);
+    if (line == NULL)
+        return;
+    va_list ap;
+    va_start(ap, msg);
+    for (const char *key = va_arg(ap, const char *); key != NULL; key = va_arg(ap, const char *)) {
+        const char *value = va_arg(ap, const char *);
+        buf_append_cstr(line, ",");
+        buf_append_json_string(line, slice_make(key, strlen(key)));
+        buf_append_cstr(line, ":");
+        buf_append_json_string(line, slice_make(value ? value : "", value ? strlen(value) : 0));
+    }
+    va_end(ap);
+    log_end(line);
+}

@@ -1,0 +1,228 @@
+/* core/serve.c: `tessera serve`, the composition root. It reads the config, builds
+ * the mailbox, the worker pool and the HTTP server, registers the routes, starts one
+ * pinned shard thread per core and waits for SIGTERM/SIGINT: then shards stop
+ * accepting, finish what is in flight up to TESSERA_SHUTDOWN_TIMEOUT_MS, and the
+ * process exits 0 (F16). As the composition root it is the one place in core/ that
+ * sees proto/ (and, in later issues, auth/). */
+#include "core/serve.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/loop.h"
+#include "proto/http_server.h"
+
+#define SERVE_METRICS_BYTES 60000 /* under HTTP_RESPONSE_BYTES_MAX */
+
+struct serve {
+    struct config cfg;
+    struct loop_shared shared;
+    struct loop *loops[CONFIG_SHARDS_MAX];
+    pthread_t threads[CONFIG_SHARDS_MAX];
+    struct http_server *http;
+};
+
+static atomic_int serve_shard_failures;
+
+/* ---- Endpoints ---------------------------------------------------------------------------- */
+
+static void serve_health_live(struct http_ctx *ctx)
+{
+    http_respond(ctx, 200, "application/json", SLICE_LIT("{\"status\":\"ok\"}"));
+}
+
+static void serve_health_ready(struct http_ctx *ctx)
+{
+    /* Dependencies (Postgres, Redis) join the checks as the store issue brings them. */
+    if (loop_stopping()) {
+        http_respond(ctx, 503, "application/json", SLICE_LIT("{\"status\":\"stopping\",\"checks\":{}}"));
+        return;
+    }
+    http_respond(ctx, 200, "application/json", SLICE_LIT("{\"status\":\"ready\",\"checks\":{}}"));
+}
+
+static uint64_t serve_load(const uint64_t *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
+static void serve_render_loop_counters(struct serve *serve, struct buf *out)
+{
+    static const struct {
+        const char *name;
+        const char *type;
+        const char *help;
+        size_t offset;
+    } families[] = {
+        { "tessera_connections_open", "gauge", "Open client connections.", offsetof(struct loop_counters, open) },
+        { "tessera_connections_accepted_total", "counter", "Connections accepted.",
+          offsetof(struct loop_counters, accepted) },
+        { "tessera_connections_rejected_total", "counter", "Connections closed at once: the shard's slab was full.",
+          offsetof(struct loop_counters, rejected_full) },
+        { "tessera_connection_timeouts_total", "counter", "Connections whose header, body or idle deadline passed.",
+          offsetof(struct loop_counters, timeouts) },
+        { "tessera_received_bytes_total", "counter", "Bytes received.", offsetof(struct loop_counters, recv_bytes) },
+        { "tessera_sent_bytes_total", "counter", "Bytes sent.", offsetof(struct loop_counters, sent_bytes) },
+        { "tessera_recv_buffer_exhausted_total", "counter", "Receives that found no free provided buffer.",
+          offsetof(struct loop_counters, recv_nobufs) },
+    };
+    for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+        buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", families[f].name, families[f].help,
+                   families[f].name, families[f].type);
+        for (unsigned s = 0; s < serve->cfg.shards; s++) {
+            const char *base = (const char *)loop_counters(serve->loops[s]);
+            uint64_t v = serve_load((const uint64_t *)(base + families[f].offset));
+            buf_printf(out, "%s{shard=\"%u\"} %llu\n", families[f].name, s, (unsigned long long)v);
+        }
+    }
+}
+
+static void serve_metrics(struct http_ctx *ctx)
+{
+    struct serve *serve = ctx->app;
+    struct buf body = http_scratch_buf(ctx);
+    if (body.cap > SERVE_METRICS_BYTES)
+        body.cap = SERVE_METRICS_BYTES;
+    buf_printf(&body, "# HELP tessera_shards Shard threads serving.\n# TYPE tessera_shards gauge\n"
+                      "tessera_shards %u\n", serve->cfg.shards);
+    serve_render_loop_counters(serve, &body);
+    http_server_render_metrics(serve->http, &body);
+    if (body.overflow) {
+        http_respond_problem(ctx, 500, "metrics exceed the response limit");
+        return;
+    }
+    http_scratch_commit(ctx, &body);
+    http_respond(ctx, 200, "text/plain; version=0.0.4; charset=utf-8", buf_slice(&body));
+}
+
+static int serve_routes(struct serve *serve)
+{
+    int rc = 0;
+    rc |= http_route_add(serve->http, HTTP1_METHOD_GET, "/health/live", "health_live", serve_health_live);
+    rc |= http_route_add(serve->http, HTTP1_METHOD_GET, "/health/ready", "health_ready", serve_health_ready);
+    rc |= http_route_add(serve->http, HTTP1_METHOD_GET, "/metrics", "metrics", serve_metrics);
+    return rc;
+}
+
+/* ---- Threads and signals ------------------------------------------------------------------ */
+
+struct serve_thread_arg {
+    struct loop *loop;
+    int cpu;
+};
+
+static void *serve_shard_main(void *arg)
+{
+    struct serve_thread_arg *a = arg;
+    if (loop_run(a->loop, a->cpu) != 0) {
+        atomic_fetch_add(&serve_shard_failures, 1);
+        kill(getpid(), SIGTERM); /* wake the main thread: the server cannot run as asked */
+    }
+    free(a);
+    return NULL;
+}
+
+static int serve_build(struct serve *serve)
+{
+    struct config *cfg = &serve->cfg;
+    serve->shared.cfg = cfg;
+    serve->shared.shards = cfg->shards;
+    serve->shared.handler = http_server_handler();
+    serve->shared.mailbox = mailbox_create(cfg->shards);
+    serve->shared.workers = workers_create(cfg->workers, cfg->shards);
+    serve->shared.app = serve;
+    serve->shared.loops = serve->loops;
+    serve->http = http_server_create(cfg, serve);
+    if (!serve->shared.mailbox || !serve->shared.workers || !serve->http)
+        return -TE_NOMEM;
+    if (http_server_enable_tls(serve->http) != 0 || serve_routes(serve) != 0)
+        return -TE_INVAL;
+    for (unsigned i = 0; i < cfg->shards; i++) {
+        serve->loops[i] = loop_create(&serve->shared, i);
+        if (serve->loops[i] == NULL || http_server_attach(serve->http, serve->loops[i]) != 0)
+            return -TE_IO;
+    }
+    return 0;
+}
+
+static void serve_teardown(struct serve *serve)
+{
+    for (unsigned i = 0; i < serve->cfg.shards; i++)
+        loop_destroy(serve->loops[i]);
+    if (serve->shared.workers)
+        workers_destroy(serve->shared.workers);
+    if (serve->shared.mailbox)
+        mailbox_destroy(serve->shared.mailbox);
+    http_server_destroy(serve->http);
+}
+
+static void serve_log_listening(struct serve *serve)
+{
+    struct buf *line = log_begin(LOG_INFO, "listening");
+    if (line == NULL)
+        return;
+    buf_append_cstr(line, ",\"address\":");
+    buf_append_json_string(line, slice_make(serve->cfg.listen_text, strlen(serve->cfg.listen_text)));
+    buf_printf(line, ",\"port\":%d,\"shards\":%u,\"workers\":%u,\"tls\":%s", serve->shared.listen_port,
+               serve->cfg.shards, serve->cfg.workers, serve->cfg.tls_cert_file[0] ? "true" : "false");
+    log_end(line);
+}
+
+static int serve_start_threads(struct serve *serve)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    for (unsigned i = 0; i < serve->cfg.shards; i++) {
+        struct serve_thread_arg *arg = malloc(sizeof(*arg));
+        if (arg == NULL)
+            return -TE_NOMEM;
+        arg->loop = serve->loops[i];
+        /* Pin shard i to core i while there are cores; more shards than cores float. */
+        arg->cpu = (cpus > 0 && i < (unsigned)cpus) ? (int)i : -1;
+        if (pthread_create(&serve->threads[i], NULL, serve_shard_main, arg) != 0) {
+            free(arg);
+            return -TE_IO;
+        }
+    }
+    return 0;
+}
+
+int serve_main(const struct config *cfg)
+{
+    static struct serve serve; /* process lifetime */
+    serve.cfg = *cfg;
+    log_init(cfg->log_level, cfg->access_log);
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    /* Blocked in every thread; the main thread takes them with sigwait. */
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int rc = serve_build(&serve);
+    if (rc == 0)
+        serve_log_listening(&serve);
+    if (rc == 0)
+        rc = serve_start_threads(&serve);
+    if (rc != 0) {
+        log_msg(LOG_ERROR, "cannot start", NULL);
+        loop_request_shutdown();
+        _exit(1); /* threads may be running: no orderly teardown to do */
+    }
+    int sig = 0;
+    sigwait(&signals, &sig);
+    log_msg(LOG_INFO, "shutting down", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
+    loop_request_shutdown();
+    for (unsigned i = 0; i < serve.cfg.shards; i++)
+        pthread_join(serve.threads[i], NULL);
+    int failed = atomic_load(&serve_shard_failures);
+    serve_teardown(&serve);
+    log_msg(failed ? LOG_ERROR : LOG_INFO, failed ? "a shard failed to start" : "stopped", NULL);
+    return failed ? 1 : 0;
+}

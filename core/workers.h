@@ -1,0 +1,47 @@
+/* core/workers.h: the worker pool for blocking or CPU-heavy work (Argon2id, RSA
+ * signing, outbound HTTP: anything over ~50 µs, DESIGN §1), so a shard's loop
+ * never stalls.
+ *
+ * A shard submits a job it owns (embedded in its own request state); a worker
+ * thread runs job->run; the completion is handed back to the submitting shard,
+ * which calls job->done on its own thread when it drains completions (woken
+ * through the eventfd it keeps a read in flight on). The number of jobs queued or
+ * running is bounded: past it submit answers -TE_FULL and the request gets 503
+ * with Retry-After. A completion is never dropped. */
+#ifndef TESSERA_CORE_WORKERS_H
+#define TESSERA_CORE_WORKERS_H
+
+#include <stddef.h>
+
+#include "core/err.h"
+
+#define WORKERS_JOBS_MAX 1024 /* DESIGN §6: worker queue, 1,024 jobs → 503 + Retry-After */
+
+struct worker_job {
+    void (*run)(struct worker_job *job);  /* on a worker thread: no shard state touched */
+    void (*done)(struct worker_job *job); /* on the submitting shard's thread */
+    unsigned shard;                       /* set by workers_submit */
+    struct worker_job *next;              /* private */
+};
+
+struct workers;
+
+/* threads worker threads serving shards shards. Returns NULL on failure. */
+struct workers *workers_create(unsigned threads, unsigned shards);
+
+/* Stops the threads after the jobs already queued have run; completions not yet
+ * drained are dropped with the pool (call at shutdown only). */
+void workers_destroy(struct workers *workers);
+
+/* Called by shard `shard` only. Returns 0, or -TE_FULL when WORKERS_JOBS_MAX jobs
+ * are queued or running (the job was not taken). */
+int workers_submit(struct workers *workers, unsigned shard, struct worker_job *job);
+
+/* Called by shard `shard` only: calls done for up to max completed jobs of this
+ * shard, in completion order. Returns how many. */
+size_t workers_drain(struct workers *workers, unsigned shard, size_t max);
+
+/* The eventfd shard `shard` reads to learn that completions wait. */
+int workers_eventfd(const struct workers *workers, unsigned shard);
+
+#endif

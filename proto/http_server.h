@@ -1,0 +1,94 @@
+/* proto/http_server.h: HTTP/1.1 over the shard loop. It implements the loop's
+ * connection callbacks: framing with proto/http1 (keep-alive, pipelining in order,
+ * Content-Length and chunked bodies, Expect: 100-continue, the limits of DESIGN §6),
+ * optional TLS (proto/tls), routing with path parameters, X-Request-Id, RFC 9457
+ * problem responses, the access log and per-shard request statistics.
+ *
+ * Handlers run on the shard's thread and answer before returning (parking a
+ * request on a continuation arrives with the store issue). Everything a handler
+ * allocates comes from the request's scratch arena, reset after the response. */
+#ifndef TESSERA_PROTO_HTTP_SERVER_H
+#define TESSERA_PROTO_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "core/slice.h"
+#include "proto/http1.h"
+
+#define HTTP_ROUTES_MAX 128          /* registered routes */
+#define HTTP_ROUTE_SEGMENTS_MAX 12   /* '/'-separated segments of a pattern or a routed path */
+#define HTTP_PARAMS_MAX 4            /* {name} captures per route */
+#define HTTP_EXTRA_HEADERS_MAX 16    /* headers a handler adds to its response */
+#define HTTP_REQUEST_ID_BYTES_MAX 64 /* a client X-Request-Id longer than this is replaced (H28) */
+#define HTTP_SCRATCH_BYTES 131072    /* a request's arena: decoded path, handler bodies */
+#define HTTP_RESPONSE_BYTES_MAX 65536 /* one response; output room checked before each request */
+#define HTTP_LATENCY_BUCKETS 15      /* histogram upper bounds, plus +Inf */
+#define HTTP_STATUS_SLOTS 32         /* distinct statuses counted; others count as "other" */
+
+_Static_assert(HTTP_RESPONSE_BYTES_MAX * 2 <= LOOP_OUT_BUF_BYTES, "a response fits beside pending output");
+
+struct http_server;
+struct http_ctx;
+
+typedef void (*http_handler_fn)(struct http_ctx *ctx);
+
+/* What a handler sees of its request. */
+struct http_ctx {
+    struct conn *conn;
+    struct loop *loop;
+    struct http_server *server;
+    const struct http1_request *req;
+    struct slice body;                      /* the whole decoded body */
+    struct slice params[HTTP_PARAMS_MAX];   /* decoded {name} captures, in pattern order */
+    size_t param_count;
+    struct slice request_id;
+    void *app;                              /* http_server_create's app argument */
+    /* private below */
+    int route;
+    bool head_only;
+    bool responded;
+    int status;
+    size_t response_bytes;
+    size_t header_count;
+    struct slice header_names[HTTP_EXTRA_HEADERS_MAX];
+    struct slice header_values[HTTP_EXTRA_HEADERS_MAX];
+    struct buf scratch;
+};
+
+struct http_server *http_server_create(const struct config *cfg, void *app);
+void http_server_destroy(struct http_server *server);
+/* The loop's callbacks for this protocol. */
+const struct conn_handler *http_server_handler(void);
+/* Gives a shard its HTTP state (before its thread starts). Returns 0 or -TE_NOMEM. */
+int http_server_attach(struct http_server *server, struct loop *loop);
+/* Loads the TLS certificate and key when the config names them. Returns 0 or -TE_INVAL. */
+int http_server_enable_tls(struct http_server *server);
+
+/* Routes: pattern segments are literals or "{name}"; HEAD is served by GET routes.
+ * name labels the route in metrics. Returns 0 or -TE_FULL / -TE_INVAL. */
+int http_route_add(struct http_server *server, enum http1_method method, const char *pattern,
+                   const char *name, http_handler_fn handler);
+
+/* Responses. Exactly one per request. */
+void http_header_add(struct http_ctx *ctx, const char *name, struct slice value);
+void http_respond(struct http_ctx *ctx, int status, const char *content_type, struct slice body);
+/* RFC 9457 application/problem+json with type about:blank. */
+void http_respond_problem(struct http_ctx *ctx, int status, const char *detail);
+/* Scratch memory for the request; NULL when the arena is exhausted. */
+void *http_scratch_alloc(struct http_ctx *ctx, size_t bytes);
+/* A buffer over the rest of the arena, for building a body; commit with
+ * http_scratch_commit once done. */
+struct buf http_scratch_buf(struct http_ctx *ctx);
+void http_scratch_commit(struct http_ctx *ctx, const struct buf *built);
+
+const char *http_status_reason(int status);
+
+/* Appends the request statistics of every shard, summed, in Prometheus text
+ * format: requests by route and status, latency histogram by route. */
+void http_server_render_metrics(struct http_server *server, struct buf *out);
+
+#endif
