@@ -537,6 +537,12 @@ static void loop_begin_shutdown(struct loop *loop)
         io_uring_prep_cancel64(sqe, loop_tag(OP_ACCEPT, NULL), 0);
         io_uring_sqe_set_data64(sqe, loop_tag(OP_CANCEL, NULL));
     }
+    /* Stop listening now, not at exit: connections the kernel would otherwise complete
+     * into the backlog would wait unanswered until the process ends. shutdown resets
+     * the backlog; the pending accept keeps its own reference until cancelled. */
+    shutdown(loop->listen_fd, SHUT_RDWR);
+    close(loop->listen_fd);
+    loop->listen_fd = -1;
     for (uint32_t i = 0; i < loop->slots_used; i++) {
         struct conn *conn = &loop->slots[i];
         if (!conn->alive || conn->closing)
