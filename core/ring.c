@@ -42,6 +42,7 @@
  * flag, same eventfd), so the shard comes back for the rest after serving its other
  * completions, whatever its loop does with the return value. */
 #include "core/ring.h"
+#include "core/wake.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -49,7 +50,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 /* The mailbox holds shards * (shards - 1) rings of sizeof(struct ring) (~128 KiB)
@@ -67,8 +67,7 @@ _Static_assert(sizeof(struct ring_msg) == 32, "RING_SLOTS * 32 bytes per ring, D
 /* Per shard. The first line is written by senders (woken) and by the receiver when
  * it drains; the receiver's private state is on a line of its own. */
 struct mailbox_shard {
-    alignas(CACHE_LINE_BYTES) atomic_int woken; /* 1 from a sender's wake until next drain */
-    int eventfd;
+    alignas(CACHE_LINE_BYTES) struct wake wake;
     alignas(CACHE_LINE_BYTES) unsigned next_ring; /* receiver only: round-robin cursor */
 };
 
@@ -188,12 +187,10 @@ struct mailbox *mailbox_create(unsigned shards)
         goto fail;
     for (unsigned i = 0; i < shards; i++) {
         memset(&mailbox->shard[i], 0, sizeof(mailbox->shard[i]));
-        atomic_init(&mailbox->shard[i].woken, 0);
-        mailbox->shard[i].eventfd = -1;
+        mailbox->shard[i].wake.eventfd = -1;
     }
     for (unsigned i = 0; i < shards; i++) {
-        mailbox->shard[i].eventfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (mailbox->shard[i].eventfd < 0)
+        if (wake_init(&mailbox->shard[i].wake) != 0)
             goto fail;
     }
     return mailbox;
@@ -208,30 +205,17 @@ void mailbox_destroy(struct mailbox *mailbox)
         return;
     if (mailbox->shard != NULL) {
         for (unsigned i = 0; i < mailbox->shards; i++)
-            if (mailbox->shard[i].eventfd >= 0)
-                close(mailbox->shard[i].eventfd);
+            wake_close(&mailbox->shard[i].wake);
     }
     free(mailbox->shard);
     free(mailbox->rings);
     free(mailbox);
 }
 
-/* Writes the eventfd of `to` unless it was already written since its last drain.
- * The plain load first keeps the flag's cache line shared while it is set, which
- * is the common case in a burst. */
+/* Writes the eventfd of `to` unless it was already written since its last drain. */
 static void mailbox_wake(struct mailbox *mailbox, unsigned to)
 {
-    struct mailbox_shard *shard = &mailbox->shard[to];
-    if (atomic_load_explicit(&shard->woken, memory_order_seq_cst) != 0)
-        return;
-    if (atomic_exchange_explicit(&shard->woken, 1, memory_order_seq_cst) != 0)
-        return;
-    /* The counter stays far below its 2^64 - 2 limit (at most one write per drain),
-     * so a non-blocking write cannot fail with EAGAIN; anything else is a bug. */
-    uint64_t one = 1;
-    ssize_t written = write(shard->eventfd, &one, sizeof(one));
-    assert(written == (ssize_t)sizeof(one));
-    (void)written;
+    wake_signal(&mailbox->shard[to].wake);
 }
 
 int mailbox_send(struct mailbox *mailbox, unsigned from, unsigned to, const struct ring_msg *msg)
@@ -272,7 +256,7 @@ size_t mailbox_drain(struct mailbox *mailbox, unsigned to,
     unsigned incoming = mailbox->shards - 1;
     if (incoming == 0)
         return 0;
-    atomic_store_explicit(&shard->woken, 0, memory_order_seq_cst); /* R1, see the top */
+    wake_clear(&shard->wake); /* R1, see the top */
     struct ring *rings = &mailbox->rings[(size_t)to * incoming];
     size_t handled = 0;
     unsigned empty_in_a_row = 0; /* all rings seen empty once it reaches incoming */
@@ -300,5 +284,5 @@ int mailbox_eventfd(const struct mailbox *mailbox, unsigned shard)
 {
     assert(mailbox != NULL);
     assert(shard < mailbox->shards);
-    return mailbox->shard[shard].eventfd;
+    return mailbox->shard[shard].wake.eventfd;
 }

@@ -23,6 +23,7 @@
  * worker skips the eventfd write, either the shard's exchange saw its job or another
  * thread set the flag after the clear and wrote the eventfd. */
 #include "core/workers.h"
+#include "core/wake.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -34,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 /* Thread names are "tessera-wrk-N" in the kernel's 16 bytes (15 + NUL): N up to 999
@@ -50,8 +50,7 @@
  * shard when it drains; the second is the shard's alone. */
 struct workers_shard {
     alignas(WORKERS_CACHE_LINE_BYTES) struct worker_job *_Atomic completed; /* newest first */
-    atomic_int woken; /* 1 from a worker's eventfd write until the shard's next drain */
-    int eventfd;
+    struct wake wake;
     alignas(WORKERS_CACHE_LINE_BYTES) struct worker_job *ready_head; /* oldest first */
     struct worker_job *ready_tail;
 };
@@ -85,15 +84,7 @@ static void workers_complete(struct workers *workers, struct worker_job *job)
     } while (!atomic_compare_exchange_weak_explicit(&shard->completed, &head, job,
                                                     memory_order_seq_cst,
                                                     memory_order_relaxed)); /* S1 */
-    if (atomic_load_explicit(&shard->woken, memory_order_seq_cst) != 0) /* S2 */
-        return;
-    if (atomic_exchange_explicit(&shard->woken, 1, memory_order_seq_cst) != 0)
-        return;
-    /* At most one write per drain: the counter cannot reach its 2^64 - 2 limit. */
-    uint64_t one = 1;
-    ssize_t written = write(shard->eventfd, &one, sizeof(one));
-    assert(written == (ssize_t)sizeof(one));
-    (void)written;
+    wake_signal(&shard->wake); /* S2 */
 }
 
 /* Takes the oldest queued job, sleeping while there is none. NULL: stop. */
@@ -173,12 +164,10 @@ static int workers_shards_init(struct workers *workers, unsigned shards)
     for (unsigned i = 0; i < shards; i++) {
         memset(&workers->shard[i], 0, sizeof(workers->shard[i]));
         atomic_init(&workers->shard[i].completed, NULL);
-        atomic_init(&workers->shard[i].woken, 0);
-        workers->shard[i].eventfd = -1;
+        workers->shard[i].wake.eventfd = -1;
     }
     for (unsigned i = 0; i < shards; i++) {
-        workers->shard[i].eventfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (workers->shard[i].eventfd < 0)
+        if (wake_init(&workers->shard[i].wake) != 0)
             return -TE_IO;
     }
     return 0;
@@ -188,8 +177,7 @@ static void workers_free(struct workers *workers)
 {
     if (workers->shard != NULL) {
         for (unsigned i = 0; i < workers->shards; i++)
-            if (workers->shard[i].eventfd >= 0)
-                close(workers->shard[i].eventfd);
+            wake_close(&workers->shard[i].wake);
     }
     pthread_cond_destroy(&workers->wake);
     pthread_mutex_destroy(&workers->lock);
@@ -297,7 +285,7 @@ size_t workers_drain(struct workers *workers, unsigned shard_index, size_t max)
     assert(workers != NULL);
     assert(shard_index < workers->shards);
     struct workers_shard *shard = &workers->shard[shard_index];
-    atomic_store_explicit(&shard->woken, 0, memory_order_seq_cst); /* R1 */
+    wake_clear(&shard->wake); /* R1 */
     workers_take_completed(shard);
     size_t done = 0;
     while (done < max && shard->ready_head != NULL) {
@@ -315,14 +303,8 @@ size_t workers_drain(struct workers *workers, unsigned shard_index, size_t max)
         job->done(job);
         done++;
     }
-    if (shard->ready_head != NULL &&
-        atomic_exchange_explicit(&shard->woken, 1, memory_order_seq_cst) == 0) {
-        /* Stopped at max: wake ourselves for the rest, as a worker would. */
-        uint64_t one = 1;
-        ssize_t written = write(shard->eventfd, &one, sizeof(one));
-        assert(written == (ssize_t)sizeof(one));
-        (void)written;
-    }
+    if (shard->ready_head != NULL)
+        wake_signal(&shard->wake); /* stopped at max: wake ourselves for the rest */
     return done;
 }
 
@@ -330,5 +312,5 @@ int workers_eventfd(const struct workers *workers, unsigned shard)
 {
     assert(workers != NULL);
     assert(shard < workers->shards);
-    return workers->shard[shard].eventfd;
+    return workers->shard[shard].wake.eventfd;
 }
