@@ -350,6 +350,7 @@ void conn_close(struct conn *conn, bool immediate)
         return;
     if (!immediate && conn_out_pending(conn) > 0) {
         conn->close_after_send = true; /* the send completion starts the lingering close */
+        timer_append(conn, CONN_TIMER_IDLE); /* a client that stops reading is cut (H25) */
         return;
     }
     if (!immediate && !conn->lingering) {
