@@ -21,6 +21,7 @@
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -57,6 +58,7 @@ enum loop_op {
     OP_MAILBOX,
     OP_WORKERS,
     OP_CANCEL,
+    OP_WATCH,
 };
 
 enum { TIMER_LINGER = CONN_TIMER_COUNT, TIMER_LISTS };
@@ -127,6 +129,8 @@ struct loop {
     uint64_t mailbox_value;
     uint64_t workers_value;
     struct loop_counters counters;
+    struct loop_timer **timer_heap; /* 1-based min-heap by deadline, LOOP_TIMERS_MAX slots */
+    uint32_t timer_count;
     void *app;
 };
 
@@ -571,6 +575,142 @@ static bool loop_shutdown_step(struct loop *loop)
     return loop->now_ms >= loop->shutdown_deadline_ms + LOOP_SHUTDOWN_GRACE_MS;
 }
 
+/* ---- 5b. Watches and one-off timers ------------------------------------------------------ */
+
+/* A watch's completion tag: op (8 bits) | generation (8 bits) | pointer (48 bits). The
+ * generation is bumped by every arm and cancel, so a cancelled poll that completes
+ * late is recognised and ignored. */
+#define LOOP_WATCH_PTR_MASK ((UINT64_C(1) << 48) - 1)
+
+static uint64_t loop_watch_tag(const struct loop_watch *watch)
+{
+    uint64_t ptr = (uint64_t)(uintptr_t)watch;
+    assert((ptr & ~LOOP_WATCH_PTR_MASK) == 0); /* user-space pointers fit 48 bits on x86-64 */
+    return (uint64_t)OP_WATCH << 56 | (uint64_t)(watch->generation & 0xff) << 48 | ptr;
+}
+
+void loop_watch_arm(struct loop *loop, struct loop_watch *watch, int fd, unsigned events)
+{
+    assert(!watch->armed);
+    assert(watch->on_ready != NULL);
+    watch->generation++;
+    watch->fd = fd;
+    watch->events = events;
+    watch->armed = true;
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_poll_add(sqe, fd, events);
+    io_uring_sqe_set_data64(sqe, loop_watch_tag(watch));
+}
+
+void loop_watch_cancel(struct loop *loop, struct loop_watch *watch)
+{
+    if (!watch->armed)
+        return;
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_poll_remove(sqe, loop_watch_tag(watch));
+    io_uring_sqe_set_data64(sqe, loop_tag(OP_CANCEL, NULL));
+    watch->generation++;
+    watch->armed = false;
+}
+
+bool loop_watch_armed(const struct loop_watch *watch)
+{
+    return watch->armed;
+}
+
+static void loop_on_watch(uint64_t tag, int res)
+{
+    struct loop_watch *watch = (struct loop_watch *)(uintptr_t)(tag & LOOP_WATCH_PTR_MASK);
+    if (!watch->armed || (uint8_t)(tag >> 48) != (uint8_t)watch->generation)
+        return; /* cancelled, or an older arm */
+    watch->armed = false;
+    unsigned events = res < 0 ? (unsigned)POLLERR : (unsigned)res;
+    watch->on_ready(watch, events);
+}
+
+static void timer_heap_place(struct loop *loop, uint32_t i, struct loop_timer *timer)
+{
+    loop->timer_heap[i] = timer;
+    timer->heap_index = i;
+}
+
+static void timer_heap_up(struct loop *loop, uint32_t i)
+{
+    struct loop_timer *timer = loop->timer_heap[i];
+    while (i > 1 && loop->timer_heap[i / 2]->deadline_ms > timer->deadline_ms) {
+        timer_heap_place(loop, i, loop->timer_heap[i / 2]);
+        i /= 2;
+    }
+    timer_heap_place(loop, i, timer);
+}
+
+static void timer_heap_down(struct loop *loop, uint32_t i)
+{
+    struct loop_timer *timer = loop->timer_heap[i];
+    for (;;) {
+        uint32_t child = 2 * i;
+        if (child > loop->timer_count)
+            break;
+        if (child < loop->timer_count &&
+            loop->timer_heap[child + 1]->deadline_ms < loop->timer_heap[child]->deadline_ms)
+            child++;
+        if (loop->timer_heap[child]->deadline_ms >= timer->deadline_ms)
+            break;
+        timer_heap_place(loop, i, loop->timer_heap[child]);
+        i = child;
+    }
+    timer_heap_place(loop, i, timer);
+}
+
+void loop_timer_stop(struct loop *loop, struct loop_timer *timer)
+{
+    uint32_t i = timer->heap_index;
+    if (i == 0)
+        return;
+    assert(i <= loop->timer_count && loop->timer_heap[i] == timer);
+    struct loop_timer *last = loop->timer_heap[loop->timer_count--];
+    timer->heap_index = 0;
+    if (last == timer)
+        return;
+    timer_heap_place(loop, i, last);
+    timer_heap_up(loop, i);
+    timer_heap_down(loop, last->heap_index);
+}
+
+int loop_timer_start(struct loop *loop, struct loop_timer *timer, uint64_t delay_ms)
+{
+    assert(timer->on_expire != NULL);
+    loop_timer_stop(loop, timer);
+    if (loop->timer_count == LOOP_TIMERS_MAX)
+        return -TE_FULL;
+    /* At least 1 ms: a timer restarted from its own on_expire must not fire again in
+     * the same pass (now_ms does not move during it). */
+    timer->deadline_ms = loop->now_ms + (delay_ms > 0 ? delay_ms : 1);
+    loop->timer_count++;
+    timer_heap_place(loop, loop->timer_count, timer);
+    timer_heap_up(loop, loop->timer_count);
+    return 0;
+}
+
+bool loop_timer_active(const struct loop_timer *timer)
+{
+    return timer->heap_index != 0;
+}
+
+uint64_t loop_now_ms(const struct loop *loop)
+{
+    return loop->now_ms;
+}
+
+static void loop_expire_one_off_timers(struct loop *loop)
+{
+    while (loop->timer_count > 0 && loop->timer_heap[1]->deadline_ms <= loop->now_ms) {
+        struct loop_timer *timer = loop->timer_heap[1];
+        loop_timer_stop(loop, timer);
+        timer->on_expire(timer); /* may start timers again: the heap is consistent here */
+    }
+}
+
 /* ---- 6. Completions and the loop ---------------------------------------------------------- */
 
 static void loop_on_accept(struct loop *loop, struct io_uring_cqe *cqe)
@@ -679,7 +819,11 @@ static void loop_dispatch(struct loop *loop, struct io_uring_cqe *cqe)
     case OP_TICK:
         loop_update_clock(loop);
         loop_expire_timers(loop);
+        loop_expire_one_off_timers(loop);
         loop_arm_tick(loop);
+        break;
+    case OP_WATCH:
+        loop_on_watch(tag, cqe->res);
         break;
     case OP_MAILBOX:
         mailbox_drain(loop->shared->mailbox, loop->index, loop_on_message, loop, LOOP_DRAIN_BATCH_MAX);
@@ -794,6 +938,7 @@ struct loop *loop_create(struct loop_shared *shared, unsigned index)
     /* The slab is reserved whole but touched slot by slot: idle capacity costs no RSS. */
     loop->slots = calloc(loop->cfg->connections_max, sizeof(struct conn));
     loop->free_slots = calloc(loop->cfg->connections_max, sizeof(uint32_t));
+    loop->timer_heap = calloc((size_t)LOOP_TIMERS_MAX + 1, sizeof(*loop->timer_heap));
     uint32_t durations[TIMER_LISTS] = {
         [CONN_TIMER_HEADER] = loop->cfg->header_timeout_ms,
         [CONN_TIMER_BODY] = loop->cfg->body_timeout_ms,
@@ -802,7 +947,8 @@ struct loop *loop_create(struct loop_shared *shared, unsigned index)
     };
     for (int t = 0; t < TIMER_LISTS; t++)
         loop->timers[t].duration_ms = durations[t];
-    if (loop->slots == NULL || loop->free_slots == NULL || loop_listen(loop) != 0) {
+    if (loop->slots == NULL || loop->free_slots == NULL || loop->timer_heap == NULL ||
+        loop_listen(loop) != 0) {
         loop_destroy(loop);
         return NULL;
     }
@@ -911,6 +1057,7 @@ void loop_destroy(struct loop *loop)
     free(loop->recv_bufs);
     free(loop->slots);
     free(loop->free_slots);
+    free(loop->timer_heap);
     free(loop);
 }
 

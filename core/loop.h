@@ -136,6 +136,47 @@ void conn_flush(struct conn *conn);
 /* Peer address as text, for logs ("" when unknown). */
 const char *conn_peer(const struct conn *conn);
 
+/* Watching a file descriptor the loop does not own (a Postgres or Redis socket) for
+ * readiness, through a one-shot io_uring poll. on_ready runs once, on the shard's
+ * thread, with the poll(2) bits that are ready (POLLIN, POLLOUT, POLLERR, POLLHUP);
+ * arm again to keep watching. A watch belongs to one loop and must stay valid as
+ * long as that loop runs (it lives in a process-lifetime object such as a shard's
+ * database client): a cancelled poll still completes later, and is then ignored. */
+struct loop_watch {
+    void (*on_ready)(struct loop_watch *watch, unsigned events);
+    /* private */
+    int fd;
+    unsigned events;
+    bool armed;
+    uint8_t generation; /* bumped by arm and cancel: a late completion is recognised */
+};
+
+/* Arms a watch for events (POLLIN and/or POLLOUT). At most one arm at a time. */
+void loop_watch_arm(struct loop *loop, struct loop_watch *watch, int fd, unsigned events);
+/* Stops a pending arm: on_ready is not called for it. Safe when not armed. */
+void loop_watch_cancel(struct loop *loop, struct loop_watch *watch);
+bool loop_watch_armed(const struct loop_watch *watch);
+
+/* One-off timers for anything that is not a connection deadline (a query's budget,
+ * a reconnect backoff). Expiry is checked every LOOP_TIMER_TICK_MS, so a timer fires
+ * between delay and delay + one tick after it was started; on_expire runs on the
+ * shard's thread. A started timer must stay valid until it fires or is stopped. */
+#define LOOP_TIMERS_MAX 65536 /* per shard: one per query or request in flight */
+
+struct loop_timer {
+    void (*on_expire)(struct loop_timer *timer);
+    /* private */
+    uint64_t deadline_ms;
+    uint32_t heap_index; /* 0: not started */
+};
+
+/* Starts (or restarts) the timer. Returns 0, or -TE_FULL when LOOP_TIMERS_MAX run. */
+int loop_timer_start(struct loop *loop, struct loop_timer *timer, uint64_t delay_ms);
+void loop_timer_stop(struct loop *loop, struct loop_timer *timer);
+bool loop_timer_active(const struct loop_timer *timer);
+/* The loop's cached monotonic time in milliseconds (refreshed every iteration). */
+uint64_t loop_now_ms(const struct loop *loop);
+
 /* Request-sized blocks from the shard's pool (process lifetime, cached). */
 char *loop_block_get(struct loop *loop, size_t bytes);
 void loop_block_put(struct loop *loop, char *block, size_t bytes);
