@@ -5,6 +5,8 @@
 
 #include "core/config.h"
 #include "core/serve.h"
+#include "store/admin.h"
+#include "store/migrate.h"
 
 #define TESSERA_VERSION "0.1.0"
 
@@ -15,6 +17,8 @@ static void main_usage(FILE *out)
             "\n"
             "Commands:\n"
             "  serve      serve HTTP on TESSERA_LISTEN until SIGTERM or SIGINT\n"
+            "  migrate    bring the database schema (TESSERA_PG_URL) up to date\n"
+            "  admin      manage tenants, clients, users and signing keys\n"
             "  version    print the version\n"
             "\n"
             "tessera <command> --help tells more.\n");
@@ -70,6 +74,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "serve") == 0)
         return main_serve(argc, argv);
+    if (strcmp(argv[1], "migrate") == 0)
+        return migrate_main(argc, argv);
+    if (strcmp(argv[1], "admin") == 0)
+        return admin_main(argc, argv);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("tessera %s\n", TESSERA_VERSION);
         return 0;

@@ -170,12 +170,13 @@ tessera_pg_psql() {
         "${args[@]}"
 }
 
-# tessera_pg_create_db DATADIR PORT DB USER PASSWORD: a login role owning a new database.
+# tessera_pg_create_db DATADIR PORT DB USER PASSWORD: a login role owning a new database. The role
+# may create databases: the store tests each make a fresh one, so they can run in parallel.
 # The names are ours (no quoting needed); the password is hex, so it is safe in a literal.
 tessera_pg_create_db() {
     local datadir=$1 port=$2 db=$3 user=$4 password=$5
     tessera_pg_psql "$datadir" "$port" \
-        "CREATE ROLE $user LOGIN PASSWORD '$password'" \
+        "CREATE ROLE $user LOGIN CREATEDB PASSWORD '$password'" \
         "CREATE DATABASE $db OWNER $user"
 }
 
