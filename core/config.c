@@ -153,6 +153,41 @@ static int config_load_basics(struct config *cfg, FILE *err)
     return bad;
 }
 
+/* A connection URL: only its scheme is checked here (the client reports the rest when it
+ * connects), and it is never echoed, since it may carry a password. */
+static int config_copy_url(FILE *err, const char *name, const char *const schemes[], char *dst,
+                           size_t cap)
+{
+    const char *v = getenv(name);
+    dst[0] = '\0';
+    if (v == NULL || v[0] == '\0')
+        return 0;
+    bool known = false;
+    for (size_t i = 0; schemes[i] != NULL && !known; i++)
+        known = strncmp(v, schemes[i], strlen(schemes[i])) == 0;
+    if (!known || strlen(v) >= cap)
+        return config_bad(err, name, "(not shown: it may hold a password)",
+                          strlen(v) >= cap ? "too long" : "unknown scheme");
+    strcpy(dst, v);
+    return 0;
+}
+
+static int config_load_storage(struct config *cfg, FILE *err)
+{
+    static const char *const pg_schemes[] = { "postgres://", "postgresql://", NULL };
+    static const char *const redis_schemes[] = { "redis://", NULL };
+    int bad = config_copy_url(err, "TESSERA_PG_URL", pg_schemes, cfg->pg_url, sizeof(cfg->pg_url));
+    bad += config_copy_url(err, "TESSERA_REDIS_URL", redis_schemes, cfg->redis_url,
+                           sizeof(cfg->redis_url));
+    const char *v = getenv("TESSERA_AUTO_MIGRATE");
+    cfg->auto_migrate = false;
+    if (v != NULL && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+        bad += config_bad(err, "TESSERA_AUTO_MIGRATE", v, "expected 0 or 1");
+    else if (v != NULL)
+        cfg->auto_migrate = strcmp(v, "1") == 0;
+    return bad;
+}
+
 int config_load(struct config *cfg, FILE *err)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -168,6 +203,7 @@ int config_load(struct config *cfg, FILE *err)
             bad += config_bad(err, u->name, v, why);
         }
     }
+    bad += config_load_storage(cfg, err);
     bad += config_copy_path(err, "TESSERA_TLS_CERT_FILE", cfg->tls_cert_file, sizeof(cfg->tls_cert_file));
     bad += config_copy_path(err, "TESSERA_TLS_KEY_FILE", cfg->tls_key_file, sizeof(cfg->tls_key_file));
     if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0')) {
@@ -188,7 +224,10 @@ void config_print_help(FILE *out)
             "  TESSERA_LOG_LEVEL       debug, info, warn, error (info)\n"
             "  TESSERA_ACCESS_LOG      on or off (on)\n"
             "  TESSERA_TLS_CERT_FILE   PEM certificate chain: serve TLS (unset: plain HTTP)\n"
-            "  TESSERA_TLS_KEY_FILE    PEM private key for it\n");
+            "  TESSERA_TLS_KEY_FILE    PEM private key for it\n"
+            "  TESSERA_PG_URL          Postgres URL (unset: no database)\n"
+            "  TESSERA_REDIS_URL       Redis URL (unset: single-instance mode)\n"
+            "  TESSERA_AUTO_MIGRATE    1: migrate at start instead of refusing an old schema (0)\n");
     for (size_t i = 0; i < sizeof(config_uints) / sizeof(config_uints[0]); i++)
         fprintf(out, "  %-27s %s (%u)\n", config_uints[i].name, config_uints[i].help,
                 config_uints[i].fallback);

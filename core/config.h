@@ -37,6 +37,9 @@ struct config {
     uint32_t body_bytes_max;
     uint32_t header_fields_max;
     uint32_t connections_max; /* per shard */
+    char pg_url[CONFIG_URL_BYTES_MAX];    /* empty: no database (only the HTTP stack runs) */
+    char redis_url[CONFIG_URL_BYTES_MAX]; /* empty: single-instance mode, no Redis */
+    bool auto_migrate;                    /* migrate at start instead of refusing an old schema */
 };
 
 /* Fills cfg from getenv. Returns 0, or the number of bad values (each reported on err). */

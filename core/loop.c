@@ -1032,6 +1032,8 @@ int loop_run(struct loop *loop, int cpu)
         loop->shared->on_start(loop);
     while (!loop_shutdown_step(loop))
         loop_iterate(loop);
+    if (loop->shared->on_stop)
+        loop->shared->on_stop(loop);
     log_flush();
     return 0;
 }

@@ -70,6 +70,7 @@ struct loop_shared {
     struct workers *workers;
     loop_message_fn on_message;
     void (*on_start)(struct loop *loop); /* on the shard's thread before it serves, optional */
+    void (*on_stop)(struct loop *loop);  /* on the shard's thread after it served, optional */
     void *app;                 /* the application's process-wide state */
     struct loop **loops;       /* every shard, for scrape-time reads of counters */
     unsigned shards;

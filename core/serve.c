@@ -18,6 +18,8 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "proto/http_server.h"
+#include "store/migrate.h"
+#include "store/redis.h"
 
 #define SERVE_METRICS_BYTES 60000 /* under HTTP_RESPONSE_BYTES_MAX */
 
@@ -27,6 +29,7 @@ struct serve {
     struct loop *loops[CONFIG_SHARDS_MAX];
     pthread_t threads[CONFIG_SHARDS_MAX];
     struct http_server *http;
+    struct redis_client *redis[CONFIG_SHARDS_MAX]; /* one per shard, when TESSERA_REDIS_URL is set */
 };
 
 static atomic_int serve_shard_failures;
@@ -38,14 +41,25 @@ static void serve_health_live(struct http_ctx *ctx)
     http_respond(ctx, 200, "application/json", SLICE_LIT("{\"status\":\"ok\"}"));
 }
 
+/* Ready when this shard's dependencies answer: 503 otherwise, so a load balancer
+ * sends traffic elsewhere (and while shutting down, so it drains). */
 static void serve_health_ready(struct http_ctx *ctx)
 {
-    /* Dependencies (Postgres, Redis) join the checks as the store issue brings them. */
-    if (loop_stopping()) {
-        http_respond(ctx, 503, "application/json", SLICE_LIT("{\"status\":\"stopping\",\"checks\":{}}"));
-        return;
-    }
-    http_respond(ctx, 200, "application/json", SLICE_LIT("{\"status\":\"ready\",\"checks\":{}}"));
+    struct serve *serve = ctx->app;
+    struct redis_client *redis = serve->redis[loop_index(ctx->loop)];
+    bool redis_up = redis == NULL || redis_client_ready(redis);
+    bool ready = redis_up && !loop_stopping();
+    struct buf body = http_scratch_buf(ctx);
+    buf_printf(&body, "{\"status\":\"%s\",\"checks\":{", loop_stopping() ? "stopping"
+                                                          : ready          ? "ready"
+                                                                           : "unavailable");
+    if (redis != NULL)
+        buf_printf(&body, "\"redis\":\"%s\"", redis_up ? "up" : "down");
+    buf_append_cstr(&body, "}}");
+    http_scratch_commit(ctx, &body);
+    if (!ready)
+        http_header_add(ctx, "Retry-After", SLICE_LIT("1"));
+    http_respond(ctx, ready ? 200 : 503, "application/json", buf_slice(&body));
 }
 
 static uint64_t serve_load(const uint64_t *counter)
@@ -129,6 +143,20 @@ static void *serve_shard_main(void *arg)
     return NULL;
 }
 
+static void serve_shard_start(struct loop *loop)
+{
+    struct serve *serve = loop_shared(loop)->app;
+    if (serve->redis[loop_index(loop)])
+        redis_client_start(serve->redis[loop_index(loop)]);
+}
+
+static void serve_shard_stop(struct loop *loop)
+{
+    struct serve *serve = loop_shared(loop)->app;
+    if (serve->redis[loop_index(loop)])
+        redis_client_stop(serve->redis[loop_index(loop)]);
+}
+
 static int serve_build(struct serve *serve)
 {
     struct config *cfg = &serve->cfg;
@@ -139,6 +167,8 @@ static int serve_build(struct serve *serve)
     serve->shared.workers = workers_create(cfg->workers, cfg->shards);
     serve->shared.app = serve;
     serve->shared.loops = serve->loops;
+    serve->shared.on_start = serve_shard_start;
+    serve->shared.on_stop = serve_shard_stop;
     serve->http = http_server_create(cfg, serve);
     if (!serve->shared.mailbox || !serve->shared.workers || !serve->http)
         return -TE_NOMEM;
@@ -148,14 +178,18 @@ static int serve_build(struct serve *serve)
         serve->loops[i] = loop_create(&serve->shared, i);
         if (serve->loops[i] == NULL || http_server_attach(serve->http, serve->loops[i]) != 0)
             return -TE_IO;
+        if (cfg->redis_url[0] && (serve->redis[i] = redis_client_create(serve->loops[i], cfg->redis_url)) == NULL)
+            return -TE_INVAL;
     }
     return 0;
 }
 
 static void serve_teardown(struct serve *serve)
 {
-    for (unsigned i = 0; i < serve->cfg.shards; i++)
+    for (unsigned i = 0; i < serve->cfg.shards; i++) {
+        redis_client_destroy(serve->redis[i]);
         loop_destroy(serve->loops[i]);
+    }
     if (serve->shared.workers)
         workers_destroy(serve->shared.workers);
     if (serve->shared.mailbox)
@@ -205,6 +239,9 @@ int serve_main(const struct config *cfg)
     /* Blocked in every thread; the main thread takes them with sigwait. */
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Postgres is the source of truth: never serve on a schema older than this binary's. */
+    if (cfg->pg_url[0] && migrate_check_at_start(cfg->pg_url, cfg->auto_migrate, stderr) != 0)
+        return 1;
     int rc = serve_build(&serve);
     if (rc == 0)
         serve_log_listening(&serve);

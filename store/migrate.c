@@ -179,6 +179,32 @@ static PGconn *migrate_connect(int *exit_code)
     return conn;
 }
 
+int migrate_check_at_start(const char *url, bool auto_migrate, FILE *err)
+{
+    PGconn *conn = PQconnectdb(url);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        fprintf(err, "tessera: cannot connect to TESSERA_PG_URL: %s", PQerrorMessage(conn));
+        PQfinish(conn);
+        return -TE_IO;
+    }
+    int have = migrate_schema_version(conn);
+    int need = migrate_required_version();
+    int rc = 0;
+    if (have < 0) {
+        fprintf(err, "tessera: cannot read the schema version: %s", PQerrorMessage(conn));
+        rc = -TE_IO;
+    } else if (have < need && auto_migrate) {
+        int applied = 0;
+        rc = migrate_apply(conn, err, &applied) == 0 ? 0 : -TE_INVAL;
+    } else if (have < need) {
+        fprintf(err, "tessera: the database schema is version %d, this binary needs %d: run "
+                     "`tessera migrate` (or set TESSERA_AUTO_MIGRATE=1)\n", have, need);
+        rc = -TE_INVAL;
+    }
+    PQfinish(conn);
+    return rc;
+}
+
 int migrate_main(int argc, char **argv)
 {
     bool status_only = false;

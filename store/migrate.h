@@ -12,6 +12,7 @@
 #define TESSERA_STORE_MIGRATE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include <libpq-fe.h>
@@ -47,6 +48,13 @@ int migrate_schema_version(PGconn *conn);
  * statement failed). A database already past this binary's version is left as it is (an
  * older instance in a rolling upgrade) and warned about on err. */
 int migrate_apply(PGconn *conn, FILE *err, int *applied);
+
+/* For `tessera serve`, before any shard starts (it blocks): connects to url and checks
+ * that the schema is the version this binary needs, applying the migrations first when
+ * auto_migrate. 0 when the schema is ready; -TE_INVAL when it is older and auto_migrate
+ * is off (or a migration failed); -TE_IO when the database cannot be reached. Each
+ * failure is described on err. No PGconn leaves store/. */
+int migrate_check_at_start(const char *url, bool auto_migrate, FILE *err);
 
 /* `tessera migrate [--status]`: TESSERA_PG_URL, JSON on stdout. Exit status 0, 1, 2. */
 int migrate_main(int argc, char **argv);

@@ -25,7 +25,7 @@ static const char *const config_vars[] = {
     "TESSERA_ACCESS_LOG", "TESSERA_TLS_CERT_FILE", "TESSERA_TLS_KEY_FILE", "TESSERA_HEADER_TIMEOUT_MS",
     "TESSERA_BODY_TIMEOUT_MS", "TESSERA_IDLE_TIMEOUT_MS", "TESSERA_SHUTDOWN_TIMEOUT_MS",
     "TESSERA_MAX_HEAD_BYTES", "TESSERA_MAX_BODY_BYTES", "TESSERA_MAX_HEADER_FIELDS",
-    "TESSERA_MAX_CONNECTIONS",
+    "TESSERA_MAX_CONNECTIONS", "TESSERA_PG_URL", "TESSERA_REDIS_URL", "TESSERA_AUTO_MIGRATE",
 };
 
 static void config_env_clear(void)
@@ -60,6 +60,7 @@ static void test_defaults(void)
     CHECK(cfg.access_log);
     CHECK(cfg.log_level == LOG_INFO);
     CHECK(cfg.tls_cert_file[0] == '\0');
+    CHECK(cfg.pg_url[0] == '\0' && cfg.redis_url[0] == '\0' && !cfg.auto_migrate);
 }
 
 static void test_bad_values_each_named(void)
@@ -77,6 +78,9 @@ static void test_bad_values_each_named(void)
         { "TESSERA_PUBLIC_URL", "ftp://x" },   { "TESSERA_PUBLIC_URL", "http://x/" },
         { "TESSERA_TLS_CERT_FILE", "/nonexistent/cert.pem" },
         { "TESSERA_MAX_HEADER_FIELDS", "65" },
+        { "TESSERA_PG_URL", "mysql://u:secretpw@h/db" },
+        { "TESSERA_REDIS_URL", "http://h:6379" },
+        { "TESSERA_AUTO_MIGRATE", "yes" },
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         config_env_clear();
@@ -86,6 +90,7 @@ static void test_bad_values_each_named(void)
         int n = config_load_captured(&cfg, text, sizeof(text));
         CHECK(n >= 1);
         CHECK(strstr(text, bad[i].name) != NULL);
+        CHECK(strstr(text, "secretpw") == NULL); /* a URL's password is never echoed */
         if (n < 1 || strstr(text, bad[i].name) == NULL)
             fprintf(stderr, "  case %s=%s: got %d, \"%s\"\n", bad[i].name, bad[i].value, n, text);
     }
