@@ -7,6 +7,7 @@
 
 #include <openssl/evp.h>
 
+#include "core/slice.h"
 #include "crypto/b64url.h"
 #include "crypto/jwk.h"
 
@@ -17,8 +18,10 @@ struct jwk_key {
     enum jwk_alg alg;
     bool has_private;
     EVP_PKEY *pkey;                   /* NULL for HS256 */
-    EVP_MD_CTX *verify_template;      /* set up for verification; copied per use */
-    EVP_MD_CTX *sign_template;        /* set up for signing (private keys only); copied per use */
+    /* Set up once at import to prove EVP accepts the key for its alg; signing and
+     * verifying use per-thread contexts instead (jws.c), not copies of these. */
+    EVP_MD_CTX *verify_template;
+    EVP_MD_CTX *sign_template; /* private keys only */
     uint8_t secret[JWK_HMAC_KEY_MAX]; /* HS256 only */
     size_t secret_len;
     /* Public members as base64url, NUL-terminated: RSA n/e, EC x/y, OKP x/-. */
@@ -27,6 +30,12 @@ struct jwk_key {
     char kid[JWK_KID_MAX + 1];
     char thumbprint[JWK_THUMBPRINT_LEN + 1];
 };
+
+/* jws_sign without re-parsing the header: for headers crypto/ itself built from the
+ * key (jwt_sign writes alg from the key, typ and kid JSON-escaped), where parsing
+ * them again only cost time on every issued token (perf/crypto). Same results. */
+int jws_sign_built(const struct jwk_key *key, struct slice header_json, const uint8_t *payload,
+                   size_t payload_len, char *out, size_t cap);
 
 /* A digest-sign or -verify context for the key's alg (jws.c). NULL on failure. */
 EVP_MD_CTX *jws_md_ctx_new(const struct jwk_key *key, bool sign);

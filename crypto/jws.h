@@ -4,8 +4,9 @@
  * them: jws_parse (split, strict base64url, decode into the caller's buffer),
  * jws_header_parse (header JSON to a fixed struct), jws_verify_parsed (the header
  * alg must equal the key's alg byte for byte, then the signature). jws_verify does
- * all three. Allocation is bounded: jansson parses the bounded header, and each
- * signature operation copies one EVP context.
+ * all three. Nothing is allocated per call: the header is read by jscan (no DOM),
+ * and signatures use a per-thread, per-key EVP context set up on the thread's first
+ * use of the key and freed when the thread exits (jws.c).
  *
  * Never accepted: alg "none" or any name but the key's own, a JWS JSON
  * serialization, other than three segments, "crit" (Tessera understands no

@@ -6,7 +6,8 @@
  * the tenant's keyset only (jku, x5u, jwk, x5c never read), signature with the
  * key's alg, typ for the expected kind, then the claims (duplicates rejected):
  * exp/nbf/iat against an injected clock with leeway, iss and aud byte-exact, and
- * the kind's required claims. Every failure is -TE_INVAL; nothing is cached. */
+ * the kind's required claims. Every failure is -TE_INVAL; no result is cached (only
+ * per-thread EVP contexts, jws.c). JSON is read by crypto/jscan.h, strictly. */
 #ifndef TESSERA_CRYPTO_JWT_H
 #define TESSERA_CRYPTO_JWT_H
 
