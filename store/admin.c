@@ -582,15 +582,13 @@ static int admin_client_create(PGconn *conn, const char *tenant_id, const struct
     return admin_client_insert(conn, tenant_id, args, grants.data, scopes.data, redirects.data);
 }
 
-static int admin_client_delete(PGconn *conn, const char *tenant_id, const struct admin_args *args)
+/* Runs an UPDATE ... RETURNING json that names one row of the tenant (params: the tenant
+ * id, then `key`), prints it with the tenant's slug, or says which `what` is missing. */
+static int admin_update_one(PGconn *conn, const char *tenant_id, const struct admin_args *args,
+                            const char *sql, const char *key, const char *what)
 {
-    const char *params[2] = { tenant_id, args->client_id };
-    PGresult *res = admin_query(conn,
-                                "UPDATE clients SET deleted_at = now() WHERE tenant_id = $1 AND "
-                                "client_id = $2 AND deleted_at IS NULL RETURNING "
-                                "json_build_object('client_id', client_id, 'deleted_at', "
-                                "deleted_at)",
-                                2, params, NULL);
+    const char *params[2] = { tenant_id, key };
+    PGresult *res = admin_query(conn, sql, 2, params, NULL);
     if (res == NULL)
         return ADMIN_EXIT_REFUSED;
     int rc = ADMIN_EXIT_REFUSED;
@@ -599,11 +597,19 @@ static int admin_client_delete(PGconn *conn, const char *tenant_id, const struct
         json_object_set_new(base, "tenant", json_string(args->tenant));
         rc = admin_print(base, NULL, PQgetvalue(res, 0, 0));
     } else {
-        fprintf(stderr, "tessera admin: tenant \"%s\" has no client \"%s\"\n", args->tenant,
-                args->client_id);
+        fprintf(stderr, "tessera admin: tenant \"%s\" has no %s \"%s\"\n", args->tenant, what, key);
     }
     PQclear(res);
     return rc;
+}
+
+static int admin_client_delete(PGconn *conn, const char *tenant_id, const struct admin_args *args)
+{
+    return admin_update_one(conn, tenant_id, args,
+                            "UPDATE clients SET deleted_at = now() WHERE tenant_id = $1 AND "
+                            "client_id = $2 AND deleted_at IS NULL RETURNING "
+                            "json_build_object('client_id', client_id, 'deleted_at', deleted_at)",
+                            args->client_id, "client");
 }
 
 static int admin_client(PGconn *conn, const char *verb, const char *tenant_id,
@@ -699,26 +705,11 @@ static int admin_user_create(PGconn *conn, const char *tenant_id, const struct a
 
 static int admin_user_disable(PGconn *conn, const char *tenant_id, const struct admin_args *args)
 {
-    const char *params[2] = { tenant_id, args->username };
-    PGresult *res = admin_query(conn,
-                                "UPDATE users SET disabled = true WHERE tenant_id = $1 AND "
-                                "lower(username) = lower($2) AND deleted_at IS NULL RETURNING "
-                                "json_build_object('id', id, 'username', username, 'disabled', "
-                                "disabled)",
-                                2, params, NULL);
-    if (res == NULL)
-        return ADMIN_EXIT_REFUSED;
-    int rc = ADMIN_EXIT_REFUSED;
-    if (PQntuples(res) == 1) {
-        json_t *base = json_object();
-        json_object_set_new(base, "tenant", json_string(args->tenant));
-        rc = admin_print(base, NULL, PQgetvalue(res, 0, 0));
-    } else {
-        fprintf(stderr, "tessera admin: tenant \"%s\" has no user \"%s\"\n", args->tenant,
-                args->username);
-    }
-    PQclear(res);
-    return rc;
+    return admin_update_one(conn, tenant_id, args,
+                            "UPDATE users SET disabled = true WHERE tenant_id = $1 AND "
+                            "lower(username) = lower($2) AND deleted_at IS NULL RETURNING "
+                            "json_build_object('id', id, 'username', username, 'disabled', disabled)",
+                            args->username, "user");
 }
 
 static int admin_user_check(const char *verb, const struct admin_args *args)
