@@ -485,6 +485,18 @@ static int jwk_prepare_verify(struct jwk_key *key)
     return ok ? 0 : -TE_IO;
 }
 
+/* What every key needs once its material is in place, whether imported or generated:
+ * its public JWK, its RFC 7638 thumbprint (the kid), and proof that OpenSSL accepts it. */
+static int jwk_complete(struct jwk_key *key)
+{
+    int rc = jwk_fill_public(key);
+    if (rc == 0)
+        rc = jwk_fill_thumbprint(key);
+    if (rc == 0)
+        rc = jwk_prepare_verify(key);
+    return rc;
+}
+
 static int jwk_import_object(const json_t *obj, enum jwk_alg expect, struct jwk_key *key)
 {
     int rc = jwk_import_policy(obj, expect, key);
@@ -506,15 +518,8 @@ static int jwk_import_object(const json_t *obj, enum jwk_alg expect, struct jwk_
         rc = jwk_oct_import(obj, key);
         break;
     }
-    if (rc == 0) {
-        rc = jwk_fill_public(key);
-    }
-    if (rc == 0) {
-        rc = jwk_fill_thumbprint(key);
-    }
-    if (rc == 0) {
-        rc = jwk_prepare_verify(key);
-    }
+    if (rc == 0)
+        rc = jwk_complete(key);
     return rc;
 }
 
@@ -576,15 +581,8 @@ int jwk_generate(enum jwk_alg alg, unsigned rsa_bits, struct jwk_key **out)
         key->pkey = jwk_generate_pkey(alg, rsa_bits);
         rc = key->pkey != NULL ? 0 : -TE_INVAL;
     }
-    if (rc == 0) {
-        rc = jwk_fill_public(key);
-    }
-    if (rc == 0) {
-        rc = jwk_fill_thumbprint(key);
-    }
-    if (rc == 0) {
-        rc = jwk_prepare_verify(key);
-    }
+    if (rc == 0)
+        rc = jwk_complete(key);
     if (rc < 0) {
         jwk_free(key);
         return rc;
