@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "core/loop.h"
+#include "tests/core/loop_fixture.h"
 
 #define TEST_SHARDS 3
 #define TEST_MESSAGES_PER_PAIR 200000 /* > RING_SLOTS: the ring fills and must push back */
@@ -109,39 +110,23 @@ static void test_on_start(struct loop *loop)
         sched_yield();
 }
 
-static void *test_shard_main(void *arg)
-{
-    loop_run(arg, -1);
-    return NULL;
-}
-
-static void test_conn_noop(struct conn *conn) { (void)conn; }
-static void test_conn_data(struct conn *conn, const char *d, size_t n) { (void)d; (void)n; conn_close(conn, true); }
-static void test_conn_timeout(struct conn *conn, enum conn_timer t) { (void)t; conn_close(conn, true); }
-
-static const struct conn_handler test_handler = {
-    .on_open = test_conn_noop, .on_data = test_conn_data, .on_sent = test_conn_noop,
-    .on_timeout = test_conn_timeout, .on_shutdown = test_conn_noop, .on_close = test_conn_noop,
-};
-
 int main(void)
 {
-    setenv("TESSERA_LISTEN", "127.0.0.1:0", 1);
     struct config cfg;
-    if (config_load(&cfg, stderr) != 0)
+    if (loop_fixture_config(&cfg) != 0)
         return 1;
     cfg.shards = TEST_SHARDS;
     cfg.connections_max = 16;
     log_init(LOG_WARN, false);
     struct loop_shared shared = {
-        .cfg = &cfg, .handler = &test_handler, .on_message = test_on_message,
+        .cfg = &cfg, .handler = &loop_fixture_handler, .on_message = test_on_message,
         .on_start = test_on_start, .shards = TEST_SHARDS,
         .mailbox = mailbox_create(TEST_SHARDS), .workers = workers_create(2, TEST_SHARDS),
     };
     for (unsigned i = 0; i < TEST_SHARDS; i++)
         test_loops[i] = loop_create(&shared, i);
     for (unsigned i = 0; i < TEST_SHARDS; i++)
-        pthread_create(&test_threads[i], NULL, test_shard_main, test_loops[i]);
+        pthread_create(&test_threads[i], NULL, loop_fixture_shard_main, test_loops[i]);
 
     long expected_messages = (long)TEST_SHARDS * (TEST_SHARDS - 1) * TEST_MESSAGES_PER_PAIR;
     long expected_jobs = (long)TEST_SHARDS * TEST_JOBS_PER_SHARD;

@@ -15,6 +15,7 @@
 
 #include "core/log.h"
 #include "core/loop.h"
+#include "tests/core/loop_fixture.h"
 
 #define TEST_TIMERS 2000
 #define TEST_TIMER_SPAN_MS 400
@@ -107,21 +108,6 @@ static void test_on_start(struct loop *loop)
     atomic_store(&test_watch_stage, 1);
 }
 
-static void *test_shard_main(void *arg)
-{
-    loop_run(arg, -1);
-    return NULL;
-}
-
-static void test_conn_noop(struct conn *conn) { (void)conn; }
-static void test_conn_data(struct conn *c, const char *d, size_t n) { (void)d; (void)n; conn_close(c, true); }
-static void test_conn_timeout(struct conn *c, enum conn_timer t) { (void)t; conn_close(c, true); }
-
-static const struct conn_handler test_handler = {
-    .on_open = test_conn_noop, .on_data = test_conn_data, .on_sent = test_conn_noop,
-    .on_timeout = test_conn_timeout, .on_shutdown = test_conn_noop, .on_close = test_conn_noop,
-};
-
 static void test_sleep_ms(int ms)
 {
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
@@ -130,19 +116,18 @@ static void test_sleep_ms(int ms)
 
 int main(void)
 {
-    setenv("TESSERA_LISTEN", "127.0.0.1:0", 1);
     struct config cfg;
-    if (config_load(&cfg, stderr) != 0 || pipe(test_pipe) != 0)
+    if (loop_fixture_config(&cfg) != 0 || pipe(test_pipe) != 0)
         return 1;
     cfg.shards = 1;
     cfg.connections_max = 4;
     log_init(LOG_WARN, false);
-    struct loop_shared shared = { .cfg = &cfg, .handler = &test_handler, .on_start = test_on_start,
+    struct loop_shared shared = { .cfg = &cfg, .handler = &loop_fixture_handler, .on_start = test_on_start,
                                   .shards = 1 };
     test_loop = loop_create(&shared, 0);
     if (test_loop == NULL)
         return 1;
-    pthread_create(&test_thread, NULL, test_shard_main, test_loop);
+    pthread_create(&test_thread, NULL, loop_fixture_shard_main, test_loop);
 
     int expected = TEST_TIMERS - (TEST_TIMERS + 2) / 3;
     int waited = 0;

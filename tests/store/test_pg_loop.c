@@ -19,6 +19,7 @@
  *   6. a server that refuses connections: the client keeps retrying with backoff (several
  *      failed attempts counted), stays not ready, and refuses queries at once. */
 #include "store/pg.c"
+#include "tests/core/loop_fixture.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -375,30 +376,6 @@ static void test_on_start(struct loop *loop)
 
 /* ---- the main thread -------------------------------------------------------------------- */
 
-static void *test_shard_main(void *arg)
-{
-    loop_run(arg, -1);
-    return NULL;
-}
-
-static void test_conn_noop(struct conn *conn) { (void)conn; }
-static void test_conn_data(struct conn *conn, const char *d, size_t n)
-{
-    (void)d;
-    (void)n;
-    conn_close(conn, true);
-}
-static void test_conn_timeout(struct conn *conn, enum conn_timer t)
-{
-    (void)t;
-    conn_close(conn, true);
-}
-
-static const struct conn_handler test_handler = {
-    .on_open = test_conn_noop, .on_data = test_conn_data, .on_sent = test_conn_noop,
-    .on_timeout = test_conn_timeout, .on_shutdown = test_conn_noop, .on_close = test_conn_noop,
-};
-
 static void test_sleep_ms(long ms)
 {
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
@@ -514,22 +491,21 @@ int main(void)
     }
     if (pgtest_create(&test_db, "pg_loop") != 0)
         return 1;
-    setenv("TESSERA_LISTEN", "127.0.0.1:0", 1);
     struct config cfg;
-    if (config_load(&cfg, stderr) != 0)
+    if (loop_fixture_config(&cfg) != 0)
         return 1;
     cfg.shards = TEST_SHARDS;
     cfg.connections_max = 16;
     log_init(LOG_ERROR, false);
     struct loop_shared shared = {
-        .cfg = &cfg, .handler = &test_handler, .on_start = test_on_start, .shards = TEST_SHARDS,
+        .cfg = &cfg, .handler = &loop_fixture_handler, .on_start = test_on_start, .shards = TEST_SHARDS,
         .mailbox = mailbox_create(TEST_SHARDS), .workers = workers_create(1, TEST_SHARDS),
     };
     struct loop *loops[TEST_SHARDS];
     for (unsigned i = 0; i < TEST_SHARDS; i++)
         loops[i] = loop_create(&shared, i);
     for (unsigned i = 0; i < TEST_SHARDS; i++)
-        pthread_create(&test_threads[i], NULL, test_shard_main, loops[i]);
+        pthread_create(&test_threads[i], NULL, loop_fixture_shard_main, loops[i]);
     test_wait_and_kill();
     loop_request_shutdown();
     for (unsigned i = 0; i < TEST_SHARDS; i++)

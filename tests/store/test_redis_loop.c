@@ -22,6 +22,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "tests/core/loop_fixture.h"
 #include "store/redis.h"
 
 #define TEST_PIPELINED 10000
@@ -253,21 +254,6 @@ static int test_killed_settled(void)
 }
 static int test_recovered(void) { return atomic_load(&test_messages) >= 2; }
 
-static void test_conn_noop(struct conn *conn) { (void)conn; }
-static void test_conn_data(struct conn *c, const char *d, size_t n) { (void)d; (void)n; conn_close(c, true); }
-static void test_conn_timeout(struct conn *c, enum conn_timer t) { (void)t; conn_close(c, true); }
-
-static const struct conn_handler test_handler = {
-    .on_open = test_conn_noop, .on_data = test_conn_data, .on_sent = test_conn_noop,
-    .on_timeout = test_conn_timeout, .on_shutdown = test_conn_noop, .on_close = test_conn_noop,
-};
-
-static void *test_shard_main(void *arg)
-{
-    loop_run(arg, -1);
-    return NULL;
-}
-
 int main(void)
 {
     if (system("command -v redis-server >/dev/null 2>&1") != 0) {
@@ -276,14 +262,13 @@ int main(void)
     }
     snprintf(test_port_text, sizeof(test_port_text), "%d", test_free_port());
     test_redis_pid = test_redis_start();
-    setenv("TESSERA_LISTEN", "127.0.0.1:0", 1);
     struct config cfg;
-    if (config_load(&cfg, stderr) != 0)
+    if (loop_fixture_config(&cfg) != 0)
         return 1;
     cfg.shards = 1;
     cfg.connections_max = 4;
     log_init(LOG_ERROR, false);
-    struct loop_shared shared = { .cfg = &cfg, .handler = &test_handler, .on_start = test_on_start, .shards = 1 };
+    struct loop_shared shared = { .cfg = &cfg, .handler = &loop_fixture_handler, .on_start = test_on_start, .shards = 1 };
     test_loop = loop_create(&shared, 0);
     char url[64];
     snprintf(url, sizeof(url), "redis://127.0.0.1:%s", test_port_text);
@@ -292,7 +277,7 @@ int main(void)
     if (!test_loop || !test_client || !test_subscriber ||
         redis_client_subscribe(test_subscriber, "tessera:test", test_on_message, NULL) != 0)
         return 1;
-    pthread_create(&test_thread, NULL, test_shard_main, test_loop);
+    pthread_create(&test_thread, NULL, loop_fixture_shard_main, test_loop);
 
     test_phase_run(PHASE_PIPELINE, test_all_replied);
     if (!test_in_order)
