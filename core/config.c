@@ -37,6 +37,16 @@ static const struct config_uint config_uints[] = {
       CONFIG_HEADER_FIELDS_MAX, "header field lines (431 above)" },
     { "TESSERA_MAX_CONNECTIONS", CONFIG_FIELD(connections_max), 65536, 1, 1048576,
       "connections per shard (a preallocated slab)" },
+    { "TESSERA_PG_QUERY_TIMEOUT_MS", CONFIG_FIELD(pg_query_timeout_ms), 2000, 10, 60000,
+      "longest wait for Postgres per query before 503 + Retry-After (issue 4)" },
+    { "TESSERA_KEY_ROTATE_AFTER_S", CONFIG_FIELD(key_rotate_after_s), 7776000, 0, 315360000,
+      "age at which a tenant's active signing key is rotated; 0: only by hand" },
+    { "TESSERA_KEY_ROTATION_CHECK_S", CONFIG_FIELD(key_rotation_check_s), 3600, 1, 86400,
+      "how often the scheduled rotation looks for keys due" },
+    { "TESSERA_ARGON2_M_KIB", CONFIG_FIELD(argon2_m_kib), 19456, 8, 1048576,
+      "Argon2id memory per password hash, KiB (DESIGN §4: 19 MiB)" },
+    { "TESSERA_ARGON2_T", CONFIG_FIELD(argon2_t), 2, 1, 16, "Argon2id passes" },
+    { "TESSERA_ARGON2_P", CONFIG_FIELD(argon2_p), 1, 1, 16, "Argon2id lanes" },
 };
 
 static int config_parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)
@@ -179,6 +189,12 @@ static int config_load_storage(struct config *cfg, FILE *err)
     int bad = config_copy_url(err, "TESSERA_PG_URL", pg_schemes, cfg->pg_url, sizeof(cfg->pg_url));
     bad += config_copy_url(err, "TESSERA_REDIS_URL", redis_schemes, cfg->redis_url,
                            sizeof(cfg->redis_url));
+    bad += config_copy_url(err, "TESSERA_PG_REPLICA_URL", pg_schemes, cfg->pg_replica_url,
+                           sizeof(cfg->pg_replica_url));
+    if (cfg->pg_replica_url[0] && !cfg->pg_url[0]) {
+        fprintf(err, "tessera: TESSERA_PG_REPLICA_URL needs TESSERA_PG_URL (writes go to the primary)\n");
+        bad++;
+    }
     const char *v = getenv("TESSERA_AUTO_MIGRATE");
     cfg->auto_migrate = false;
     if (v != NULL && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
@@ -226,6 +242,8 @@ void config_print_help(FILE *out)
             "  TESSERA_TLS_CERT_FILE   PEM certificate chain: serve TLS (unset: plain HTTP)\n"
             "  TESSERA_TLS_KEY_FILE    PEM private key for it\n"
             "  TESSERA_PG_URL          Postgres URL (unset: no database)\n"
+            "  TESSERA_PG_REPLICA_URL  read replica URL for read-only queries (unset: primary)\n"
+            "  TESSERA_MASTER_KEY_FILE 64 hex digits, mode 0600: seals private signing keys\n"
             "  TESSERA_REDIS_URL       Redis URL (unset: single-instance mode)\n"
             "  TESSERA_AUTO_MIGRATE    1: migrate at start instead of refusing an old schema (0)\n");
     for (size_t i = 0; i < sizeof(config_uints) / sizeof(config_uints[0]); i++)

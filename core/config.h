@@ -39,7 +39,14 @@ struct config {
     uint32_t connections_max; /* per shard */
     char pg_url[CONFIG_URL_BYTES_MAX];    /* empty: no database (only the HTTP stack runs) */
     char redis_url[CONFIG_URL_BYTES_MAX]; /* empty: single-instance mode, no Redis */
+    char pg_replica_url[CONFIG_URL_BYTES_MAX]; /* empty: every read goes to the primary */
     bool auto_migrate;                    /* migrate at start instead of refusing an old schema */
+    uint32_t pg_query_timeout_ms;         /* a request's budget for one store wait (503 after) */
+    uint32_t key_rotate_after_s;          /* scheduled signing-key rotation; 0: never */
+    uint32_t key_rotation_check_s;        /* how often the rotator looks */
+    uint32_t argon2_m_kib;                /* password hashing cost (DESIGN §4) */
+    uint32_t argon2_t;
+    uint32_t argon2_p;
 };
 
 /* Fills cfg from getenv. Returns 0, or the number of bad values (each reported on err). */

@@ -17,9 +17,10 @@
 
 #include "core/log.h"
 #include "core/loop.h"
+#include "auth/auth.h"
 #include "proto/http_server.h"
 #include "store/migrate.h"
-#include "store/redis.h"
+#include "store/store.h"
 
 #define SERVE_METRICS_BYTES 60000 /* under HTTP_RESPONSE_BYTES_MAX */
 
@@ -29,7 +30,8 @@ struct serve {
     struct loop *loops[CONFIG_SHARDS_MAX];
     pthread_t threads[CONFIG_SHARDS_MAX];
     struct http_server *http;
-    struct redis_client *redis[CONFIG_SHARDS_MAX]; /* one per shard, when TESSERA_REDIS_URL is set */
+    struct store *store;
+    struct auth *auth;
 };
 
 static atomic_int serve_shard_failures;
@@ -41,20 +43,33 @@ static void serve_health_live(struct http_ctx *ctx)
     http_respond(ctx, 200, "application/json", SLICE_LIT("{\"status\":\"ok\"}"));
 }
 
+static void serve_health_check(struct buf *body, const char *name, enum store_state state, bool *first)
+{
+    if (state == STORE_ABSENT)
+        return;
+    buf_printf(body, "%s\"%s\":\"%s\"", *first ? "" : ",", name, state == STORE_UP ? "up" : "down");
+    *first = false;
+}
+
 /* Ready when this shard's dependencies answer: 503 otherwise, so a load balancer
- * sends traffic elsewhere (and while shutting down, so it drains). */
+ * sends traffic elsewhere (and while shutting down, so it drains). A replica that is
+ * down is reported but not fatal: reads fall back to the primary. */
 static void serve_health_ready(struct http_ctx *ctx)
 {
     struct serve *serve = ctx->app;
-    struct redis_client *redis = serve->redis[loop_index(ctx->loop)];
-    bool redis_up = redis == NULL || redis_client_ready(redis);
-    bool ready = redis_up && !loop_stopping();
+    struct store_health h;
+    store_shard_health(store_shard(serve->store, loop_index(ctx->loop)), &h);
+    bool ready = h.primary != STORE_DOWN && h.redis != STORE_DOWN && h.subscriber != STORE_DOWN &&
+                 !loop_stopping();
     struct buf body = http_scratch_buf(ctx);
     buf_printf(&body, "{\"status\":\"%s\",\"checks\":{", loop_stopping() ? "stopping"
                                                           : ready          ? "ready"
                                                                            : "unavailable");
-    if (redis != NULL)
-        buf_printf(&body, "\"redis\":\"%s\"", redis_up ? "up" : "down");
+    bool first = true;
+    serve_health_check(&body, "postgres", h.primary, &first);
+    serve_health_check(&body, "postgres_replica", h.replica, &first);
+    serve_health_check(&body, "redis", h.redis, &first);
+    serve_health_check(&body, "redis_subscriber", h.subscriber, &first);
     buf_append_cstr(&body, "}}");
     http_scratch_commit(ctx, &body);
     if (!ready)
@@ -118,10 +133,13 @@ static void serve_metrics(struct http_ctx *ctx)
 
 static int serve_routes(struct serve *serve)
 {
+    struct http_server *http = serve->http;
     int rc = 0;
-    rc |= http_route_add(serve->http, HTTP1_METHOD_GET, "/health/live", "health_live", serve_health_live);
-    rc |= http_route_add(serve->http, HTTP1_METHOD_GET, "/health/ready", "health_ready", serve_health_ready);
-    rc |= http_route_add(serve->http, HTTP1_METHOD_GET, "/metrics", "metrics", serve_metrics);
+    rc |= http_route_add(http, HTTP1_METHOD_GET, "/health/live", "health_live", serve_health_live, serve);
+    rc |= http_route_add(http, HTTP1_METHOD_GET, "/health/ready", "health_ready", serve_health_ready, serve);
+    rc |= http_route_add(http, HTTP1_METHOD_GET, "/metrics", "metrics", serve_metrics, serve);
+    if (serve->auth != NULL)
+        rc |= auth_routes(serve->auth, http);
     return rc;
 }
 
@@ -146,15 +164,20 @@ static void *serve_shard_main(void *arg)
 static void serve_shard_start(struct loop *loop)
 {
     struct serve *serve = loop_shared(loop)->app;
-    if (serve->redis[loop_index(loop)])
-        redis_client_start(serve->redis[loop_index(loop)]);
+    store_shard_start(serve->store, loop);
 }
 
 static void serve_shard_stop(struct loop *loop)
 {
     struct serve *serve = loop_shared(loop)->app;
-    if (serve->redis[loop_index(loop)])
-        redis_client_stop(serve->redis[loop_index(loop)]);
+    store_shard_stop(serve->store, loop);
+}
+
+static void serve_on_message(struct loop *loop, const struct ring_msg *msg)
+{
+    struct serve *serve = loop_shared(loop)->app;
+    if (!store_handle_message(serve->store, loop, msg))
+        log_msg(LOG_ERROR, "unknown inter-shard message", NULL);
 }
 
 static int serve_build(struct serve *serve)
@@ -169,27 +192,32 @@ static int serve_build(struct serve *serve)
     serve->shared.loops = serve->loops;
     serve->shared.on_start = serve_shard_start;
     serve->shared.on_stop = serve_shard_stop;
+    serve->shared.on_message = serve_on_message;
     serve->http = http_server_create(cfg, serve);
     if (!serve->shared.mailbox || !serve->shared.workers || !serve->http)
         return -TE_NOMEM;
-    if (http_server_enable_tls(serve->http) != 0 || serve_routes(serve) != 0)
-        return -TE_INVAL;
     for (unsigned i = 0; i < cfg->shards; i++) {
         serve->loops[i] = loop_create(&serve->shared, i);
         if (serve->loops[i] == NULL || http_server_attach(serve->http, serve->loops[i]) != 0)
             return -TE_IO;
-        if (cfg->redis_url[0] && (serve->redis[i] = redis_client_create(serve->loops[i], cfg->redis_url)) == NULL)
-            return -TE_INVAL;
     }
+    serve->store = store_create(cfg, serve->loops, cfg->shards);
+    if (serve->store == NULL)
+        return -TE_INVAL;
+    /* The tenant routes need the database; without one only the HTTP stack serves. */
+    if (cfg->pg_url[0] && (serve->auth = auth_create(cfg, serve->store, serve->shared.workers)) == NULL)
+        return -TE_INVAL;
+    if (http_server_enable_tls(serve->http) != 0 || serve_routes(serve) != 0)
+        return -TE_INVAL;
     return 0;
 }
 
 static void serve_teardown(struct serve *serve)
 {
-    for (unsigned i = 0; i < serve->cfg.shards; i++) {
-        redis_client_destroy(serve->redis[i]);
+    store_destroy(serve->store);
+    auth_destroy(serve->auth);
+    for (unsigned i = 0; i < serve->cfg.shards; i++)
         loop_destroy(serve->loops[i]);
-    }
     if (serve->shared.workers)
         workers_destroy(serve->shared.workers);
     if (serve->shared.mailbox)

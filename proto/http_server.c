@@ -6,14 +6,16 @@
  *   3. Responses
  *   4. Framing: one request at a time out of the received bytes
  *   5. Connection callbacks (plain and TLS)
- *   6. Statistics and metrics
+ *   6. Parked requests
+ *   7. Statistics and metrics
  *
  * Received bytes are parsed where they lie (the provided receive buffer) when the
  * connection holds nothing; what a partial request leaves is copied into the
  * connection's stash block, taken from the shard pool only while a request is
  * incomplete. Pipelined requests are answered in order into one output buffer and
  * sent with one write. When the output buffer lacks room for another answer the
- * connection stops reading (RFC 9112 §9.3.2 back-pressure). */
+ * connection stops reading (RFC 9112 §9.3.2 back-pressure); it stops too while a
+ * request is parked, and the bytes already received wait in the stash. */
 #include "proto/http_server.h"
 
 #include <assert.h>
@@ -35,6 +37,7 @@ struct http_route {
     enum http1_method method;
     const char *name;
     http_handler_fn handler;
+    void *arg;                                     /* given to the handler as ctx->route_arg */
     size_t segment_count;
     const char *segments[HTTP_ROUTE_SEGMENTS_MAX]; /* NULL marks a {param} */
     char *pattern_copy;                            /* what segments point into */
@@ -69,6 +72,7 @@ struct http_shard {
     struct buf tls_staging;
     uint64_t request_id_prefix;
     uint64_t request_id_counter;
+    bool dispatching;                   /* a handler runs: no resume may start now */
     struct http_stats stats;
 };
 
@@ -100,7 +104,30 @@ struct http_conn {
     bool backpressure;
     bool close_requested;         /* close once the answers so far are sent */
     uint64_t start_us;            /* the current request's first byte */
+    struct http_park *parked;     /* the request waiting for its answer, or NULL */
 };
+
+/* A parked request: what its answer needs of it, then the handler's state. It lives in
+ * a block of the shard's pool from http_park to http_resume. */
+struct http_park {
+    struct conn *conn;            /* NULL once the connection went away */
+    struct loop *loop;
+    int route;
+    enum http1_method method;
+    int version_minor;
+    bool keep_alive;
+    bool head_only;
+    uint8_t request_id_len;
+    uint8_t method_len;
+    uint16_t path_len;
+    char request_id[HTTP_REQUEST_ID_BYTES_MAX];
+    char method_name[16];
+    char path[HTTP_PARK_PATH_BYTES];
+    _Alignas(16) char state[];
+};
+
+_Static_assert(sizeof(struct http_park) + HTTP_PARK_STATE_MAX <= HTTP_PARK_BYTES, "state fits");
+_Static_assert(HTTP_PARK_PATH_BYTES <= UINT16_MAX, "path_len holds it");
 
 _Static_assert(sizeof(struct http_conn) <= LOOP_CONN_PROTO_BYTES, "fits the slab slot");
 
@@ -163,7 +190,7 @@ int http_server_attach(struct http_server *server, struct loop *loop)
 /* ---- 2. Routing --------------------------------------------------------------------------- */
 
 int http_route_add(struct http_server *server, enum http1_method method, const char *pattern,
-                   const char *name, http_handler_fn handler)
+                   const char *name, http_handler_fn handler, void *arg)
 {
     if (server->route_count == HTTP_ROUTES_MAX)
         return -TE_FULL;
@@ -174,6 +201,7 @@ int http_route_add(struct http_server *server, enum http1_method method, const c
     route->method = method;
     route->name = name;
     route->handler = handler;
+    route->arg = arg;
     /* Patterns are process-lifetime literals: keep pointers into a private copy. */
     char *copy = strdup(pattern + 1);
     if (copy == NULL)
@@ -468,8 +496,9 @@ static struct slice http_request_id(struct http_ctx *ctx, struct http_shard *sha
     return slice_make(id, 32);
 }
 
+/* request_id: the parked request's, or an empty slice to take the client's or make one. */
 static void http_ctx_init(struct http_ctx *ctx, struct conn *conn, struct http_conn *hc,
-                          const struct http1_request *req)
+                          const struct http1_request *req, struct slice request_id)
 {
     memset(ctx, 0, offsetof(struct http_ctx, scratch));
     ctx->conn = conn;
@@ -480,7 +509,7 @@ static void http_ctx_init(struct http_ctx *ctx, struct conn *conn, struct http_c
     ctx->route = HTTP_ROUTE_UNMATCHED;
     ctx->head_only = req->method == HTTP1_METHOD_HEAD;
     buf_init(&ctx->scratch, hc->shard->scratch, sizeof(hc->shard->scratch));
-    ctx->request_id = http_request_id(ctx, hc->shard);
+    ctx->request_id = request_id.len > 0 ? request_id : http_request_id(ctx, hc->shard);
     log_set_request_id(ctx->request_id); /* every line about this request carries it */
 }
 
@@ -496,14 +525,9 @@ static void http_request_begin(struct conn *conn, struct http_conn *hc)
     conn_timer_set(conn, CONN_TIMER_HEADER);
 }
 
-static void http_request_end(struct conn *conn, struct http_conn *hc, struct http_ctx *ctx)
+/* The request's bytes are all read: forget its framing state (also when it parks). */
+static void http_request_input_done(struct conn *conn, struct http_conn *hc)
 {
-    uint64_t us = loop_now_us() - hc->start_us;
-    http_stats_record(hc->shard, ctx, us);
-    if (log_access_enabled())
-        http_access_log(ctx, us);
-    log_set_request_id(slice_make(NULL, 0));
-    hc->request_started = false;
     hc->continue_sent = false;
     hc->awaiting_body = false;
     if (hc->chunk_body) {
@@ -512,6 +536,17 @@ static void http_request_end(struct conn *conn, struct http_conn *hc, struct htt
     }
     hc->chunk_body_len = 0;
     hc->chunked_active = false;
+}
+
+static void http_request_end(struct conn *conn, struct http_conn *hc, struct http_ctx *ctx)
+{
+    uint64_t us = loop_now_us() - hc->start_us;
+    http_stats_record(hc->shard, ctx, us);
+    if (log_access_enabled())
+        http_access_log(ctx, us);
+    log_set_request_id(slice_make(NULL, 0));
+    hc->request_started = false;
+    http_request_input_done(conn, hc);
     if (hc->shutting_down || !ctx->req->keep_alive)
         hc->close_requested = true; /* done by http_settle, after TLS has sealed the answer */
     else
@@ -528,7 +563,7 @@ static void http_answer_and_close(struct conn *conn, struct http_conn *hc, int s
     req->keep_alive = false;
     req->version_minor = 1;
     struct http_ctx ctx;
-    http_ctx_init(&ctx, conn, hc, req);
+    http_ctx_init(&ctx, conn, hc, req, slice_make(NULL, 0));
     hc->close_requested = true; /* framing can no longer be trusted (RFC 9112 §11.2) */
     http_respond_problem(&ctx, status, detail);
     if (!hc->request_started)
@@ -536,15 +571,36 @@ static void http_answer_and_close(struct conn *conn, struct http_conn *hc, int s
     http_request_end(conn, hc, &ctx);
 }
 
+/* The handler parked the request: keep the connection quiet until http_resume. Its
+ * deadline is the handler's (every wait has a budget); the idle deadline is a backstop. */
+static void http_request_park(struct conn *conn, struct http_conn *hc, struct http_ctx *ctx)
+{
+    hc->parked = ctx->parked;
+    http_request_input_done(conn, hc);
+    log_set_request_id(slice_make(NULL, 0));
+    conn_pause_recv(conn, true);
+    conn_timer_set(conn, CONN_TIMER_IDLE);
+}
+
 static void http_dispatch(struct conn *conn, struct http_conn *hc, const struct http1_request *req,
                           struct slice body)
 {
     struct http_ctx ctx;
-    http_ctx_init(&ctx, conn, hc, req);
+    http_ctx_init(&ctx, conn, hc, req, slice_make(NULL, 0));
     ctx.body = body;
     const struct http_route *route = http_route_find(&ctx);
-    if (route != NULL)
+    if (route != NULL) {
+        ctx.route_arg = route->arg;
+        hc->shard->dispatching = true;
         route->handler(&ctx);
+        hc->shard->dispatching = false;
+    }
+    if (ctx.parked != NULL && !ctx.responded) {
+        http_request_park(conn, hc, &ctx);
+        return;
+    }
+    if (ctx.parked != NULL) /* parked, then answered at once after all (its wait was refused) */
+        loop_block_put(ctx.loop, ctx.parked, HTTP_PARK_BYTES);
     if (!ctx.responded) {
         log_msg(LOG_ERROR, "handler gave no response", "route", route ? route->name : "", NULL);
         http_respond_problem(&ctx, 500, "internal error");
@@ -662,6 +718,10 @@ static size_t http_process(struct conn *conn, struct http_conn *hc, const char *
     while (pos < len) {
         if (conn_closing(conn) || hc->close_requested)
             return len; /* after an error or "Connection: close" nothing more runs (H24) */
+        if (hc->parked) {
+            *keep = len - pos; /* the next requests wait for the parked one's answer */
+            return pos;
+        }
         if (http_out_room(conn, hc) < HTTP_RESPONSE_BYTES_MAX) {
             hc->backpressure = true;
             conn_pause_recv(conn, true);
@@ -724,12 +784,18 @@ static void http_input(struct conn *conn, struct http_conn *hc, const char *data
         return;
     }
     if (len > hc->shard->server->stash_bytes - hc->stash_len) {
+        if (hc->parked) {
+            /* An answer now would overtake the parked one: a client this far ahead of
+             * its answers loses the connection instead. */
+            conn_close(conn, true);
+            return;
+        }
         http_answer_and_close(conn, hc, 431, "request too large");
         return;
     }
     memcpy(hc->stash + hc->stash_len, data, len);
     hc->stash_len += (uint32_t)len;
-    if (!hc->backpressure)
+    if (!hc->backpressure && !hc->parked)
         http_process_stash(conn, hc);
 }
 
@@ -761,7 +827,7 @@ static void http_settle(struct conn *conn, struct http_conn *hc)
 
 static void http_tls_pump(struct conn *conn, struct http_conn *hc)
 {
-    while (!hc->backpressure && !conn_closing(conn) && !hc->close_requested) {
+    while (!hc->backpressure && !hc->parked && !conn_closing(conn) && !hc->close_requested) {
         int n = tls_conn_read(hc->tls, hc->shard->tls_plain, sizeof(hc->shard->tls_plain));
         if (n == 0)
             return;
@@ -843,6 +909,10 @@ static void http_on_shutdown(struct conn *conn)
 static void http_on_close(struct conn *conn)
 {
     struct http_conn *hc = conn_proto(conn);
+    if (hc->parked) {
+        hc->parked->conn = NULL; /* its answer, when it comes, has nobody to go to */
+        hc->parked = NULL;
+    }
     if (hc->stash)
         http_stash_release(conn, hc);
     if (hc->chunk_body)
@@ -866,7 +936,95 @@ const struct conn_handler *http_server_handler(void)
     return &http_handler;
 }
 
-/* ---- 6. Statistics and metrics ------------------------------------------------------------ */
+/* ---- 6. Parked requests ------------------------------------------------------------------- */
+
+static size_t http_copy_cut(char *dst, size_t cap, struct slice src)
+{
+    size_t n = src.len < cap ? src.len : cap;
+    memcpy(dst, src.ptr, n);
+    return n;
+}
+
+void *http_park(struct http_ctx *ctx, size_t bytes)
+{
+    assert(ctx->parked == NULL && !ctx->responded);
+    if (bytes > HTTP_PARK_STATE_MAX)
+        return NULL;
+    struct http_park *park = (struct http_park *)loop_block_get(ctx->loop, HTTP_PARK_BYTES);
+    if (park == NULL)
+        return NULL;
+    memset(park, 0, sizeof(*park) + bytes);
+    park->conn = ctx->conn;
+    park->loop = ctx->loop;
+    park->route = ctx->route;
+    park->method = ctx->req->method;
+    park->version_minor = ctx->req->version_minor;
+    park->keep_alive = ctx->req->keep_alive;
+    park->head_only = ctx->head_only;
+    park->request_id_len = (uint8_t)http_copy_cut(park->request_id, sizeof(park->request_id),
+                                                  ctx->request_id);
+    park->method_len = (uint8_t)http_copy_cut(park->method_name, sizeof(park->method_name),
+                                              ctx->req->method_name);
+    park->path_len = (uint16_t)http_copy_cut(park->path, sizeof(park->path), ctx->req->path);
+    ctx->parked = park;
+    return park->state;
+}
+
+/* The request as the answer and the access log need it, from what the park kept. */
+static void http_park_request(const struct http_park *park, struct http1_request *req)
+{
+    memset(req, 0, offsetof(struct http1_request, headers));
+    req->header_count = 0;
+    req->method = park->method;
+    req->method_name = slice_make(park->method_name, park->method_len);
+    req->path = slice_make(park->path, park->path_len);
+    req->target = req->path;
+    req->version_minor = park->version_minor;
+    req->keep_alive = park->keep_alive;
+}
+
+/* After a resumed answer: read again and answer what waited behind the parked request. */
+static void http_continue(struct conn *conn, struct http_conn *hc)
+{
+    conn_pause_recv(conn, false);
+    if (hc->stash_len > 0 && !hc->backpressure)
+        http_process_stash(conn, hc);
+    if (hc->tls)
+        http_tls_pump(conn, hc);
+    if (hc->shutting_down && !hc->request_started && hc->stash_len == 0)
+        hc->close_requested = true;
+    http_settle(conn, hc);
+    conn_flush(conn);
+}
+
+void http_resume(void *state, http_resume_fn respond)
+{
+    struct http_park *park = (struct http_park *)((char *)state - offsetof(struct http_park, state));
+    struct conn *conn = park->conn;
+    if (conn != NULL && !conn_closing(conn)) {
+        struct http_conn *hc = conn_proto(conn);
+        assert(hc->parked == park && !hc->shard->dispatching);
+        hc->parked = NULL;
+        struct http1_request req;
+        http_park_request(park, &req);
+        struct http_ctx ctx;
+        http_ctx_init(&ctx, conn, hc, &req, slice_make(park->request_id, park->request_id_len));
+        ctx.route = park->route;
+        ctx.head_only = park->head_only;
+        respond(&ctx, state);
+        if (!ctx.responded) {
+            log_msg(LOG_ERROR, "resumed handler gave no response", NULL);
+            http_respond_problem(&ctx, 500, "internal error");
+        }
+        http_request_end(conn, hc, &ctx);
+        http_continue(conn, hc);
+    } else if (conn != NULL) {
+        ((struct http_conn *)conn_proto(conn))->parked = NULL;
+    }
+    loop_block_put(park->loop, (char *)park, HTTP_PARK_BYTES);
+}
+
+/* ---- 7. Statistics and metrics ------------------------------------------------------------ */
 
 static void http_stat_add(uint64_t *counter, uint64_t n)
 {

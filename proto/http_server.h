@@ -4,9 +4,13 @@
  * optional TLS (proto/tls), routing with path parameters, X-Request-Id, RFC 9457
  * problem responses, the access log and per-shard request statistics.
  *
- * Handlers run on the shard's thread and answer before returning (parking a
- * request on a continuation arrives with the store issue). Everything a handler
- * allocates comes from the request's scratch arena, reset after the response. */
+ * Handlers run on the shard's thread. The hot path answers before returning; a
+ * handler that must wait (a Postgres or Redis reply, a worker-pool result, another
+ * shard) parks the request (http_park) and answers later from http_resume, on the
+ * same shard (DESIGN §1, "a request's life"). While a request is parked its
+ * connection reads no further, so pipelined answers keep their order. Everything a
+ * handler allocates comes from the request's scratch arena, reset after the
+ * response; a parked request keeps only the state http_park gave it. */
 #ifndef TESSERA_PROTO_HTTP_SERVER_H
 #define TESSERA_PROTO_HTTP_SERVER_H
 
@@ -28,6 +32,9 @@
 #define HTTP_RESPONSE_BYTES_MAX 65536 /* one response; output room checked before each request */
 #define HTTP_LATENCY_BUCKETS 15      /* histogram upper bounds, plus +Inf */
 #define HTTP_STATUS_SLOTS 32         /* distinct statuses counted; others count as "other" */
+#define HTTP_PARK_BYTES 4096         /* a parked request: its HTTP facts plus the handler's state */
+#define HTTP_PARK_PATH_BYTES 256     /* of the path kept for the access log; longer is cut */
+#define HTTP_PARK_STATE_MAX 3584     /* handler state per parked request (the rest: HTTP facts) */
 
 _Static_assert(HTTP_RESPONSE_BYTES_MAX * 2 <= LOOP_OUT_BUF_BYTES, "a response fits beside pending output");
 
@@ -47,7 +54,9 @@ struct http_ctx {
     size_t param_count;
     struct slice request_id;
     void *app;                              /* http_server_create's app argument */
+    void *route_arg;                        /* http_route_add's arg for the matched route */
     /* private below */
+    void *parked;                           /* set by http_park */
     int route;
     bool head_only;
     bool responded;
@@ -69,9 +78,10 @@ int http_server_attach(struct http_server *server, struct loop *loop);
 int http_server_enable_tls(struct http_server *server);
 
 /* Routes: pattern segments are literals or "{name}"; HEAD is served by GET routes.
- * name labels the route in metrics. Returns 0 or -TE_FULL / -TE_INVAL. */
+ * name labels the route in metrics; arg reaches the handler as ctx->route_arg (a
+ * module's own state). Returns 0 or -TE_FULL / -TE_INVAL. */
 int http_route_add(struct http_server *server, enum http1_method method, const char *pattern,
-                   const char *name, http_handler_fn handler);
+                   const char *name, http_handler_fn handler, void *arg);
 
 /* Responses. Exactly one per request. */
 void http_header_add(struct http_ctx *ctx, const char *name, struct slice value);
@@ -86,6 +96,21 @@ struct buf http_scratch_buf(struct http_ctx *ctx);
 void http_scratch_commit(struct http_ctx *ctx, const struct buf *built);
 
 const char *http_status_reason(int status);
+
+/* Parking. A handler that must wait calls http_park and returns without answering.
+ * It gets `bytes` (at most HTTP_PARK_STATE_MAX) of zeroed, 16-byte aligned state that
+ * lives until http_resume; nothing else of the request survives the handler's return
+ * (req, body, params, scratch), so it copies what it needs there. NULL when no memory
+ * can be had: the handler answers at once instead (503). */
+void *http_park(struct http_ctx *ctx, size_t bytes);
+/* A handler that parked and then must answer at once after all (its wait was refused)
+ * simply answers: the park is undone. */
+/* Ends a parked request, on its shard's thread, from a loop event (a store reply, a
+ * worker completion, a message, a timer; never from inside another handler): calls
+ * respond(ctx, state), which must answer, unless the client has gone meanwhile; then
+ * frees the state and goes on with the connection's next pipelined request. */
+typedef void (*http_resume_fn)(struct http_ctx *ctx, void *state);
+void http_resume(void *state, http_resume_fn respond);
 
 /* Appends the request statistics of every shard, summed, in Prometheus text
  * format: requests by route and status, latency histogram by route. */

@@ -1,0 +1,158 @@
+/* auth/auth.c: the domain's state and what its handlers share: tenant slugs, parking a
+ * request on a store statement, store failures as answers. See auth.h. */
+#include "auth/auth_int.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+
+struct auth *auth_create(const struct config *cfg, struct store *store, struct workers *workers)
+{
+    struct auth *auth = calloc(1, sizeof(*auth));
+    if (auth == NULL)
+        return NULL;
+    auth->cfg = cfg;
+    auth->store = store;
+    auth->workers = workers;
+    struct password_params params = { .m_kib = cfg->argon2_m_kib, .t = cfg->argon2_t, .p = cfg->argon2_p };
+    if (password_policy_init(&auth->passwords, &params) != 0) {
+        log_msg(LOG_ERROR, "the Argon2id parameters cannot be used", NULL);
+        free(auth);
+        return NULL;
+    }
+    return auth;
+}
+
+void auth_destroy(struct auth *auth)
+{
+    free(auth);
+}
+
+int auth_routes(struct auth *auth, struct http_server *http)
+{
+    int rc = auth_jwks_routes(auth, http);
+    return rc != 0 ? rc : auth_register_routes(auth, http);
+}
+
+struct store_shard *auth_store(const struct auth *auth, const struct loop *loop)
+{
+    return store_shard(auth->store, loop_index(loop));
+}
+
+bool auth_slug_valid(struct slice slug)
+{
+    if (slug.len == 0 || slug.len > AUTH_SLUG_MAX)
+        return false;
+    for (size_t i = 0; i < slug.len; i++) {
+        char c = slug.ptr[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+void auth_slug_copy(struct slice slug, char *dst)
+{
+    assert(slug.len <= AUTH_SLUG_MAX);
+    memcpy(dst, slug.ptr, slug.len);
+    dst[slug.len] = '\0';
+}
+
+void auth_respond_store_failure(struct http_ctx *ctx, enum pg_outcome outcome)
+{
+    unsigned retry_after = 0;
+    int status = pg_outcome_http_status(outcome, &retry_after);
+    if (retry_after > 0) {
+        char *text = http_scratch_alloc(ctx, 12);
+        if (text != NULL) {
+            int n = snprintf(text, 12, "%u", retry_after);
+            http_header_add(ctx, "Retry-After", slice_make(text, (size_t)n));
+        }
+    }
+    http_respond_problem(ctx, status, status == 409   ? "it exists already"
+                                      : status == 503 ? "the database is unavailable; retry later"
+                                                      : "internal error");
+}
+
+void *auth_park(struct http_ctx *ctx, struct auth *auth, size_t bytes)
+{
+    assert(bytes >= sizeof(struct auth_wait));
+    struct auth_wait *w = http_park(ctx, bytes);
+    if (w == NULL) {
+        http_header_add(ctx, "Retry-After", SLICE_LIT("1"));
+        http_respond_problem(ctx, 503, "the server is busy; retry later");
+        return NULL;
+    }
+    w->auth = auth;
+    w->loop = ctx->loop;
+    return w;
+}
+
+static void auth_wait_done(struct pg_query *q, const struct pg_result *r)
+{
+    struct auth_wait *w = (struct auth_wait *)q; /* q is the first member */
+    w->outcome = pg_result_outcome(r);
+    w->result = r;
+    if (w->next != NULL) {
+        void (*next)(struct auth_wait *) = w->next;
+        w->next = NULL;
+        next(w);
+        return;
+    }
+    http_resume(w, w->respond);
+    /* w is gone: http_resume freed the state */
+}
+
+static void auth_respond_answer(struct http_ctx *ctx, void *state)
+{
+    struct auth_wait *w = state;
+    if (w->status == 503)
+        http_header_add(ctx, "Retry-After", SLICE_LIT("1"));
+    http_respond_problem(ctx, w->status, w->detail);
+}
+
+void auth_answer(struct auth_wait *w, int status, const char *detail)
+{
+    w->status = status;
+    w->detail = detail;
+    http_resume(w, auth_respond_answer);
+}
+
+static void auth_respond_failure(struct http_ctx *ctx, void *state)
+{
+    auth_respond_store_failure(ctx, ((struct auth_wait *)state)->outcome);
+}
+
+void auth_fail(struct auth_wait *w, enum pg_outcome outcome)
+{
+    w->outcome = outcome;
+    http_resume(w, auth_respond_failure);
+}
+
+bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
+               http_resume_fn respond, void (*next)(struct auth_wait *w))
+{
+    w->respond = respond;
+    w->next = next;
+    w->result = NULL;
+    w->q.done = auth_wait_done;
+    enum pg_outcome outcome = store_query(auth_store(w->auth, w->loop), stmt, &w->q);
+    if (outcome == PG_OK)
+        return true;
+    if (ctx != NULL)
+        auth_respond_store_failure(ctx, outcome); /* answered now: the park is undone */
+    else
+        auth_fail(w, outcome);
+    return false;
+}
+
+void auth_issuer(const struct auth *auth, struct slice slug, struct buf *out)
+{
+    buf_append_cstr(out, auth->cfg->public_url);
+    buf_append_cstr(out, "/t/");
+    buf_append(out, slug.ptr, slug.len);
+}

@@ -1,0 +1,331 @@
+/* store/store.c: the shard's store connections, the typed statements, and the fan-out of
+ * instance-wide events from the one subscriber to every shard. See store.h. */
+#include "store/store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+
+#define STORE_EVENTS_PENDING_MAX 256 /* per destination shard while its ring is full */
+
+struct store_stmt_def {
+    const char *name;
+    bool read_only; /* may be answered by the replica */
+    const char *sql;
+};
+
+/* Every statement filters by tenant (SECURITY T08): by slug, resolved in the same
+ * statement, or by the tenant id a previous one returned. */
+static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
+    [STORE_TENANT_BY_SLUG] = {
+        "tenant_by_slug", true,
+        "SELECT id, name, settings::text, coalesce(settings->>'registration', 'closed') = 'open' "
+        "FROM tenants WHERE slug = $1 AND deleted_at IS NULL" },
+    /* DESIGN §4: the JWKS holds the active and next keys and the retired ones still in
+     * their not_after window; the active key first, then the newest. */
+    [STORE_JWKS_BY_SLUG] = {
+        "jwks_by_slug", true,
+        "SELECT t.id, (SELECT json_build_object('keys', coalesce(json_agg(k.public_jwk "
+        "ORDER BY k.state = 'active' DESC, k.created_at DESC), '[]'::json))::text "
+        "FROM signing_keys k WHERE k.tenant_id = t.id AND (k.state IN ('active', 'next') "
+        "OR (k.state = 'retired' AND k.not_after > now()))) "
+        "FROM tenants t WHERE t.slug = $1 AND t.deleted_at IS NULL" },
+    /* The user and its audit record commit together (SECURITY F12: audit events are rows
+     * written with the change). */
+    [STORE_USER_REGISTER] = {
+        "user_register", false,
+        "WITH u AS (INSERT INTO users (tenant_id, username, email, password_hash) "
+        "VALUES ($1, $2, $3, $4) RETURNING id, tenant_id, created_at), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, "
+        "target_id, ip, request_id) SELECT tenant_id, 'user', id::text, 'user.register', "
+        "'user', id::text, $5::inet, $6 FROM u) "
+        "SELECT id, to_json(created_at) #>> '{}' FROM u" },
+};
+
+struct store_pending {
+    uint32_t kind;
+    uint64_t value;
+};
+
+struct store_shard {
+    struct store *store;
+    struct loop *loop;
+    struct pg_client *primary;
+    struct pg_client *replica;
+    struct redis_client *redis;
+    uint64_t events;
+};
+
+struct store {
+    const struct config *cfg;
+    unsigned shards;
+    struct store_shard shard[CONFIG_SHARDS_MAX];
+    struct redis_client *subscriber; /* on shard 0 */
+    store_event_fn on_event;
+    void *on_event_arg;
+    /* Shard 0's fan-out backlog, per destination, while that ring is full. */
+    struct store_pending *pending[CONFIG_SHARDS_MAX];
+    unsigned pending_count[CONFIG_SHARDS_MAX];
+    uint64_t events_dropped;
+    struct loop_timer resend;
+};
+
+/* ---- Connections ------------------------------------------------------------------------- */
+
+static void store_on_channel(void *arg, struct slice channel, struct slice message);
+
+static int store_create_redis(struct store *store, struct loop *const *loops)
+{
+    for (unsigned i = 0; i < store->shards; i++) {
+        store->shard[i].redis = redis_client_create(loops[i], store->cfg->redis_url);
+        if (store->shard[i].redis == NULL)
+            return -TE_INVAL;
+    }
+    store->subscriber = redis_client_create(loops[0], store->cfg->redis_url);
+    if (store->subscriber == NULL ||
+        redis_client_subscribe(store->subscriber, STORE_EVENTS_CHANNEL, store_on_channel, store) != 0)
+        return -TE_INVAL;
+    for (unsigned i = 1; i < store->shards; i++) {
+        store->pending[i] = calloc(STORE_EVENTS_PENDING_MAX, sizeof(struct store_pending));
+        if (store->pending[i] == NULL)
+            return -TE_NOMEM;
+    }
+    return 0;
+}
+
+struct store *store_create(const struct config *cfg, struct loop *const *loops, unsigned shards)
+{
+    struct store *store = calloc(1, sizeof(*store));
+    if (store == NULL)
+        return NULL;
+    store->cfg = cfg;
+    store->shards = shards;
+    for (unsigned i = 0; i < shards; i++) {
+        store->shard[i].store = store;
+        store->shard[i].loop = loops[i];
+    }
+    if (cfg->redis_url[0] && store_create_redis(store, loops) != 0) {
+        store_destroy(store);
+        return NULL;
+    }
+    return store;
+}
+
+void store_destroy(struct store *store)
+{
+    if (store == NULL)
+        return;
+    for (unsigned i = 0; i < store->shards; i++) {
+        pg_client_destroy(store->shard[i].primary);
+        pg_client_destroy(store->shard[i].replica);
+        redis_client_destroy(store->shard[i].redis);
+        free(store->pending[i]);
+    }
+    redis_client_destroy(store->subscriber);
+    free(store);
+}
+
+/* Creates a Postgres client and registers the statements it may run. */
+static struct pg_client *store_pg_open(struct loop *loop, const char *url, bool replica)
+{
+    struct pg_client *client = pg_client_create(loop, url);
+    if (client == NULL)
+        return NULL;
+    for (size_t i = 0; i < STORE_STMT_COUNT; i++) {
+        if ((!replica || store_stmts[i].read_only) &&
+            pg_prepare(client, store_stmts[i].name, store_stmts[i].sql) != 0)
+            log_msg(LOG_ERROR, "cannot register a statement", "statement", store_stmts[i].name, NULL);
+    }
+    return client;
+}
+
+static void store_resend(struct loop_timer *timer);
+
+void store_shard_start(struct store *store, struct loop *loop)
+{
+    struct store_shard *shard = &store->shard[loop_index(loop)];
+    if (store->cfg->pg_url[0] && (shard->primary = store_pg_open(loop, store->cfg->pg_url, false)) == NULL)
+        log_msg(LOG_ERROR, "out of memory for the Postgres client", NULL);
+    if (store->cfg->pg_replica_url[0] &&
+        (shard->replica = store_pg_open(loop, store->cfg->pg_replica_url, true)) == NULL)
+        log_msg(LOG_ERROR, "out of memory for the replica client", NULL);
+    if (shard->redis)
+        redis_client_start(shard->redis);
+    if (loop_index(loop) == 0 && store->subscriber) {
+        store->resend.on_expire = store_resend;
+        redis_client_start(store->subscriber);
+    }
+}
+
+void store_shard_stop(struct store *store, struct loop *loop)
+{
+    struct store_shard *shard = &store->shard[loop_index(loop)];
+    if (shard->redis)
+        redis_client_stop(shard->redis);
+    if (loop_index(loop) == 0 && store->subscriber) {
+        loop_timer_stop(loop, &store->resend);
+        redis_client_stop(store->subscriber);
+    }
+}
+
+struct store_shard *store_shard(struct store *store, unsigned index)
+{
+    assert(index < store->shards);
+    return &store->shard[index];
+}
+
+static enum store_state store_pg_state(const struct pg_client *client)
+{
+    return client == NULL ? STORE_ABSENT : pg_client_ready(client) ? STORE_UP : STORE_DOWN;
+}
+
+static enum store_state store_redis_state(const struct redis_client *client)
+{
+    return client == NULL ? STORE_ABSENT : redis_client_ready(client) ? STORE_UP : STORE_DOWN;
+}
+
+void store_shard_health(const struct store_shard *shard, struct store_health *out)
+{
+    out->primary = shard->store->cfg->pg_url[0] ? store_pg_state(shard->primary) : STORE_ABSENT;
+    if (out->primary == STORE_ABSENT && shard->store->cfg->pg_url[0])
+        out->primary = STORE_DOWN; /* configured, but the client could not be made */
+    out->replica = store_pg_state(shard->replica);
+    out->redis = store_redis_state(shard->redis);
+    out->subscriber = store_redis_state(shard->store->subscriber);
+}
+
+enum pg_outcome store_query(struct store_shard *shard, enum store_stmt stmt, struct pg_query *q)
+{
+    assert(stmt < STORE_STMT_COUNT);
+    const struct store_stmt_def *def = &store_stmts[stmt];
+    struct pg_client *client = shard->primary;
+    if (def->read_only && shard->replica != NULL && pg_client_ready(shard->replica))
+        client = shard->replica;
+    if (client == NULL)
+        return PG_UNAVAILABLE;
+    q->sql = NULL;
+    q->prepared = def->name;
+    if (q->budget_ms == 0)
+        q->budget_ms = shard->store->cfg->pg_query_timeout_ms;
+    return pg_query(client, q);
+}
+
+struct redis_client *store_redis(struct store_shard *shard)
+{
+    return shard->redis;
+}
+
+/* ---- Events ------------------------------------------------------------------------------ */
+
+void store_on_event(struct store *store, store_event_fn fn, void *arg)
+{
+    store->on_event = fn;
+    store->on_event_arg = arg;
+}
+
+uint64_t store_shard_events(const struct store_shard *shard)
+{
+    return __atomic_load_n(&shard->events, __ATOMIC_RELAXED);
+}
+
+static void store_deliver(struct store *store, struct loop *loop, uint32_t kind, uint64_t value)
+{
+    struct store_shard *shard = &store->shard[loop_index(loop)];
+    __atomic_store_n(&shard->events, shard->events + 1, __ATOMIC_RELAXED);
+    if (store->on_event)
+        store->on_event(store->on_event_arg, loop, kind, value);
+}
+
+bool store_handle_message(struct store *store, struct loop *loop, const struct ring_msg *msg)
+{
+    if (msg->kind != STORE_MSG_EVENT)
+        return false;
+    store_deliver(store, loop, (uint32_t)msg->a, msg->b);
+    return true;
+}
+
+/* "<kind> <value>", both decimal: what a publisher writes (e.g. redis-cli). */
+static int store_event_parse(struct slice text, uint32_t *kind, uint64_t *value)
+{
+    char buf[STORE_EVENT_TEXT_MAX + 1];
+    if (text.len == 0 || text.len > STORE_EVENT_TEXT_MAX)
+        return -TE_INVAL;
+    memcpy(buf, text.ptr, text.len);
+    buf[text.len] = '\0';
+    char *end = NULL;
+    errno = 0;
+    unsigned long long k = strtoull(buf, &end, 10);
+    if (errno || end == buf || *end != ' ' || k > UINT32_MAX)
+        return -TE_INVAL;
+    const char *v = end + 1;
+    unsigned long long val = strtoull(v, &end, 10);
+    if (errno || end == v || *end != '\0' || v[0] == '-' || buf[0] == '-')
+        return -TE_INVAL;
+    *kind = (uint32_t)k;
+    *value = val;
+    return 0;
+}
+
+/* Shard 0 to shard `to`: the ring, or the backlog when the ring is full (never lost
+ * while the backlog has room; counted as dropped past it). */
+static void store_fan_to(struct store *store, unsigned to, uint32_t kind, uint64_t value)
+{
+    struct loop *loop0 = store->shard[0].loop;
+    if (store->pending_count[to] == 0) {
+        struct ring_msg msg = { .kind = STORE_MSG_EVENT, .a = kind, .b = value };
+        if (loop_send_message(loop0, to, &msg) == 0)
+            return;
+    }
+    if (store->pending_count[to] == STORE_EVENTS_PENDING_MAX) {
+        store->events_dropped++;
+        log_msg(LOG_WARN, "event fan-out backlog full: event dropped", NULL);
+        return;
+    }
+    store->pending[to][store->pending_count[to]++] = (struct store_pending){ kind, value };
+    if (!loop_timer_active(&store->resend))
+        loop_timer_start(loop0, &store->resend, STORE_RESEND_MS);
+}
+
+static void store_resend(struct loop_timer *timer)
+{
+    struct store *store = (struct store *)((char *)timer - offsetof(struct store, resend));
+    struct loop *loop0 = store->shard[0].loop;
+    bool left = false;
+    for (unsigned to = 1; to < store->shards; to++) {
+        unsigned sent = 0;
+        while (sent < store->pending_count[to]) {
+            struct store_pending *p = &store->pending[to][sent];
+            struct ring_msg msg = { .kind = STORE_MSG_EVENT, .a = p->kind, .b = p->value };
+            if (loop_send_message(loop0, to, &msg) != 0)
+                break;
+            sent++;
+        }
+        memmove(store->pending[to], store->pending[to] + sent,
+                (store->pending_count[to] - sent) * sizeof(struct store_pending));
+        store->pending_count[to] -= sent;
+        left |= store->pending_count[to] > 0;
+    }
+    if (left)
+        loop_timer_start(loop0, &store->resend, STORE_RESEND_MS);
+}
+
+/* On shard 0: one message on the channel becomes one event on every shard. */
+static void store_on_channel(void *arg, struct slice channel, struct slice message)
+{
+    (void)channel;
+    struct store *store = arg;
+    uint32_t kind = 0;
+    uint64_t value = 0;
+    if (store_event_parse(message, &kind, &value) != 0) {
+        log_msg(LOG_WARN, "malformed event on the events channel: ignored", NULL);
+        return;
+    }
+    for (unsigned to = 1; to < store->shards; to++)
+        store_fan_to(store, to, kind, value);
+    store_deliver(store, store->shard[0].loop, kind, value);
+}

@@ -1,0 +1,76 @@
+/* store/store.h: what a shard holds of the stores, and the typed statements features run
+ * (DESIGN §1: each shard owns its Postgres connection in pipeline mode and its Redis
+ * connection; DESIGN §2: store/ owns the typed queries each feature needs).
+ *
+ * Per shard: a Postgres client on the primary, one on the read replica when
+ * TESSERA_PG_REPLICA_URL is set, and a Redis client when TESSERA_REDIS_URL is set.
+ * Per instance: one Redis subscriber (on shard 0) whose events are handed to every shard
+ * over the mailbox rings, so every shard sees every event once, on its own thread.
+ *
+ * Statements are prepared on every connection at (re)connect. Each is marked read-only
+ * or not: a read-only one goes to the replica while the replica is connected, anything
+ * else (and every read that must not see a stale replica: revocation catch-up, rotation,
+ * code redemption, SECURITY F03) to the primary. */
+#ifndef TESSERA_STORE_STORE_H
+#define TESSERA_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/loop.h"
+#include "core/ring.h"
+#include "store/pg.h"
+#include "store/redis.h"
+
+#define STORE_EVENTS_CHANNEL "tessera:events" /* the instance-wide fan-out channel */
+#define STORE_EVENT_TEXT_MAX 96               /* "<kind> <value>" as published */
+#define STORE_MSG_EVENT 0x53540001u           /* ring_msg.kind of a fanned-out event */
+#define STORE_RESEND_MS 100                   /* retry of a fan-out a full ring refused */
+
+/* The statements, by what they do. Parameters and columns: see store.c. */
+enum store_stmt {
+    STORE_TENANT_BY_SLUG, /* $1 slug → id, name, settings, registration_open */
+    STORE_JWKS_BY_SLUG,   /* $1 slug → tenant id, the JWKS document of its published keys */
+    STORE_USER_REGISTER,  /* $1 tenant id, $2 username, $3 email, $4 hash, $5 ip, $6 request id
+                           * → user id, created_at (and its audit row, in the same statement) */
+    STORE_STMT_COUNT,
+};
+
+struct store;
+struct store_shard;
+
+/* Made before the shards start (Redis hosts are resolved here, never on a shard). NULL
+ * when a Redis URL does not resolve or memory runs out (reason logged). */
+struct store *store_create(const struct config *cfg, struct loop *const *loops, unsigned shards);
+void store_destroy(struct store *store);
+/* On shard threads, from the loop's on_start / on_stop hooks. */
+void store_shard_start(struct store *store, struct loop *loop);
+void store_shard_stop(struct store *store, struct loop *loop);
+struct store_shard *store_shard(struct store *store, unsigned index);
+
+/* Readiness of one shard's connections: STORE_ABSENT when not configured. */
+enum store_state { STORE_ABSENT, STORE_DOWN, STORE_UP };
+struct store_health {
+    enum store_state primary, replica, redis, subscriber;
+};
+void store_shard_health(const struct store_shard *shard, struct store_health *out);
+
+/* Sends a statement (q's sql and prepared are set here; the caller sets params,
+ * params_count and done; budget_ms 0 takes TESSERA_PG_QUERY_TIMEOUT_MS). Outcomes as
+ * pg_query: PG_OK, or PG_UNAVAILABLE at once (done will not run). */
+enum pg_outcome store_query(struct store_shard *shard, enum store_stmt stmt, struct pg_query *q);
+/* The shard's Redis client, NULL in single-instance mode. */
+struct redis_client *store_redis(struct store_shard *shard);
+
+/* Instance-wide events: (kind, value) published on STORE_EVENTS_CHANNEL reach every shard
+ * of every instance once per subscriber delivery (at-most-once: a consumer that must not
+ * miss one also reads Postgres, as the revocation protocol does). Set before start. */
+typedef void (*store_event_fn)(void *arg, struct loop *loop, uint32_t kind, uint64_t value);
+void store_on_event(struct store *store, store_event_fn fn, void *arg);
+/* The loop's message hook hands store messages here; false when msg is not the store's. */
+bool store_handle_message(struct store *store, struct loop *loop, const struct ring_msg *msg);
+/* Events delivered to this shard so far (tests, metrics). */
+uint64_t store_shard_events(const struct store_shard *shard);
+
+#endif
