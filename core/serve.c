@@ -123,6 +123,7 @@ static void serve_metrics(struct http_ctx *ctx)
                       "tessera_shards %u\n", serve->cfg.shards);
     serve_render_loop_counters(serve, &body);
     http_server_render_metrics(serve->http, &body);
+    store_render_metrics(serve->store, &body);
     if (body.overflow) {
         http_respond_problem(ctx, 500, "metrics exceed the response limit");
         return;

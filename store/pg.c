@@ -20,8 +20,9 @@
  * A query whose budget passed is answered at once and its entry becomes a tombstone
  * (q == NULL) until its result is consumed and thrown away. Known limit: without a
  * non-blocking cancel (libpq 17's PQcancelStart) the timed-out query still runs on the
- * server and the queries behind it in the pipeline wait for it (head-of-line); a
- * server-side statement_timeout bounds that.
+ * server and the queries behind it in the pipeline wait for it (head-of-line); the
+ * server-side statement_timeout of pg_client_create_with bounds that, and cancels a
+ * write that timed out so it does not commit later (store.c sets it to the budget).
  *
  * Contents: results, FIFO, sending, receiving, connection loss, connecting, API. */
 #include "store/pg.h"
@@ -39,7 +40,8 @@
 #include "core/log.h"
 
 #define PG_SQLSTATE_BYTES 6 /* five characters and the terminator */
-#define PG_CONNECT_PARAMS 3 /* dbname (the URL, expanded), application_name, terminator */
+#define PG_CONNECT_PARAMS 4 /* dbname (the URL, expanded), application_name, options, end */
+#define PG_OPTIONS_BYTES 64 /* "-c statement_timeout=<ms>" */
 /* Queries, plus room for every statement's re-prepare: those are never refused. */
 #define PG_FIFO_SLOTS (PG_QUEUE_MAX + PG_PREPARED_MAX)
 /* Doublings of PG_BACKOFF_MIN_MS counted before the cap applies: 50 ms << 7 is past
@@ -75,6 +77,7 @@ struct pg_result {
 struct pg_client {
     struct loop *loop;
     char *conninfo;
+    char options[PG_OPTIONS_BYTES]; /* server settings for every session, or "" */
     PGconn *conn;
     enum pg_state state;
     bool broken;             /* a send failed: lose the connection outside the caller */
@@ -111,6 +114,14 @@ static enum pg_outcome pg_outcome_of(const PGresult *res, char sqlstate[PG_SQLST
      * when simply run again (PostgreSQL docs §13.4, "Serialization Failure Handling"). */
     if (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0)
         return PG_SERIALIZATION;
+    /* 57014 query_canceled: the session's statement_timeout (the budget, server side)
+     * stopped it; to the caller that is the budget passing. */
+    if (strcmp(sqlstate, "57014") == 0)
+        return PG_TIMEOUT;
+    /* Class 57P (operator intervention: admin_shutdown, crash_shutdown, cannot_connect_now)
+     * and class 08 (connection exception): the server is going away or not there. */
+    if (strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "08", 2) == 0)
+        return PG_UNAVAILABLE;
     return PG_ERROR;
 }
 
@@ -497,9 +508,10 @@ static void pg_on_timer(struct loop_timer *timer)
 
 static void pg_connect_start(struct pg_client *client)
 {
-    /* The URL is expanded in place of dbname; nothing after it overrides its values. */
-    const char *const keys[PG_CONNECT_PARAMS] = { "dbname", "application_name", NULL };
-    const char *const values[PG_CONNECT_PARAMS] = { client->conninfo, "tessera", NULL };
+    /* The URL is expanded in place of dbname; the keywords after it override its values. */
+    const char *const keys[PG_CONNECT_PARAMS] = { "dbname", "application_name",
+                                                  client->options[0] ? "options" : NULL, NULL };
+    const char *const values[PG_CONNECT_PARAMS] = { client->conninfo, "tessera", client->options, NULL };
     client->conn = PQconnectStartParams(keys, values, 1);
     client->state = PG_STATE_CONNECTING;
     if (client->conn == NULL) { /* out of memory: try again later */
@@ -521,9 +533,18 @@ static void pg_connect_start(struct pg_client *client)
 
 struct pg_client *pg_client_create(struct loop *loop, const char *conninfo)
 {
+    return pg_client_create_with(loop, conninfo, 0);
+}
+
+struct pg_client *pg_client_create_with(struct loop *loop, const char *conninfo,
+                                        uint32_t statement_timeout_ms)
+{
     struct pg_client *client = calloc(1, sizeof(*client));
     if (client == NULL)
         return NULL;
+    if (statement_timeout_ms > 0)
+        snprintf(client->options, sizeof(client->options), "-c statement_timeout=%u",
+                 (unsigned)statement_timeout_ms);
     client->conninfo = strdup(conninfo);
     if (client->conninfo == NULL) {
         free(client);

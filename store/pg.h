@@ -17,7 +17,7 @@
  * the client reconnects alone, with jittered exponential backoff, and re-prepares the
  * statements registered with pg_prepare before anything else is sent.
  *
- * Not done yet: the read replica (TESSERA_PG_REPLICA_URL) of issue 4. */
+ * The read replica (TESSERA_PG_REPLICA_URL) is a second client: store/store.h routes. */
 #ifndef TESSERA_STORE_PG_H
 #define TESSERA_STORE_PG_H
 
@@ -79,6 +79,11 @@ struct pg_stats {
  * connecting to `conninfo` (a postgresql:// URL or key=value string, copied). NULL
  * when out of memory. The client lives as long as the loop. */
 struct pg_client *pg_client_create(struct loop *loop, const char *conninfo);
+/* The same, with a server-side statement_timeout for every session (0: the server's): a
+ * statement that outlives its budget is cancelled by Postgres too, so a timed-out write
+ * does not commit behind the caller's back and does not hold up the pipeline. */
+struct pg_client *pg_client_create_with(struct loop *loop, const char *conninfo,
+                                        uint32_t statement_timeout_ms);
 /* Frees the client once its loop has stopped. Queries still pending are abandoned
  * without a callback: their owners went away with the loop. */
 void pg_client_destroy(struct pg_client *client);

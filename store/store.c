@@ -131,9 +131,10 @@ void store_destroy(struct store *store)
 }
 
 /* Creates a Postgres client and registers the statements it may run. */
-static struct pg_client *store_pg_open(struct loop *loop, const char *url, bool replica)
+static struct pg_client *store_pg_open(struct store *store, struct loop *loop, const char *url,
+                                       bool replica)
 {
-    struct pg_client *client = pg_client_create(loop, url);
+    struct pg_client *client = pg_client_create_with(loop, url, store->cfg->pg_query_timeout_ms);
     if (client == NULL)
         return NULL;
     for (size_t i = 0; i < STORE_STMT_COUNT; i++) {
@@ -149,10 +150,10 @@ static void store_resend(struct loop_timer *timer);
 void store_shard_start(struct store *store, struct loop *loop)
 {
     struct store_shard *shard = &store->shard[loop_index(loop)];
-    if (store->cfg->pg_url[0] && (shard->primary = store_pg_open(loop, store->cfg->pg_url, false)) == NULL)
+    if (store->cfg->pg_url[0] && (shard->primary = store_pg_open(store, loop, store->cfg->pg_url, false)) == NULL)
         log_msg(LOG_ERROR, "out of memory for the Postgres client", NULL);
     if (store->cfg->pg_replica_url[0] &&
-        (shard->replica = store_pg_open(loop, store->cfg->pg_replica_url, true)) == NULL)
+        (shard->replica = store_pg_open(store, loop, store->cfg->pg_replica_url, true)) == NULL)
         log_msg(LOG_ERROR, "out of memory for the replica client", NULL);
     if (shard->redis)
         redis_client_start(shard->redis);
@@ -218,6 +219,59 @@ enum pg_outcome store_query(struct store_shard *shard, enum store_stmt stmt, str
 struct redis_client *store_redis(struct store_shard *shard)
 {
     return shard->redis;
+}
+
+/* ---- Metrics ----------------------------------------------------------------------------- */
+
+static uint64_t store_load(const uint64_t *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
+static void store_render_pg(struct store *store, struct buf *out)
+{
+    static const struct {
+        const char *name;
+        const char *help;
+        size_t offset;
+    } families[] = {
+        { "tessera_pg_queries_total", "Postgres queries answered (any outcome).", offsetof(struct pg_stats, completed) },
+        { "tessera_pg_refused_total", "Postgres queries refused at once (down or queue full): 503.",
+          offsetof(struct pg_stats, refused) },
+        { "tessera_pg_timeouts_total", "Postgres queries past their budget: 503.", offsetof(struct pg_stats, timeouts) },
+        { "tessera_pg_retries_total", "Serialization failures retried.", offsetof(struct pg_stats, retries) },
+        { "tessera_pg_connects_total", "Postgres connections made.", offsetof(struct pg_stats, connects) },
+        { "tessera_pg_losses_total", "Postgres connections lost or failed.", offsetof(struct pg_stats, losses) },
+    };
+    for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+        buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n", families[f].name, families[f].help, families[f].name);
+        for (unsigned s = 0; s < store->shards; s++) {
+            const struct pg_client *clients[2] = { store->shard[s].primary, store->shard[s].replica };
+            for (int c = 0; c < 2; c++) {
+                if (clients[c] == NULL)
+                    continue;
+                const char *base = (const char *)pg_client_stats(clients[c]);
+                buf_printf(out, "%s{shard=\"%u\",server=\"%s\"} %llu\n", families[f].name, s,
+                           c == 0 ? "primary" : "replica",
+                           (unsigned long long)store_load((const uint64_t *)(base + families[f].offset)));
+            }
+        }
+    }
+}
+
+void store_render_metrics(struct store *store, struct buf *out)
+{
+    store_render_pg(store, out);
+    if (store->subscriber == NULL)
+        return;
+    buf_append_cstr(out, "# HELP tessera_events_total Instance-wide events delivered to the shard.\n"
+                         "# TYPE tessera_events_total counter\n");
+    for (unsigned s = 0; s < store->shards; s++)
+        buf_printf(out, "tessera_events_total{shard=\"%u\"} %llu\n", s,
+                   (unsigned long long)store_shard_events(&store->shard[s]));
+    buf_printf(out, "# HELP tessera_events_dropped_total Events the fan-out backlog had no room for.\n"
+                    "# TYPE tessera_events_dropped_total counter\ntessera_events_dropped_total %llu\n",
+               (unsigned long long)store_load(&store->events_dropped));
 }
 
 /* ---- Events ------------------------------------------------------------------------------ */

@@ -73,4 +73,8 @@ bool store_handle_message(struct store *store, struct loop *loop, const struct r
 /* Events delivered to this shard so far (tests, metrics). */
 uint64_t store_shard_events(const struct store_shard *shard);
 
+/* Appends the store's per-shard counters in Prometheus text format (at scrape time, from
+ * any shard: relaxed reads of counters their owners write). */
+void store_render_metrics(struct store *store, struct buf *out);
+
 #endif
