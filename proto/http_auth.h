@@ -1,0 +1,26 @@
+/* proto/http_auth.h: client credentials in an Authorization header (wire format only).
+ *
+ * "Basic" (RFC 7617): base64 (RFC 4648 §4, with padding, strictly: no whitespace, no
+ * stray characters, canonical trailing bits) of "id:secret". For OAuth clients (RFC 6749
+ * §2.3.1) the id and the secret are each application/x-www-form-urlencoded before being
+ * joined, so both are form-decoded after the split at the first ':'.
+ * "Bearer" (RFC 6750 §2.1): the b64token after one space. Scheme names are compared
+ * case-insensitively (RFC 9110 §11.1). */
+#ifndef TESSERA_PROTO_HTTP_AUTH_H
+#define TESSERA_PROTO_HTTP_AUTH_H
+
+#include <stddef.h>
+
+#include "core/slice.h"
+
+#define HTTP_AUTH_BASIC_MAX 1024 /* decoded "id:secret": far above any client's */
+
+/* Decodes a Basic credential. id and secret receive NUL-terminated decoded values
+ * (capacities id_cap, secret_cap). 0, or -1 when the header is not Basic, not strict
+ * base64, has no ':', holds a NUL or does not fit. */
+int http_auth_basic(struct slice header, char *id, size_t id_cap, char *secret, size_t secret_cap);
+
+/* The token of "Bearer <token>" (RFC 6750 §2.1 b64token syntax), or an empty slice. */
+struct slice http_auth_bearer(struct slice header);
+
+#endif
