@@ -9,6 +9,26 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "store/admin.h"
+
+/* SECURITY F14: a master key file that is named but missing, of the wrong size or mode
+ * stops the start (exit 2 by the caller); none named leaves token signing unavailable (503)
+ * with one warning, so the HTTP stack and reads still serve. */
+static int auth_load_master(struct auth *auth)
+{
+    const char *path = getenv(SEAL_MASTER_KEY_ENV);
+    if (path == NULL || path[0] == '\0') {
+        log_msg(LOG_WARN, "no master key: tokens cannot be signed", "variable", SEAL_MASTER_KEY_ENV, NULL);
+        return 0;
+    }
+    if (seal_key_load_env(ADMIN_MASTER_KEY_ID, &auth->master) != 0) {
+        fprintf(stderr, "tessera: cannot load the master key from %s (a file of 64 hex digits, mode 0600)\n",
+                SEAL_MASTER_KEY_ENV);
+        return -TE_INVAL;
+    }
+    auth->has_master = true;
+    return 0;
+}
 
 struct auth *auth_create(const struct config *cfg, struct store *store, struct workers *workers)
 {
@@ -21,21 +41,45 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
     struct password_params params = { .m_kib = cfg->argon2_m_kib, .t = cfg->argon2_t, .p = cfg->argon2_p };
     if (password_policy_init(&auth->passwords, &params) != 0) {
         log_msg(LOG_ERROR, "the Argon2id parameters cannot be used", NULL);
-        free(auth);
+        auth_destroy(auth);
         return NULL;
+    }
+    if (auth_load_master(auth) != 0) {
+        auth_destroy(auth);
+        return NULL;
+    }
+    for (unsigned i = 0; i < cfg->shards; i++) {
+        if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL) {
+            auth_destroy(auth);
+            return NULL;
+        }
     }
     return auth;
 }
 
 void auth_destroy(struct auth *auth)
 {
+    if (auth == NULL)
+        return;
+    for (unsigned i = 0; i < CONFIG_SHARDS_MAX; i++) {
+        struct auth_shard *shard = auth->shards[i];
+        for (size_t t = 0; shard != NULL && t < AUTH_TENANT_SLOTS; t++) {
+            if (shard->tenants[t] != NULL) {
+                keyset_clear(&shard->tenants[t]->keys);
+                free(shard->tenants[t]);
+            }
+        }
+        free(shard);
+    }
+    seal_key_wipe(&auth->master);
     free(auth);
 }
 
 int auth_routes(struct auth *auth, struct http_server *http)
 {
     int rc = auth_jwks_routes(auth, http);
-    return rc != 0 ? rc : auth_register_routes(auth, http);
+    rc = rc != 0 ? rc : auth_register_routes(auth, http);
+    return rc != 0 ? rc : auth_token_routes(auth, http);
 }
 
 struct store_shard *auth_store(const struct auth *auth, const struct loop *loop)
@@ -112,7 +156,32 @@ static void auth_respond_answer(struct http_ctx *ctx, void *state)
     struct auth_wait *w = state;
     if (w->status == 503)
         http_header_add(ctx, "Retry-After", SLICE_LIT("1"));
-    http_respond_problem(ctx, w->status, w->detail);
+    if (w->oauth_error != NULL)
+        auth_oauth_error(ctx, w->status, w->oauth_error, w->detail);
+    else
+        http_respond_problem(ctx, w->status, w->detail);
+}
+
+void auth_oauth_error(struct http_ctx *ctx, int status, const char *error, const char *description)
+{
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"error\":");
+    buf_append_json_string(&body, slice_make(error, strlen(error)));
+    buf_append_cstr(&body, ",\"error_description\":");
+    buf_append_json_string(&body, slice_make(description, strlen(description)));
+    buf_append_cstr(&body, "}");
+    http_scratch_commit(ctx, &body);
+    if (status == 401) /* RFC 6749 §5.2 invalid_client; RFC 7617 §2 */
+        http_header_add(ctx, "WWW-Authenticate", SLICE_LIT("Basic realm=\"tessera\", charset=\"UTF-8\""));
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
+    http_respond(ctx, status, "application/json", buf_slice(&body));
+}
+
+void auth_oauth_fail(struct auth_wait *w, int status, const char *error, const char *description)
+{
+    w->oauth_error = error;
+    auth_answer(w, status, description);
 }
 
 void auth_answer(struct auth_wait *w, int status, const char *detail)
@@ -143,8 +212,14 @@ bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
     enum pg_outcome outcome = store_query(auth_store(w->auth, w->loop), stmt, &w->q);
     if (outcome == PG_OK)
         return true;
-    if (ctx != NULL)
+    if (ctx != NULL) {
         auth_respond_store_failure(ctx, outcome); /* answered now: the park is undone */
+        return false;
+    }
+    w->outcome = outcome;
+    w->next = NULL;
+    if (next != NULL)
+        next(w);
     else
         auth_fail(w, outcome);
     return false;

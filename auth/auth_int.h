@@ -6,15 +6,39 @@
 #include <stddef.h>
 
 #include "auth/auth.h"
+#include "crypto/ct.h"
+#include "crypto/keyset.h"
 #include "crypto/password.h"
+#include "crypto/seal.h"
 
 #define AUTH_SLUG_MAX 63 /* tenant slugs: [a-z0-9-]{1,63}, the schema's CHECK */
+#define AUTH_TENANT_SLOTS 4096 /* cached tenants' keys per shard (direct-mapped by slug hash) */
+#define AUTH_TENANT_TTL_MS 30000 /* a cached key set is reloaded after this: a rotation made by
+                                  * another instance is seen within 30 s, and the new active key
+                                  * was published as "next" a whole period before */
+
+/* One tenant's keys as a shard holds them. Reference-counted on the shard's thread only: a
+ * request signing on the worker pool holds a reference, so a reload never frees a key in use. */
+struct auth_tenant {
+    unsigned refs;
+    uint64_t loaded_ms;
+    char slug[AUTH_SLUG_MAX + 1];
+    char id[CT_UUID_TEXT_LEN + 1];
+    struct keyset keys;
+};
+
+struct auth_shard {
+    struct auth_tenant *tenants[AUTH_TENANT_SLOTS];
+};
 
 struct auth {
     const struct config *cfg;
     struct store *store;
     struct workers *workers;
     struct password_policy passwords;
+    bool has_master;               /* TESSERA_MASTER_KEY_FILE was given and read */
+    struct seal_key master;        /* opens the sealed private signing keys */
+    struct auth_shard *shards[CONFIG_SHARDS_MAX];
 };
 
 /* A request parked on one Postgres statement: the first member of a handler's state. */
@@ -28,6 +52,8 @@ struct auth_wait {
     void (*next)(struct auth_wait *w); /* a later stage instead of the answer, or NULL */
     int status;                     /* auth_answer's problem */
     const char *detail;
+    const char *oauth_error;        /* auth_oauth_fail's RFC 6749 §5.2 error code, or NULL */
+    void (*tenant_ready)(struct auth_wait *w, struct auth_tenant *tenant); /* auth_tenant_get's */
 };
 
 /* The shard's stores for a request. */
@@ -44,9 +70,10 @@ void auth_slug_copy(struct slice slug, char *dst);
 void *auth_park(struct http_ctx *ctx, struct auth *auth, size_t bytes);
 /* Sends stmt for a parked request (w->q's params set). Its outcome and result reach
  * next(w) when next is given (a later stage, which ends with another auth_send or an
- * answer), else respond(ctx, w) with w->outcome and w->result. A refused send answers
- * 503 at once: directly when ctx is given (from the handler), by resuming otherwise
- * (then w is gone). True when sent. */
+ * answer), else respond(ctx, w) with w->outcome and w->result. A refused send: from the
+ * handler (ctx given) it answers 503 at once; from a later stage the refusal reaches next
+ * (w->outcome set, no result) or, without next, the request is answered 503 (w is gone).
+ * True when sent. */
 bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
                http_resume_fn respond, void (*next)(struct auth_wait *w));
 /* Ends a parked request with a problem answer (503 gets Retry-After). */
@@ -57,10 +84,25 @@ void auth_respond_store_failure(struct http_ctx *ctx, enum pg_outcome outcome);
 /* Ends a parked request with a store failure answer (from a stage after the handler). */
 void auth_fail(struct auth_wait *w, enum pg_outcome outcome);
 
+/* OAuth endpoints' errors (RFC 6749 §5.2): {"error", "error_description"} with no-store;
+ * invalid_client is 401 with WWW-Authenticate (§5.2: the client may have used Basic). */
+void auth_oauth_error(struct http_ctx *ctx, int status, const char *error, const char *description);
+/* The same, ending a parked request. */
+void auth_oauth_fail(struct auth_wait *w, int status, const char *error, const char *description);
+
+/* A tenant's keys for a parked request: from the shard's cache, or loaded (Postgres, then
+ * the sealed private parts opened on the worker pool). ready(w, tenant) runs once, with a
+ * reference the caller gives back with auth_tenant_put, or with NULL and w->status /
+ * w->detail saying why (404 unknown tenant, 503 store or pool unavailable, 500). */
+typedef void (*auth_tenant_ready_fn)(struct auth_wait *w, struct auth_tenant *tenant);
+void auth_tenant_get(struct auth_wait *w, const char *slug, auth_tenant_ready_fn ready);
+void auth_tenant_put(struct auth *auth, struct loop *loop, struct auth_tenant *tenant);
+
 /* The issuer of a tenant: TESSERA_PUBLIC_URL + "/t/" + slug. */
 void auth_issuer(const struct auth *auth, struct slice slug, struct buf *out);
 
 int auth_jwks_routes(struct auth *auth, struct http_server *http);
 int auth_register_routes(struct auth *auth, struct http_server *http);
+int auth_token_routes(struct auth *auth, struct http_server *http);
 
 #endif

@@ -39,7 +39,8 @@
 #define LOOP_LINGER_MS 2000 /* after an error response: read and drop what the client still
                                sends, so our close does not reset the answer away (RFC 9112 §9.6) */
 #define LOOP_BUF_GROUP 0
-#define LOOP_BLOCK_CLASSES 4 /* distinct block sizes a shard hands out */
+#define LOOP_BLOCK_CLASSES 8 /* distinct block sizes a shard hands out (output, stash, chunked
+                              * body, parked request, and room to spare) */
 #define LOOP_PEER_BYTES 64   /* "[ipv6]:port" */
 #define LOOP_SHUTDOWN_GRACE_MS 1000 /* past the shutdown deadline, time for closes to complete */
 

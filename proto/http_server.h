@@ -32,9 +32,9 @@
 #define HTTP_RESPONSE_BYTES_MAX 65536 /* one response; output room checked before each request */
 #define HTTP_LATENCY_BUCKETS 15      /* histogram upper bounds, plus +Inf */
 #define HTTP_STATUS_SLOTS 32         /* distinct statuses counted; others count as "other" */
-#define HTTP_PARK_BYTES 4096         /* a parked request: its HTTP facts plus the handler's state */
+#define HTTP_PARK_BYTES 8192         /* a parked request: its HTTP facts plus the handler's state */
 #define HTTP_PARK_PATH_BYTES 256     /* of the path kept for the access log; longer is cut */
-#define HTTP_PARK_STATE_MAX 3584     /* handler state per parked request (the rest: HTTP facts) */
+#define HTTP_PARK_STATE_MAX 7680     /* handler state per parked request (the rest: HTTP facts) */
 
 _Static_assert(HTTP_RESPONSE_BYTES_MAX * 2 <= LOOP_OUT_BUF_BYTES, "a response fits beside pending output");
 

@@ -45,6 +45,24 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "target_id, ip, request_id) SELECT tenant_id, 'user', id::text, 'user.register', "
         "'user', id::text, $5::inet, $6 FROM u) "
         "SELECT id, to_json(created_at) #>> '{}' FROM u" },
+    /* Client authentication by client_id within the path's tenant (SECURITY T02). */
+    [STORE_CLIENT_BY_ID] = {
+        "client_by_id", true,
+        "SELECT c.id, t.id, encode(c.secret_sha256, 'hex'), array_to_string(c.grants, ' '), "
+        "array_to_string(c.scopes, ' '), c.token_lifetime_s, c.can_introspect "
+        "FROM clients c JOIN tenants t ON t.id = c.tenant_id "
+        "WHERE c.client_id = $1 AND t.slug = $2 AND c.deleted_at IS NULL AND t.deleted_at IS NULL" },
+    /* The keys a shard signs and verifies with: the JWKS's set, active first, at most
+     * KEYSET_KEYS_MAX (8) of them. */
+    [STORE_TENANT_KEYS] = {
+        "tenant_keys", true,
+        "SELECT t.id, k.kid, k.alg, k.state, encode(k.private_sealed, 'hex'), k.master_key_id, "
+        "coalesce(extract(epoch FROM k.activated_at)::bigint, 0), "
+        "coalesce(extract(epoch FROM k.not_after)::bigint, 0) "
+        "FROM tenants t LEFT JOIN signing_keys k ON k.tenant_id = t.id AND (k.state IN ('active', "
+        "'next') OR (k.state = 'retired' AND k.not_after > now())) "
+        "WHERE t.slug = $1 AND t.deleted_at IS NULL "
+        "ORDER BY k.state = 'active' DESC, k.state = 'next' DESC, k.created_at DESC LIMIT 8" },
 };
 
 struct store_pending {

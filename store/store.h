@@ -34,6 +34,12 @@ enum store_stmt {
     STORE_JWKS_BY_SLUG,   /* $1 slug → tenant id, the JWKS document of its published keys */
     STORE_USER_REGISTER,  /* $1 tenant id, $2 username, $3 email, $4 hash, $5 ip, $6 request id
                            * → user id, created_at (and its audit row, in the same statement) */
+    STORE_CLIENT_BY_ID,   /* $1 client_id, $2 tenant slug → client row id, tenant id, secret
+                           * SHA-256 (hex), grants, scopes (space-separated), token lifetime,
+                           * can_introspect; no row when the client is not the tenant's (T02) */
+    STORE_TENANT_KEYS,    /* $1 tenant slug → per published key: tenant id, kid, alg, state,
+                           * sealed private part (hex), master key id, activated_at and
+                           * not_after (Unix s); one row of NULL keys for a tenant without any */
     STORE_STMT_COUNT,
 };
 
