@@ -16,6 +16,9 @@
 #define AUTH_TENANT_TTL_MS 30000 /* a cached key set is reloaded after this: a rotation made by
                                   * another instance is seen within 30 s, and the new active key
                                   * was published as "next" a whole period before */
+#define AUTH_TENANT_KEYLESS_TTL_MS 1000 /* a tenant without a signing key is asked again sooner:
+                                         * its first key (the rotator's or an admin's) is
+                                         * usable within a second */
 
 /* One tenant's keys as a shard holds them. Reference-counted on the shard's thread only: a
  * request signing on the worker pool holds a reference, so a reload never frees a key in use. */

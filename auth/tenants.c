@@ -244,8 +244,9 @@ void auth_tenant_get(struct auth_wait *w, const char *slug, auth_tenant_ready_fn
 {
     struct auth_shard *shard = tenant_shard(w->auth, w->loop);
     struct auth_tenant *cached = shard->tenants[tenant_slot(slug)];
-    if (cached != NULL && strcmp(cached->slug, slug) == 0 &&
-        loop_now_ms(w->loop) - cached->loaded_ms < AUTH_TENANT_TTL_MS) {
+    uint64_t ttl = cached != NULL && keyset_signing_key(&cached->keys) == NULL ? AUTH_TENANT_KEYLESS_TTL_MS
+                                                                               : AUTH_TENANT_TTL_MS;
+    if (cached != NULL && strcmp(cached->slug, slug) == 0 && loop_now_ms(w->loop) - cached->loaded_ms < ttl) {
         cached->refs++;
         ready(w, cached);
         return;

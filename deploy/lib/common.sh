@@ -11,6 +11,7 @@ TESSERA_PACKAGES=(
     libjansson-dev libargon2-dev libcrypt-dev
     postgresql postgresql-client redis-server
     curl python3 nginx-light wrk procps util-linux
+    nodejs npm
 )
 
 # How long a service gets to answer after it was started: Postgres with fsync off starts in about
