@@ -96,9 +96,16 @@ void auth_oauth_fail(struct auth_wait *w, int status, const char *error, const c
 /* A tenant's keys for a parked request: from the shard's cache, or loaded (Postgres, then
  * the sealed private parts opened on the worker pool). ready(w, tenant) runs once, with a
  * reference the caller gives back with auth_tenant_put, or with NULL and w->status /
- * w->detail saying why (404 unknown tenant, 503 store or pool unavailable, 500). */
+ * w->detail saying why (404 unknown tenant, 503 store or pool unavailable, 500). From a
+ * handler, ctx is its context: a load the store refuses at once is answered 503 there and
+ * ready never runs; from a later stage ctx is NULL. slug must outlive the wait. */
 typedef void (*auth_tenant_ready_fn)(struct auth_wait *w, struct auth_tenant *tenant);
-void auth_tenant_get(struct auth_wait *w, const char *slug, auth_tenant_ready_fn ready);
+void auth_tenant_get(struct http_ctx *ctx, struct auth_wait *w, const char *slug,
+                     auth_tenant_ready_fn ready);
+/* The shard's fresh copy of a tenant's keys, or NULL (not cached, or due for a reload):
+ * the hot path's lookup, no reference taken (use it before returning to the loop). */
+const struct auth_tenant *auth_tenant_cached(const struct auth *auth, const struct loop *loop,
+                                             const char *slug);
 void auth_tenant_put(struct auth *auth, struct loop *loop, struct auth_tenant *tenant);
 
 /* The issuer of a tenant: TESSERA_PUBLIC_URL + "/t/" + slug. */
@@ -107,5 +114,6 @@ void auth_issuer(const struct auth *auth, struct slice slug, struct buf *out);
 int auth_jwks_routes(struct auth *auth, struct http_server *http);
 int auth_register_routes(struct auth *auth, struct http_server *http);
 int auth_token_routes(struct auth *auth, struct http_server *http);
+int auth_verify_routes(struct auth *auth, struct http_server *http);
 
 #endif

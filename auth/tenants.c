@@ -240,13 +240,24 @@ static void tenant_rows_arrived(struct auth_wait *w)
     }
 }
 
-void auth_tenant_get(struct auth_wait *w, const char *slug, auth_tenant_ready_fn ready)
+static struct auth_tenant *tenant_fresh(const struct auth *auth, const struct loop *loop, const char *slug)
 {
-    struct auth_shard *shard = tenant_shard(w->auth, w->loop);
-    struct auth_tenant *cached = shard->tenants[tenant_slot(slug)];
-    uint64_t ttl = cached != NULL && keyset_signing_key(&cached->keys) == NULL ? AUTH_TENANT_KEYLESS_TTL_MS
-                                                                               : AUTH_TENANT_TTL_MS;
-    if (cached != NULL && strcmp(cached->slug, slug) == 0 && loop_now_ms(w->loop) - cached->loaded_ms < ttl) {
+    struct auth_tenant *cached = tenant_shard(auth, loop)->tenants[tenant_slot(slug)];
+    if (cached == NULL || strcmp(cached->slug, slug) != 0)
+        return NULL;
+    uint64_t ttl = keyset_signing_key(&cached->keys) == NULL ? AUTH_TENANT_KEYLESS_TTL_MS : AUTH_TENANT_TTL_MS;
+    return loop_now_ms(loop) - cached->loaded_ms < ttl ? cached : NULL;
+}
+
+const struct auth_tenant *auth_tenant_cached(const struct auth *auth, const struct loop *loop, const char *slug)
+{
+    return tenant_fresh(auth, loop, slug);
+}
+
+void auth_tenant_get(struct http_ctx *ctx, struct auth_wait *w, const char *slug, auth_tenant_ready_fn ready)
+{
+    struct auth_tenant *cached = tenant_fresh(w->auth, w->loop, slug);
+    if (cached != NULL) {
         cached->refs++;
         ready(w, cached);
         return;
@@ -254,5 +265,5 @@ void auth_tenant_get(struct auth_wait *w, const char *slug, auth_tenant_ready_fn
     w->tenant_ready = ready;
     w->q.params[0] = slug;
     w->q.params_count = 1;
-    auth_send(NULL, w, STORE_TENANT_KEYS, NULL, tenant_rows_arrived);
+    auth_send(ctx, w, STORE_TENANT_KEYS, NULL, tenant_rows_arrived);
 }

@@ -289,7 +289,7 @@ static void token_client_found(struct auth_wait *w)
     if (!tw->scope_given)
         snprintf(tw->scope, sizeof(tw->scope), "%s", allowed);
     tw->lifetime_s = strtoll(pg_result_value(r, 0, 5), NULL, 10);
-    auth_tenant_get(w, tw->slug, token_keys_ready);
+    auth_tenant_get(NULL, w, tw->slug, token_keys_ready);
 }
 
 /* The checks that need no store, in RFC 6749's order; 0 when all pass. */

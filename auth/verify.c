@@ -1,0 +1,225 @@
+/* auth/verify.c: GET /t/{tenant}/verify, the gateway check (DESIGN §5), made for nginx
+ * auth_request, Traefik forwardAuth and Envoy ext_authz (HTTP service): every answer is
+ * 200, 401 or 403, the codes those gateways act on.
+ *
+ *   Authorization: Bearer <access token>          [?scope=a+b: every one required]
+ *   → 200 with X-Auth-Subject, X-Auth-Client, X-Auth-Scope, X-Auth-Tenant, X-Auth-Token-Id
+ *   → 401 WWW-Authenticate: Bearer realm=...[, error="invalid_token"] (RFC 6750 §3)
+ *   → 403 WWW-Authenticate: Bearer ..., error="insufficient_scope", scope="..." (§3.1)
+ *
+ * The token must be an RFC 9068 access token (typ at+jwt: an ID token is refused, J rows)
+ * of this tenant: issuer and audience are the tenant's issuer URL byte for byte, tid its id,
+ * the key one of its published keys (SECURITY T01). The hot path is a cache hit on the
+ * shard's copy of the tenant's keys: verified in place, no I/O, no allocation; only a cold
+ * tenant parks the request while its keys load. */
+#include "auth/auth_int.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "crypto/jwt.h"
+#include "proto/http_auth.h"
+#include "proto/url.h"
+
+#define VERIFY_ISSUER_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX)
+#define VERIFY_SCOPE_PARAM_MAX 512 /* the scopes a gateway route requires */
+#define VERIFY_TOKEN_MAX 6144      /* longer is refused: Tessera's own tokens stay under 4 KiB
+                                    * (auth/token.c), and a parked check keeps a copy */
+#define VERIFY_CHALLENGE_MAX (VERIFY_ISSUER_MAX + VERIFY_SCOPE_PARAM_MAX + 96)
+
+/* What a parked check keeps: the token and the required scopes, copied. */
+struct verify_wait {
+    struct auth_wait w;
+    struct auth_tenant *tenant; /* the keys loaded for it, held until the answer */
+    char slug[AUTH_SLUG_MAX + 1];
+    size_t token_len;
+    char token[VERIFY_TOKEN_MAX];
+    char scope[VERIFY_SCOPE_PARAM_MAX + 1];
+};
+
+_Static_assert(sizeof(struct verify_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
+
+/* RFC 6750 §3: the challenge; error and scope only when there is one to report. */
+static void verify_challenge(struct http_ctx *ctx, const char *slug, const char *error, const char *scope)
+{
+    char *text = http_scratch_alloc(ctx, VERIFY_CHALLENGE_MAX);
+    if (text == NULL)
+        return;
+    struct buf b;
+    buf_init(&b, text, VERIFY_CHALLENGE_MAX);
+    buf_append_cstr(&b, "Bearer realm=\"");
+    buf_append_cstr(&b, slug);
+    buf_append_cstr(&b, "\"");
+    if (error != NULL)
+        buf_printf(&b, ", error=\"%s\"", error);
+    if (scope != NULL && scope[0])
+        buf_printf(&b, ", scope=\"%s\"", scope); /* checked: NQCHARs and spaces only */
+    if (!b.overflow)
+        http_header_add(ctx, "WWW-Authenticate", buf_slice(&b));
+}
+
+static void verify_deny(struct http_ctx *ctx, int status, const char *slug, const char *error,
+                        const char *scope, const char *detail)
+{
+    verify_challenge(ctx, slug, error, scope);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond_problem(ctx, status, detail);
+}
+
+/* True when every word of want is a word of have (both space-separated). */
+static bool verify_scopes_held(const char *want, const char *have)
+{
+    size_t have_len = strlen(have);
+    for (const char *p = want; *p;) {
+        size_t n = strcspn(p, " ");
+        bool found = n == 0;
+        for (const char *q = have; q < have + have_len && !found;) {
+            size_t m = strcspn(q, " ");
+            found = m == n && memcmp(p, q, n) == 0;
+            q += m + (q[m] == ' ');
+        }
+        if (!found)
+            return false;
+        p += n + (p[n] == ' ');
+    }
+    return true;
+}
+
+static void verify_header_cstr(struct http_ctx *ctx, const char *name, const char *value)
+{
+    size_t len = strlen(value);
+    char *copy = http_scratch_alloc(ctx, len);
+    if (copy == NULL)
+        return;
+    memcpy(copy, value, len);
+    http_header_add(ctx, name, slice_make(copy, len));
+}
+
+/* The check itself, against the shard's copy of the tenant's keys. */
+static void verify_answer(struct http_ctx *ctx, const struct auth *auth, const struct auth_tenant *tenant,
+                          struct slice token, const char *scope)
+{
+    char issuer[VERIFY_ISSUER_MAX + 1];
+    struct buf b;
+    buf_init(&b, issuer, sizeof(issuer));
+    auth_issuer(auth, slice_make(tenant->slug, strlen(tenant->slug)), &b);
+    struct jwt_expect expect = {
+        .kind = JWT_KIND_ACCESS,
+        .issuer = buf_slice(&b),
+        .audience = buf_slice(&b),
+        .tenant = slice_make(tenant->id, strlen(tenant->id)),
+        .now = (int64_t)time(NULL),
+        .leeway_s = JWT_LEEWAY_DEFAULT_S,
+        .max_len = VERIFY_TOKEN_MAX,
+    };
+    static _Thread_local uint8_t scratch[JWS_TOKEN_MAX];
+    static _Thread_local struct jwt_claims claims;
+    if (b.overflow || jwt_verify(&tenant->keys, &expect, token.ptr, token.len, scratch, sizeof(scratch), &claims) != 0) {
+        verify_deny(ctx, 401, tenant->slug, "invalid_token", NULL, "the access token is not valid here");
+        return;
+    }
+    if (!verify_scopes_held(scope, claims.scope)) {
+        verify_deny(ctx, 403, tenant->slug, "insufficient_scope", scope, "the token lacks a required scope");
+        return;
+    }
+    verify_header_cstr(ctx, "X-Auth-Subject", claims.sub);
+    verify_header_cstr(ctx, "X-Auth-Client", claims.client_id);
+    verify_header_cstr(ctx, "X-Auth-Scope", claims.scope);
+    verify_header_cstr(ctx, "X-Auth-Tenant", claims.tid);
+    verify_header_cstr(ctx, "X-Auth-Token-Id", claims.jti);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond(ctx, 200, NULL, slice_make(NULL, 0));
+}
+
+/* The keys could not be had: no such tenant is an invalid token here; 503 stays 503. */
+static void verify_respond_failure(struct http_ctx *ctx, void *state)
+{
+    struct verify_wait *vw = state;
+    if (vw->w.status == 503)
+        http_header_add(ctx, "Retry-After", SLICE_LIT("1"));
+    bool unknown = vw->w.status == 404;
+    verify_deny(ctx, unknown ? 401 : vw->w.status, vw->slug, unknown ? "invalid_token" : NULL, NULL,
+                vw->w.detail);
+}
+
+static void verify_respond_loaded(struct http_ctx *ctx, void *state)
+{
+    struct verify_wait *vw = state;
+    verify_answer(ctx, vw->w.auth, vw->tenant, slice_make(vw->token, vw->token_len), vw->scope);
+}
+
+static void verify_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    struct verify_wait *vw = (struct verify_wait *)w;
+    if (tenant == NULL) {
+        http_resume(vw, verify_respond_failure);
+        return;
+    }
+    struct auth *auth = w->auth;
+    struct loop *loop = w->loop;
+    vw->tenant = tenant;
+    http_resume(vw, verify_respond_loaded); /* vw is gone after this */
+    auth_tenant_put(auth, loop, tenant);
+}
+
+/* The ?scope= parameter, decoded and checked (RFC 6749 §3.3 syntax); false when malformed. */
+static bool verify_scope_param(const struct http_ctx *ctx, char *out)
+{
+    int n = url_form_get(ctx->req->query, "scope", out, VERIFY_SCOPE_PARAM_MAX);
+    out[n > 0 ? n : 0] = '\0';
+    if (n == -1)
+        return true;
+    if (n < 0)
+        return false;
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)out[i];
+        if (!(c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e)))
+            return false;
+    }
+    return true;
+}
+
+static void verify_get(struct http_ctx *ctx)
+{
+    struct auth *auth = ctx->route_arg;
+    if (!auth_slug_valid(ctx->params[0])) {
+        http_respond_problem(ctx, 404, "no such tenant");
+        return;
+    }
+    char slug[AUTH_SLUG_MAX + 1];
+    auth_slug_copy(ctx->params[0], slug);
+    char scope[VERIFY_SCOPE_PARAM_MAX + 1];
+    if (!verify_scope_param(ctx, scope)) {
+        http_respond_problem(ctx, 400, "the scope parameter is malformed");
+        return;
+    }
+    const struct http1_header *h = http1_find_header(ctx->req, "Authorization");
+    if (h == NULL) {
+        verify_deny(ctx, 401, slug, NULL, NULL, "an access token is required");
+        return;
+    }
+    struct slice token = http_auth_bearer(h->value);
+    if (token.len == 0 || token.len > VERIFY_TOKEN_MAX) {
+        verify_deny(ctx, 401, slug, "invalid_token", NULL, "the Authorization header holds no Bearer token");
+        return;
+    }
+    const struct auth_tenant *tenant = auth_tenant_cached(auth, ctx->loop, slug);
+    if (tenant != NULL) {
+        verify_answer(ctx, auth, tenant, token, scope); /* the hot path */
+        return;
+    }
+    struct verify_wait *vw = auth_park(ctx, auth, sizeof(*vw));
+    if (vw == NULL)
+        return;
+    memcpy(vw->slug, slug, sizeof(slug));
+    memcpy(vw->token, token.ptr, token.len);
+    vw->token_len = token.len;
+    memcpy(vw->scope, scope, sizeof(scope));
+    auth_tenant_get(ctx, &vw->w, vw->slug, verify_keys_ready);
+}
+
+int auth_verify_routes(struct auth *auth, struct http_server *http)
+{
+    return http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/verify", "verify", verify_get, auth);
+}
