@@ -49,7 +49,8 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
         return NULL;
     }
     for (unsigned i = 0; i < cfg->shards; i++) {
-        if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL) {
+        if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL ||
+            (auth->shards[i]->verified = auth_vcache_create()) == NULL) {
             auth_destroy(auth);
             return NULL;
         }
@@ -69,6 +70,8 @@ void auth_destroy(struct auth *auth)
                 free(shard->tenants[t]);
             }
         }
+        if (shard != NULL)
+            auth_vcache_destroy(shard->verified);
         free(shard);
     }
     seal_key_wipe(&auth->master);

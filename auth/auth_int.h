@@ -7,6 +7,7 @@
 
 #include "auth/auth.h"
 #include "crypto/ct.h"
+#include "crypto/jwt.h"
 #include "crypto/keyset.h"
 #include "crypto/password.h"
 #include "crypto/seal.h"
@@ -30,7 +31,33 @@ struct auth_tenant {
     struct keyset keys;
 };
 
+/* The verified-token cache (auth/vcache.c). */
+#define AUTH_VCACHE_SLOTS 8192        /* per shard: about 4.5 MiB */
+#define AUTH_VCACHE_SECRET_BYTES 192  /* XXH3's secret (at least XXH3_SECRET_SIZE_MIN, 136) */
+
+/* What a gateway check needs of a verified token; sized for Tessera's own tokens (UUIDs),
+ * a longer claim is simply not cached. */
+struct auth_vclaims {
+    char sub[129];
+    char client_id[129];
+    char tid[CT_UUID_TEXT_LEN + 1];
+    char jti[65];
+    char scope[257];
+    int64_t exp;
+};
+
+struct auth_vcache;
+struct auth_vcache *auth_vcache_create(void);
+void auth_vcache_destroy(struct auth_vcache *cache);
+/* The claims of token if it was verified for tenant slug and has not expired, or NULL. */
+const struct auth_vclaims *auth_vcache_get(struct auth_vcache *cache, const char *slug, struct slice token,
+                                           int64_t now);
+struct jwt_claims;
+void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice token,
+                     const struct jwt_claims *claims);
+
 struct auth_shard {
+    struct auth_vcache *verified;
     struct auth_tenant *tenants[AUTH_TENANT_SLOTS];
 };
 

@@ -96,6 +96,23 @@ static void verify_header_cstr(struct http_ctx *ctx, const char *name, const cha
     http_header_add(ctx, name, slice_make(copy, len));
 }
 
+/* 200 with the token's identity for the upstream, or 403 when a required scope is missing. */
+static void verify_grant(struct http_ctx *ctx, const char *slug, const char *required, const char *sub,
+                         const char *client_id, const char *scope, const char *tid, const char *jti)
+{
+    if (!verify_scopes_held(required, scope)) {
+        verify_deny(ctx, 403, slug, "insufficient_scope", required, "the token lacks a required scope");
+        return;
+    }
+    verify_header_cstr(ctx, "X-Auth-Subject", sub);
+    verify_header_cstr(ctx, "X-Auth-Client", client_id);
+    verify_header_cstr(ctx, "X-Auth-Scope", scope);
+    verify_header_cstr(ctx, "X-Auth-Tenant", tid);
+    verify_header_cstr(ctx, "X-Auth-Token-Id", jti);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond(ctx, 200, NULL, slice_make(NULL, 0));
+}
+
 /* The check itself, against the shard's copy of the tenant's keys. */
 static void verify_answer(struct http_ctx *ctx, const struct auth *auth, const struct auth_tenant *tenant,
                           struct slice token, const char *scope)
@@ -119,17 +136,8 @@ static void verify_answer(struct http_ctx *ctx, const struct auth *auth, const s
         verify_deny(ctx, 401, tenant->slug, "invalid_token", NULL, "the access token is not valid here");
         return;
     }
-    if (!verify_scopes_held(scope, claims.scope)) {
-        verify_deny(ctx, 403, tenant->slug, "insufficient_scope", scope, "the token lacks a required scope");
-        return;
-    }
-    verify_header_cstr(ctx, "X-Auth-Subject", claims.sub);
-    verify_header_cstr(ctx, "X-Auth-Client", claims.client_id);
-    verify_header_cstr(ctx, "X-Auth-Scope", claims.scope);
-    verify_header_cstr(ctx, "X-Auth-Tenant", claims.tid);
-    verify_header_cstr(ctx, "X-Auth-Token-Id", claims.jti);
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
-    http_respond(ctx, 200, NULL, slice_make(NULL, 0));
+    auth_vcache_put(auth->shards[loop_index(ctx->loop)]->verified, tenant->slug, token, &claims);
+    verify_grant(ctx, tenant->slug, scope, claims.sub, claims.client_id, claims.scope, claims.tid, claims.jti);
 }
 
 /* The keys could not be had: no such tenant is an invalid token here; 503 stays 503. */
@@ -204,9 +212,15 @@ static void verify_get(struct http_ctx *ctx)
         verify_deny(ctx, 401, slug, "invalid_token", NULL, "the Authorization header holds no Bearer token");
         return;
     }
+    const struct auth_vclaims *seen = auth_vcache_get(auth->shards[loop_index(ctx->loop)]->verified, slug, token,
+                                                      (int64_t)time(NULL));
+    if (seen != NULL) { /* the hot path: verified before, on this shard, for this tenant */
+        verify_grant(ctx, slug, scope, seen->sub, seen->client_id, seen->scope, seen->tid, seen->jti);
+        return;
+    }
     const struct auth_tenant *tenant = auth_tenant_cached(auth, ctx->loop, slug);
     if (tenant != NULL) {
-        verify_answer(ctx, auth, tenant, token, scope); /* the hot path */
+        verify_answer(ctx, auth, tenant, token, scope);
         return;
     }
     struct verify_wait *vw = auth_park(ctx, auth, sizeof(*vw));

@@ -1,0 +1,93 @@
+/* auth/vcache.c: each shard's cache of verified access tokens (DESIGN §1), so a gateway
+ * asking about the same token again costs one digest and a compare instead of a signature
+ * verification.
+ *
+ * Keyed by the XXH3-128 digest of the compact token under a random per-process secret (an
+ * attacker who cannot read the secret cannot aim a forged token at a cached digest; the
+ * length is compared too), direct-mapped and bounded; an entry dies at the token's exp plus
+ * the leeway jwt_verify grants, exactly when a fresh verification would refuse it. Each
+ * entry names the tenant it was verified for, compared with the path's on every hit
+ * (SECURITY T09): the same token at another tenant's endpoint is verified anew, and fails.
+ * Claims too long for an entry are simply not cached. */
+#include "auth/auth_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "crypto/ct.h"
+
+struct vcache_entry {
+    XXH128_hash_t digest;
+    uint32_t token_len;
+    bool used;
+    char slug[AUTH_SLUG_MAX + 1];
+    struct auth_vclaims claims;
+};
+
+struct auth_vcache {
+    uint8_t secret[AUTH_VCACHE_SECRET_BYTES];
+    struct vcache_entry entries[AUTH_VCACHE_SLOTS];
+};
+
+struct auth_vcache *auth_vcache_create(void)
+{
+    struct auth_vcache *cache = calloc(1, sizeof(*cache));
+    if (cache != NULL && ct_random_bytes(cache->secret, sizeof(cache->secret)) != 0) {
+        free(cache);
+        return NULL;
+    }
+    return cache;
+}
+
+void auth_vcache_destroy(struct auth_vcache *cache)
+{
+    free(cache);
+}
+
+static struct vcache_entry *vcache_slot(struct auth_vcache *cache, struct slice token, XXH128_hash_t *digest)
+{
+    *digest = XXH3_128bits_withSecret(token.ptr, token.len, cache->secret, sizeof(cache->secret));
+    return &cache->entries[digest->low64 % AUTH_VCACHE_SLOTS];
+}
+
+const struct auth_vclaims *auth_vcache_get(struct auth_vcache *cache, const char *slug, struct slice token,
+                                           int64_t now)
+{
+    XXH128_hash_t digest;
+    struct vcache_entry *e = vcache_slot(cache, token, &digest);
+    if (!e->used || !XXH128_isEqual(e->digest, digest) || e->token_len != token.len ||
+        strcmp(e->slug, slug) != 0)
+        return NULL;
+    if (now >= e->claims.exp + JWT_LEEWAY_DEFAULT_S) {
+        e->used = false; /* expired: the slot is free again */
+        return NULL;
+    }
+    return &e->claims;
+}
+
+static bool vcache_copy(char *dst, size_t cap, const char *src)
+{
+    size_t len = strlen(src);
+    if (len >= cap)
+        return false;
+    memcpy(dst, src, len + 1);
+    return true;
+}
+
+void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice token, const struct jwt_claims *c)
+{
+    XXH128_hash_t digest;
+    struct vcache_entry *e = vcache_slot(cache, token, &digest);
+    struct auth_vclaims *v = &e->claims;
+    e->used = false;
+    if (!vcache_copy(v->sub, sizeof(v->sub), c->sub) || !vcache_copy(v->client_id, sizeof(v->client_id), c->client_id) ||
+        !vcache_copy(v->tid, sizeof(v->tid), c->tid) || !vcache_copy(v->jti, sizeof(v->jti), c->jti) ||
+        !vcache_copy(v->scope, sizeof(v->scope), c->scope) || !vcache_copy(e->slug, sizeof(e->slug), slug))
+        return;
+    v->exp = c->exp;
+    e->digest = digest;
+    e->token_len = (uint32_t)token.len;
+    e->used = true;
+}
