@@ -50,7 +50,8 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
     }
     for (unsigned i = 0; i < cfg->shards; i++) {
         if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL ||
-            (auth->shards[i]->verified = auth_vcache_create()) == NULL) {
+            (auth->shards[i]->verified = auth_vcache_create()) == NULL ||
+            (auth->shards[i]->clients = auth_client_cache_create()) == NULL) {
             auth_destroy(auth);
             return NULL;
         }
@@ -70,8 +71,10 @@ void auth_destroy(struct auth *auth)
                 free(shard->tenants[t]);
             }
         }
-        if (shard != NULL)
+        if (shard != NULL) {
             auth_vcache_destroy(shard->verified);
+            auth_client_cache_destroy(shard->clients);
+        }
         free(shard);
     }
     seal_key_wipe(&auth->master);

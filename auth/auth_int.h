@@ -7,6 +7,7 @@
 
 #include "auth/auth.h"
 #include "crypto/ct.h"
+#include "crypto/hash.h"
 #include "crypto/jwt.h"
 #include "crypto/keyset.h"
 #include "crypto/password.h"
@@ -56,8 +57,20 @@ struct jwt_claims;
 void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice token,
                      const struct jwt_claims *claims);
 
+/* OAuth clients (auth/client.c). */
+#define AUTH_CLIENT_ID_MAX 128        /* the schema's bound on clients.client_id */
+#define AUTH_CLIENT_SECRET_MAX 256    /* generated secrets are 43 characters */
+#define AUTH_CLIENT_SLOTS 1024        /* authenticated clients cached per shard */
+#define AUTH_CLIENT_TTL_MS 10000      /* a deleted client or a changed secret is seen within
+                                       * 10 s by introspection and revocation */
+
+struct auth_client_cache;
+struct auth_client_cache *auth_client_cache_create(void);
+void auth_client_cache_destroy(struct auth_client_cache *cache);
+
 struct auth_shard {
     struct auth_vcache *verified;
+    struct auth_client_cache *clients;
     struct auth_tenant *tenants[AUTH_TENANT_SLOTS];
 };
 
@@ -84,7 +97,58 @@ struct auth_wait {
     const char *detail;
     const char *oauth_error;        /* auth_oauth_fail's RFC 6749 §5.2 error code, or NULL */
     void (*tenant_ready)(struct auth_wait *w, struct auth_tenant *tenant); /* auth_tenant_get's */
+    struct auth_client_wait *client_wait; /* auth_client_authenticate's */
 };
+
+/* ---- OAuth forms and client authentication (auth/client.c) ---- */
+
+/* One known parameter of an application/x-www-form-urlencoded body. */
+struct auth_form_field {
+    const char *name;
+    char *dst;     /* decoded, NUL-terminated; "" when absent */
+    size_t cap;
+    bool seen;
+};
+/* Checks the Content-Type and reads the known parameters (others are ignored, RFC 6749
+ * §3.2). The reason the body is refused (a repeated, malformed or too long parameter), or
+ * NULL. */
+const char *auth_form_parse(const struct http_ctx *ctx, struct auth_form_field *fields, size_t n);
+
+/* A client's credentials as presented: the form's client_id / client_secret first (has_*
+ * set by the caller from the form), then auth_client_credentials folds in Basic. */
+struct auth_client_creds {
+    char client_id[AUTH_CLIENT_ID_MAX + 1];
+    char secret[AUTH_CLIENT_SECRET_MAX + 1];
+    bool has_id, has_secret;
+};
+/* Exactly one method (RFC 6749 §2.3): 0, or the status to answer (400 invalid_request, 401
+ * invalid_client) with *why. */
+int auth_client_credentials(const struct http_ctx *ctx, struct auth_client_creds *creds, const char **why);
+
+/* An authenticated client: valid during the ready callback only (copy what is kept). */
+struct auth_client {
+    char client_id[AUTH_CLIENT_ID_MAX + 1];
+    char tenant_id[CT_UUID_TEXT_LEN + 1];
+    char grants[128];   /* space-separated */
+    char scopes[1024];  /* space-separated */
+    int64_t lifetime_s;
+    bool can_introspect;
+};
+typedef void (*auth_client_ready_fn)(struct auth_wait *w, const struct auth_client *client);
+/* Part of a handler's parked state: who is asking, at which tenant. */
+struct auth_client_wait {
+    char slug[AUTH_SLUG_MAX + 1];
+    char client_id[AUTH_CLIENT_ID_MAX + 1];
+    uint8_t secret_sha256[32];
+    auth_client_ready_fn ready;
+};
+/* Authenticates cw's client for a parked request: ready(w, client), or ready(w, NULL) with
+ * w->status 401 (unknown client, wrong secret, public client) or 503/500 and w->detail.
+ * cached: a fresh per-shard result may answer without a query. ctx as auth_tenant_get. */
+void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct auth_client_wait *cw,
+                              bool cached, auth_client_ready_fn ready);
+/* True when every space-separated word of want is one of have's ("" is a subset). */
+bool auth_words_subset(const char *want, const char *have);
 
 /* The shard's stores for a request. */
 struct store_shard *auth_store(const struct auth *auth, const struct loop *loop);
