@@ -86,6 +86,7 @@ int auth_routes(struct auth *auth, struct http_server *http)
     int rc = auth_jwks_routes(auth, http);
     rc = rc != 0 ? rc : auth_register_routes(auth, http);
     rc = rc != 0 ? rc : auth_verify_routes(auth, http);
+    rc = rc != 0 ? rc : auth_introspect_routes(auth, http);
     return rc != 0 ? rc : auth_token_routes(auth, http);
 }
 

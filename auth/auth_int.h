@@ -45,6 +45,8 @@ struct auth_vclaims {
     char jti[65];
     char scope[257];
     int64_t exp;
+    int64_t iat;
+    int64_t nbf;
 };
 
 struct auth_vcache;
@@ -100,6 +102,17 @@ struct auth_wait {
     struct auth_client_wait *client_wait; /* auth_client_authenticate's */
 };
 
+/* ---- Access tokens (auth/access.c) ---- */
+
+#define AUTH_ACCESS_TOKEN_MAX 6144 /* longer is refused: Tessera's own tokens stay under 4 KiB
+                                    * (auth/token.c), and a parked check keeps a copy */
+
+/* Whether token is a valid access token of tenant slug: 0 and *out (valid until the next
+ * call on this thread), -TE_INVAL, or -TE_EMPTY when tenant is NULL and the shard has no
+ * fresh copy of the tenant's keys (load them with auth_tenant_get, then call again). */
+int auth_access_check(const struct auth *auth, const struct loop *loop, const char *slug,
+                      const struct auth_tenant *tenant, struct slice token, const struct jwt_claims **out);
+
 /* ---- OAuth forms and client authentication (auth/client.c) ---- */
 
 /* One known parameter of an application/x-www-form-urlencoded body. */
@@ -147,6 +160,9 @@ struct auth_client_wait {
  * cached: a fresh per-shard result may answer without a query. ctx as auth_tenant_get. */
 void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct auth_client_wait *cw,
                               bool cached, auth_client_ready_fn ready);
+/* The shard's fresh cached result for cw's credentials, or NULL (then authenticate). */
+const struct auth_client *auth_client_cached(const struct auth *auth, const struct loop *loop,
+                                             const struct auth_client_wait *cw);
 /* True when every space-separated word of want is one of have's ("" is a subset). */
 bool auth_words_subset(const char *want, const char *have);
 
@@ -206,5 +222,6 @@ int auth_jwks_routes(struct auth *auth, struct http_server *http);
 int auth_register_routes(struct auth *auth, struct http_server *http);
 int auth_token_routes(struct auth *auth, struct http_server *http);
 int auth_verify_routes(struct auth *auth, struct http_server *http);
+int auth_introspect_routes(struct auth *auth, struct http_server *http);
 
 #endif

@@ -189,15 +189,22 @@ static void auth_client_row(struct auth_wait *w)
     cw->ready(w, &slot->client);
 }
 
+const struct auth_client *auth_client_cached(const struct auth *auth, const struct loop *loop,
+                                             const struct auth_client_wait *cw)
+{
+    struct auth_client_slot *slot = auth_client_slot(auth->shards[loop_index(loop)]->clients, cw->slug,
+                                                     cw->client_id);
+    bool fresh = slot->used && loop_now_ms(loop) - slot->loaded_ms < AUTH_CLIENT_TTL_MS &&
+                 strcmp(slot->slug, cw->slug) == 0 && strcmp(slot->client.client_id, cw->client_id) == 0;
+    return fresh && ct_memeq(slot->secret_sha256, cw->secret_sha256, HASH_SHA256_BYTES) ? &slot->client : NULL;
+}
+
 void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct auth_client_wait *cw, bool cached,
                               auth_client_ready_fn ready)
 {
-    struct auth_client_slot *slot = auth_client_slot(w->auth->shards[loop_index(w->loop)]->clients, cw->slug,
-                                                     cw->client_id);
-    bool fresh = slot->used && loop_now_ms(w->loop) - slot->loaded_ms < AUTH_CLIENT_TTL_MS &&
-                 strcmp(slot->slug, cw->slug) == 0 && strcmp(slot->client.client_id, cw->client_id) == 0;
-    if (cached && fresh && ct_memeq(slot->secret_sha256, cw->secret_sha256, HASH_SHA256_BYTES)) {
-        ready(w, &slot->client);
+    const struct auth_client *hit = cached ? auth_client_cached(w->auth, w->loop, cw) : NULL;
+    if (hit != NULL) {
+        ready(w, hit);
         return;
     }
     cw->ready = ready;

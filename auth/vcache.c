@@ -87,6 +87,8 @@ void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice t
         !vcache_copy(v->scope, sizeof(v->scope), c->scope) || !vcache_copy(e->slug, sizeof(e->slug), slug))
         return;
     v->exp = c->exp;
+    v->iat = c->iat;
+    v->nbf = c->nbf;
     e->digest = digest;
     e->token_len = (uint32_t)token.len;
     e->used = true;

@@ -22,10 +22,8 @@
 #include "proto/http_auth.h"
 #include "proto/url.h"
 
-#define VERIFY_ISSUER_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX)
+#define VERIFY_ISSUER_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX) /* the realm */
 #define VERIFY_SCOPE_PARAM_MAX 512 /* the scopes a gateway route requires */
-#define VERIFY_TOKEN_MAX 6144      /* longer is refused: Tessera's own tokens stay under 4 KiB
-                                    * (auth/token.c), and a parked check keeps a copy */
 #define VERIFY_CHALLENGE_MAX (VERIFY_ISSUER_MAX + VERIFY_SCOPE_PARAM_MAX + 96)
 
 /* What a parked check keeps: the token and the required scopes, copied. */
@@ -34,7 +32,7 @@ struct verify_wait {
     struct auth_tenant *tenant; /* the keys loaded for it, held until the answer */
     char slug[AUTH_SLUG_MAX + 1];
     size_t token_len;
-    char token[VERIFY_TOKEN_MAX];
+    char token[AUTH_ACCESS_TOKEN_MAX];
     char scope[VERIFY_SCOPE_PARAM_MAX + 1];
 };
 
@@ -113,31 +111,19 @@ static void verify_grant(struct http_ctx *ctx, const char *slug, const char *req
     http_respond(ctx, 200, NULL, slice_make(NULL, 0));
 }
 
-/* The check itself, against the shard's copy of the tenant's keys. */
-static void verify_answer(struct http_ctx *ctx, const struct auth *auth, const struct auth_tenant *tenant,
-                          struct slice token, const char *scope)
+/* Answers from what the shard knows: false when the tenant's keys must be loaded first. */
+static bool verify_answer(struct http_ctx *ctx, const struct auth *auth, const char *slug,
+                          const struct auth_tenant *tenant, struct slice token, const char *scope)
 {
-    char issuer[VERIFY_ISSUER_MAX + 1];
-    struct buf b;
-    buf_init(&b, issuer, sizeof(issuer));
-    auth_issuer(auth, slice_make(tenant->slug, strlen(tenant->slug)), &b);
-    struct jwt_expect expect = {
-        .kind = JWT_KIND_ACCESS,
-        .issuer = buf_slice(&b),
-        .audience = buf_slice(&b),
-        .tenant = slice_make(tenant->id, strlen(tenant->id)),
-        .now = (int64_t)time(NULL),
-        .leeway_s = JWT_LEEWAY_DEFAULT_S,
-        .max_len = VERIFY_TOKEN_MAX,
-    };
-    static _Thread_local uint8_t scratch[JWS_TOKEN_MAX];
-    static _Thread_local struct jwt_claims claims;
-    if (b.overflow || jwt_verify(&tenant->keys, &expect, token.ptr, token.len, scratch, sizeof(scratch), &claims) != 0) {
-        verify_deny(ctx, 401, tenant->slug, "invalid_token", NULL, "the access token is not valid here");
-        return;
-    }
-    auth_vcache_put(auth->shards[loop_index(ctx->loop)]->verified, tenant->slug, token, &claims);
-    verify_grant(ctx, tenant->slug, scope, claims.sub, claims.client_id, claims.scope, claims.tid, claims.jti);
+    const struct jwt_claims *c = NULL;
+    int rc = auth_access_check(auth, ctx->loop, slug, tenant, token, &c);
+    if (rc == -TE_EMPTY)
+        return false;
+    if (rc != 0)
+        verify_deny(ctx, 401, slug, "invalid_token", NULL, "the access token is not valid here");
+    else
+        verify_grant(ctx, slug, scope, c->sub, c->client_id, c->scope, c->tid, c->jti);
+    return true;
 }
 
 /* The keys could not be had: no such tenant is an invalid token here; 503 stays 503. */
@@ -154,7 +140,7 @@ static void verify_respond_failure(struct http_ctx *ctx, void *state)
 static void verify_respond_loaded(struct http_ctx *ctx, void *state)
 {
     struct verify_wait *vw = state;
-    verify_answer(ctx, vw->w.auth, vw->tenant, slice_make(vw->token, vw->token_len), vw->scope);
+    verify_answer(ctx, vw->w.auth, vw->slug, vw->tenant, slice_make(vw->token, vw->token_len), vw->scope);
 }
 
 static void verify_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
@@ -208,21 +194,12 @@ static void verify_get(struct http_ctx *ctx)
         return;
     }
     struct slice token = http_auth_bearer(h->value);
-    if (token.len == 0 || token.len > VERIFY_TOKEN_MAX) {
+    if (token.len == 0 || token.len > AUTH_ACCESS_TOKEN_MAX) {
         verify_deny(ctx, 401, slug, "invalid_token", NULL, "the Authorization header holds no Bearer token");
         return;
     }
-    const struct auth_vclaims *seen = auth_vcache_get(auth->shards[loop_index(ctx->loop)]->verified, slug, token,
-                                                      (int64_t)time(NULL));
-    if (seen != NULL) { /* the hot path: verified before, on this shard, for this tenant */
-        verify_grant(ctx, slug, scope, seen->sub, seen->client_id, seen->scope, seen->tid, seen->jti);
-        return;
-    }
-    const struct auth_tenant *tenant = auth_tenant_cached(auth, ctx->loop, slug);
-    if (tenant != NULL) {
-        verify_answer(ctx, auth, tenant, token, scope);
-        return;
-    }
+    if (verify_answer(ctx, auth, slug, NULL, token, scope))
+        return; /* the hot path: the shard had what it needed */
     struct verify_wait *vw = auth_park(ctx, auth, sizeof(*vw));
     if (vw == NULL)
         return;

@@ -1,0 +1,73 @@
+/* auth/access.c: is this access token valid at this tenant, and whose is it? The one check
+ * behind /verify and introspection (DESIGN §1's hot path).
+ *
+ * First the shard's verified-token cache (auth/vcache.c); on a miss, the full RFC 9068 /
+ * RFC 8725 validation by crypto/jwt against the shard's copy of the tenant's keys: typ
+ * at+jwt, issuer and audience the tenant's issuer URL byte for byte, tid the tenant's id,
+ * exp/nbf/iat with the default leeway (SECURITY J rows, T01). A valid token is cached. */
+#include "auth/auth_int.h"
+
+#include <assert.h>
+#include <string.h>
+#include <time.h>
+
+#define ACCESS_ISSUER_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX)
+
+/* Every cached field is NUL-terminated and shorter than its jwt_claims counterpart. */
+static void access_copy(char *dst, size_t cap, const char *src)
+{
+    size_t len = strlen(src);
+    assert(len < cap);
+    memcpy(dst, src, len + 1);
+}
+
+/* A cache entry as the claims a fresh verification would give. */
+static void access_from_cache(const struct auth_vclaims *v, struct jwt_claims *out)
+{
+    memset(out, 0, sizeof(*out));
+    access_copy(out->sub, sizeof(out->sub), v->sub);
+    access_copy(out->client_id, sizeof(out->client_id), v->client_id);
+    access_copy(out->tid, sizeof(out->tid), v->tid);
+    access_copy(out->jti, sizeof(out->jti), v->jti);
+    access_copy(out->scope, sizeof(out->scope), v->scope);
+    out->exp = v->exp;
+    out->iat = v->iat;
+    out->nbf = v->nbf;
+}
+
+int auth_access_check(const struct auth *auth, const struct loop *loop, const char *slug,
+                      const struct auth_tenant *tenant, struct slice token, const struct jwt_claims **out)
+{
+    static _Thread_local struct jwt_claims claims;
+    static _Thread_local uint8_t scratch[JWS_TOKEN_MAX];
+    struct auth_vcache *cache = auth->shards[loop_index(loop)]->verified;
+    int64_t now = (int64_t)time(NULL);
+    if (token.len == 0 || token.len > AUTH_ACCESS_TOKEN_MAX)
+        return -TE_INVAL;
+    const struct auth_vclaims *seen = auth_vcache_get(cache, slug, token, now);
+    if (seen != NULL) {
+        access_from_cache(seen, &claims);
+        *out = &claims;
+        return 0;
+    }
+    if (tenant == NULL && (tenant = auth_tenant_cached(auth, loop, slug)) == NULL)
+        return -TE_EMPTY;
+    char issuer[ACCESS_ISSUER_MAX + 1];
+    struct buf b;
+    buf_init(&b, issuer, sizeof(issuer));
+    auth_issuer(auth, slice_make(slug, strlen(slug)), &b);
+    struct jwt_expect expect = {
+        .kind = JWT_KIND_ACCESS,
+        .issuer = buf_slice(&b),
+        .audience = buf_slice(&b),
+        .tenant = slice_make(tenant->id, strlen(tenant->id)),
+        .now = now,
+        .leeway_s = JWT_LEEWAY_DEFAULT_S,
+        .max_len = AUTH_ACCESS_TOKEN_MAX,
+    };
+    if (b.overflow || jwt_verify(&tenant->keys, &expect, token.ptr, token.len, scratch, sizeof(scratch), &claims) != 0)
+        return -TE_INVAL;
+    auth_vcache_put(cache, slug, token, &claims);
+    *out = &claims;
+    return 0;
+}

@@ -1,0 +1,236 @@
+/* auth/introspect.c: POST /t/{tenant}/oauth2/introspect (RFC 7662), for gateways and
+ * resource servers.
+ *
+ * Only an authenticated client (client_secret_basic or _post) flagged can_introspect may
+ * ask (§2.1; others: 401 invalid_client, 403 unauthorized_client). The answer is §2.2's:
+ * for a valid access token of this tenant active:true with scope, client_id, sub, exp, iat,
+ * nbf, jti, iss, aud, token_type and tid; for anything else — another tenant's token
+ * (T01), an expired or forged one, a kind not known yet (refresh tokens, API keys) — just
+ * {"active":false}, which says nothing about why (§2.2).
+ *
+ * The hot path (a gateway asking again): the client's result and the token's are both in
+ * the shard's caches, so the answer is written without parking, one SHA-256 and one digest.
+ * Otherwise the request parks for the client's row and, when needed, the tenant's keys. */
+#include "auth/auth_int.h"
+
+#include <string.h>
+#include <time.h>
+
+#define INTROSPECT_HINT_MAX 64
+#define INTROSPECT_ISSUER_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX + 1)
+
+struct introspect_wait {
+    struct auth_wait w;
+    struct auth_client_wait cw;
+    struct auth_tenant *tenant; /* loaded for it, held until the answer */
+    size_t token_len;
+    char token[AUTH_ACCESS_TOKEN_MAX];
+};
+
+_Static_assert(sizeof(struct introspect_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
+
+static void introspect_json_field(struct buf *b, const char *name, const char *value)
+{
+    buf_printf(b, ",\"%s\":", name);
+    buf_append_json_string(b, slice_make(value, strlen(value)));
+}
+
+static void introspect_respond_json(struct http_ctx *ctx, struct buf *body)
+{
+    http_scratch_commit(ctx, body);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
+    http_respond(ctx, 200, "application/json", buf_slice(body));
+}
+
+static void introspect_active(struct http_ctx *ctx, const struct auth *auth, const char *slug,
+                              const struct jwt_claims *c)
+{
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"active\":true");
+    introspect_json_field(&body, "scope", c->scope);
+    introspect_json_field(&body, "client_id", c->client_id);
+    introspect_json_field(&body, "sub", c->sub);
+    buf_printf(&body, ",\"exp\":%lld,\"iat\":%lld", (long long)c->exp, (long long)c->iat);
+    if (c->nbf != 0)
+        buf_printf(&body, ",\"nbf\":%lld", (long long)c->nbf);
+    introspect_json_field(&body, "jti", c->jti);
+    /* iss and aud were checked equal to this tenant's issuer URL */
+    char issuer_mem[INTROSPECT_ISSUER_MAX];
+    struct buf issuer;
+    buf_init(&issuer, issuer_mem, sizeof(issuer_mem));
+    auth_issuer(auth, slice_make(slug, strlen(slug)), &issuer);
+    buf_append_cstr(&body, ",\"iss\":");
+    buf_append_json_string(&body, buf_slice(&issuer));
+    buf_append_cstr(&body, ",\"aud\":");
+    buf_append_json_string(&body, buf_slice(&issuer));
+    buf_append_cstr(&body, ",\"token_type\":\"Bearer\"");
+    introspect_json_field(&body, "tid", c->tid);
+    buf_append_cstr(&body, "}");
+    introspect_respond_json(ctx, &body);
+}
+
+static void introspect_inactive(struct http_ctx *ctx)
+{
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"active\":false}");
+    introspect_respond_json(ctx, &body);
+}
+
+/* A compact JWS has exactly two dots; anything else is a kind this endpoint does not know yet. */
+static bool introspect_looks_like_jwt(struct slice token)
+{
+    size_t dots = 0;
+    for (size_t i = 0; i < token.len; i++)
+        dots += token.ptr[i] == '.';
+    return dots == 2;
+}
+
+/* Answers from what the shard knows; false when the tenant's keys must be loaded first. */
+static bool introspect_answer(struct http_ctx *ctx, const struct auth *auth, const char *slug,
+                              const struct auth_tenant *tenant, struct slice token)
+{
+    if (!introspect_looks_like_jwt(token)) {
+        introspect_inactive(ctx);
+        return true;
+    }
+    const struct jwt_claims *c = NULL;
+    int rc = auth_access_check(auth, ctx->loop, slug, tenant, token, &c);
+    if (rc == -TE_EMPTY)
+        return false;
+    if (rc == 0)
+        introspect_active(ctx, auth, slug, c);
+    else
+        introspect_inactive(ctx);
+    return true;
+}
+
+/* ---- The parked path -------------------------------------------------------------------------- */
+
+static void introspect_respond(struct http_ctx *ctx, void *state)
+{
+    struct introspect_wait *iw = state;
+    if (!introspect_answer(ctx, iw->w.auth, iw->cw.slug, iw->tenant, slice_make(iw->token, iw->token_len)))
+        http_respond_problem(ctx, 500, "internal error"); /* keys were just loaded: cannot happen */
+}
+
+static void introspect_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    struct introspect_wait *iw = (struct introspect_wait *)w;
+    if (tenant == NULL) {
+        auth_answer(w, w->status, w->detail);
+        return;
+    }
+    struct auth *auth = w->auth;
+    struct loop *loop = w->loop;
+    iw->tenant = tenant;
+    http_resume(iw, introspect_respond); /* iw is gone after this */
+    auth_tenant_put(auth, loop, tenant);
+}
+
+static bool introspect_needs_keys(const struct introspect_wait *iw)
+{
+    struct slice token = slice_make(iw->token, iw->token_len);
+    return introspect_looks_like_jwt(token) &&
+           auth_vcache_get(iw->w.auth->shards[loop_index(iw->w.loop)]->verified, iw->cw.slug, token, time(NULL)) == NULL &&
+           auth_tenant_cached(iw->w.auth, iw->w.loop, iw->cw.slug) == NULL;
+}
+
+static void introspect_client_ready(struct auth_wait *w, const struct auth_client *client)
+{
+    struct introspect_wait *iw = (struct introspect_wait *)w;
+    if (client == NULL) {
+        if (w->status == 401)
+            auth_oauth_fail(w, 401, "invalid_client", w->detail);
+        else
+            auth_answer(w, w->status, w->detail);
+        return;
+    }
+    if (!client->can_introspect) {
+        auth_oauth_fail(w, 403, "unauthorized_client", "the client may not introspect tokens");
+        return;
+    }
+    if (introspect_needs_keys(iw))
+        auth_tenant_get(NULL, w, iw->cw.slug, introspect_keys_ready);
+    else
+        http_resume(iw, introspect_respond);
+}
+
+/* ---- The request ---------------------------------------------------------------------------- */
+
+struct introspect_form {
+    char token[AUTH_ACCESS_TOKEN_MAX + 1];
+    char hint[INTROSPECT_HINT_MAX + 1];
+    struct auth_client_creds creds;
+};
+
+/* Form and credentials; 0, or answered. */
+static int introspect_read(struct http_ctx *ctx, struct introspect_form *f)
+{
+    struct auth_form_field fields[] = {
+        { "token", f->token, sizeof(f->token), false },
+        { "token_type_hint", f->hint, sizeof(f->hint), false }, /* may be ignored: §2.1 */
+        { "client_id", f->creds.client_id, sizeof(f->creds.client_id), false },
+        { "client_secret", f->creds.secret, sizeof(f->creds.secret), false },
+    };
+    const char *why = auth_form_parse(ctx, fields, sizeof(fields) / sizeof(fields[0]));
+    if (why != NULL || !fields[0].seen || f->token[0] == '\0') {
+        auth_oauth_error(ctx, 400, "invalid_request", why ? why : "token is missing");
+        return -1;
+    }
+    f->creds.has_id = fields[2].seen;
+    f->creds.has_secret = fields[3].seen;
+    int status = auth_client_credentials(ctx, &f->creds, &why);
+    if (status != 0) {
+        auth_oauth_error(ctx, status, status == 401 ? "invalid_client" : "invalid_request", why);
+        return -1;
+    }
+    return 0;
+}
+
+static void introspect_post(struct http_ctx *ctx)
+{
+    struct auth *auth = ctx->route_arg;
+    if (!auth_slug_valid(ctx->params[0])) {
+        http_respond_problem(ctx, 404, "no such tenant");
+        return;
+    }
+    struct introspect_form *f = http_scratch_alloc(ctx, sizeof(*f));
+    struct auth_client_wait *cw = http_scratch_alloc(ctx, sizeof(*cw));
+    if (f == NULL || cw == NULL) {
+        http_respond_problem(ctx, 500, "internal error");
+        return;
+    }
+    if (introspect_read(ctx, f) != 0) {
+        explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
+        return;
+    }
+    auth_slug_copy(ctx->params[0], cw->slug);
+    memcpy(cw->client_id, f->creds.client_id, sizeof(cw->client_id));
+    hash_sha256(f->creds.secret, strlen(f->creds.secret), cw->secret_sha256);
+    explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
+    struct slice token = slice_make(f->token, strlen(f->token));
+    const struct auth_client *client = auth_client_cached(auth, ctx->loop, cw);
+    if (client != NULL && !client->can_introspect) {
+        auth_oauth_error(ctx, 403, "unauthorized_client", "the client may not introspect tokens");
+        return;
+    }
+    if (client != NULL && introspect_answer(ctx, auth, cw->slug, NULL, token))
+        return; /* the hot path */
+    struct introspect_wait *iw = auth_park(ctx, auth, sizeof(*iw));
+    if (iw == NULL)
+        return;
+    iw->cw = *cw;
+    memcpy(iw->token, token.ptr, token.len);
+    iw->token_len = token.len;
+    if (client != NULL)
+        auth_tenant_get(ctx, &iw->w, iw->cw.slug, introspect_keys_ready);
+    else
+        auth_client_authenticate(ctx, &iw->w, &iw->cw, true, introspect_client_ready);
+}
+
+int auth_introspect_routes(struct auth *auth, struct http_server *http)
+{
+    return http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/oauth2/introspect", "introspect", introspect_post,
+                          auth);
+}
