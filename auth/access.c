@@ -44,8 +44,11 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
     int64_t now = (int64_t)time(NULL);
     if (token.len == 0 || token.len > AUTH_ACCESS_TOKEN_MAX)
         return -TE_INVAL;
+    const struct auth_revoked *revoked = auth->shards[loop_index(loop)]->revoked;
     const struct auth_vclaims *seen = auth_vcache_get(cache, slug, token, now);
     if (seen != NULL) {
+        if (auth_revoked_has(revoked, auth_revoked_key(seen->tid, "jti", seen->jti), now))
+            return -TE_INVAL;
         access_from_cache(seen, &claims);
         *out = &claims;
         return 0;
@@ -66,6 +69,8 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
         .max_len = AUTH_ACCESS_TOKEN_MAX,
     };
     if (b.overflow || jwt_verify(&tenant->keys, &expect, token.ptr, token.len, scratch, sizeof(scratch), &claims) != 0)
+        return -TE_INVAL;
+    if (auth_revoked_has(revoked, auth_revoked_key(claims.tid, "jti", claims.jti), now))
         return -TE_INVAL;
     auth_vcache_put(cache, slug, token, &claims);
     *out = &claims;

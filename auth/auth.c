@@ -11,6 +11,8 @@
 #include "core/log.h"
 #include "store/admin.h"
 
+static void auth_on_event(void *arg, struct loop *loop, uint32_t kind, uint64_t value);
+
 /* SECURITY F14: a master key file that is named but missing, of the wrong size or mode
  * stops the start (exit 2 by the caller); none named leaves token signing unavailable (503)
  * with one warning, so the HTTP stack and reads still serve. */
@@ -48,9 +50,11 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
         auth_destroy(auth);
         return NULL;
     }
+    store_on_event(store, auth_on_event, auth);
     for (unsigned i = 0; i < cfg->shards; i++) {
         if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL ||
             (auth->shards[i]->verified = auth_vcache_create()) == NULL ||
+            (auth->shards[i]->revoked = auth_revoked_create(auth)) == NULL ||
             (auth->shards[i]->clients = auth_client_cache_create()) == NULL) {
             auth_destroy(auth);
             return NULL;
@@ -72,6 +76,7 @@ void auth_destroy(struct auth *auth)
             }
         }
         if (shard != NULL) {
+            auth_revoked_destroy(shard->revoked);
             auth_vcache_destroy(shard->verified);
             auth_client_cache_destroy(shard->clients);
         }
@@ -87,7 +92,39 @@ int auth_routes(struct auth *auth, struct http_server *http)
     rc = rc != 0 ? rc : auth_register_routes(auth, http);
     rc = rc != 0 ? rc : auth_verify_routes(auth, http);
     rc = rc != 0 ? rc : auth_introspect_routes(auth, http);
+    rc = rc != 0 ? rc : auth_revoke_routes(auth, http);
     return rc != 0 ? rc : auth_token_routes(auth, http);
+}
+
+/* Store events, on every shard of every instance. */
+static void auth_on_event(void *arg, struct loop *loop, uint32_t kind, uint64_t value)
+{
+    struct auth *auth = arg;
+    if (kind == AUTH_EVENT_REVOKED && value <= INT64_MAX)
+        auth_revoked_heard(auth->shards[loop_index(loop)]->revoked, (int64_t)value);
+}
+
+void auth_shard_start(struct auth *auth, struct loop *loop)
+{
+    auth_revoked_start(auth->shards[loop_index(loop)]->revoked, loop);
+}
+
+void auth_shard_stop(struct auth *auth, struct loop *loop)
+{
+    auth_revoked_stop(auth->shards[loop_index(loop)]->revoked);
+}
+
+bool auth_shard_ready(const struct auth *auth, const struct loop *loop)
+{
+    return auth_revoked_ready(auth->shards[loop_index(loop)]->revoked);
+}
+
+bool auth_handle_message(struct auth *auth, struct loop *loop, const struct ring_msg *msg)
+{
+    if (msg->kind != AUTH_MSG_REVOKED)
+        return false;
+    auth_revoked_add(auth->shards[loop_index(loop)]->revoked, msg->a, (int64_t)msg->b);
+    return true;
 }
 
 struct store_shard *auth_store(const struct auth *auth, const struct loop *loop)

@@ -24,4 +24,13 @@ void auth_destroy(struct auth *auth);
 /* Registers the routes above. 0 or the http_route_add error. */
 int auth_routes(struct auth *auth, struct http_server *http);
 
+/* The shard's part, from the loop's on_start / on_stop hooks: the revocation set's first
+ * catch-up and its poll. */
+void auth_shard_start(struct auth *auth, struct loop *loop);
+void auth_shard_stop(struct auth *auth, struct loop *loop);
+/* True once the shard's caches are warm (its revocation set caught up): /health/ready. */
+bool auth_shard_ready(const struct auth *auth, const struct loop *loop);
+/* The loop's message hook hands auth's messages here; false when msg is not auth's. */
+bool auth_handle_message(struct auth *auth, struct loop *loop, const struct ring_msg *msg);
+
 #endif

@@ -70,7 +70,28 @@ struct auth_client_cache;
 struct auth_client_cache *auth_client_cache_create(void);
 void auth_client_cache_destroy(struct auth_client_cache *cache);
 
+/* The revocation set (auth/revoked.c). */
+#define AUTH_REVOKED_MAX (4u << 20)   /* DESIGN §6: 4M entries per shard */
+#define AUTH_REVOKED_POLL_MS 1000     /* catch-up from Postgres at least this often */
+#define AUTH_EVENT_REVOKED 1u         /* store event: a revocation with this seq committed */
+#define AUTH_MSG_REVOKED 0x41550001u  /* ring message: a = key, b = exp (the local fan-out) */
+
+struct auth_revoked;
+struct auth_revoked *auth_revoked_create(struct auth *auth);
+void auth_revoked_destroy(struct auth_revoked *r);
+void auth_revoked_start(struct auth_revoked *r, struct loop *loop);
+void auth_revoked_stop(struct auth_revoked *r);
+/* True once the shard's first catch-up completed (the caches are warm before ready). */
+bool auth_revoked_ready(const struct auth_revoked *r);
+/* The key of a revoked (tenant id, kind, value): kind "jti", "sid", "sub" or "client". */
+uint64_t auth_revoked_key(const char *tenant_id, const char *kind, const char *value);
+bool auth_revoked_has(const struct auth_revoked *r, uint64_t key, int64_t now);
+void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp);
+/* An event said revocation seq committed somewhere: catch up if it is news. */
+void auth_revoked_heard(struct auth_revoked *r, int64_t seq);
+
 struct auth_shard {
+    struct auth_revoked *revoked;
     struct auth_vcache *verified;
     struct auth_client_cache *clients;
     struct auth_tenant *tenants[AUTH_TENANT_SLOTS];
@@ -223,5 +244,6 @@ int auth_register_routes(struct auth *auth, struct http_server *http);
 int auth_token_routes(struct auth *auth, struct http_server *http);
 int auth_verify_routes(struct auth *auth, struct http_server *http);
 int auth_introspect_routes(struct auth *auth, struct http_server *http);
+int auth_revoke_routes(struct auth *auth, struct http_server *http);
 
 #endif

@@ -59,7 +59,8 @@ static void serve_health_ready(struct http_ctx *ctx)
     struct serve *serve = ctx->app;
     struct store_health h;
     store_shard_health(store_shard(serve->store, loop_index(ctx->loop)), &h);
-    bool ready = h.primary != STORE_DOWN && h.redis != STORE_DOWN && h.subscriber != STORE_DOWN &&
+    bool warm = serve->auth == NULL || auth_shard_ready(serve->auth, ctx->loop);
+    bool ready = h.primary != STORE_DOWN && h.redis != STORE_DOWN && h.subscriber != STORE_DOWN && warm &&
                  !loop_stopping();
     struct buf body = http_scratch_buf(ctx);
     buf_printf(&body, "{\"status\":\"%s\",\"checks\":{", loop_stopping() ? "stopping"
@@ -70,6 +71,8 @@ static void serve_health_ready(struct http_ctx *ctx)
     serve_health_check(&body, "postgres_replica", h.replica, &first);
     serve_health_check(&body, "redis", h.redis, &first);
     serve_health_check(&body, "redis_subscriber", h.subscriber, &first);
+    if (serve->auth != NULL)
+        serve_health_check(&body, "revocations", warm ? STORE_UP : STORE_DOWN, &first);
     buf_append_cstr(&body, "}}");
     http_scratch_commit(ctx, &body);
     if (!ready)
@@ -166,18 +169,23 @@ static void serve_shard_start(struct loop *loop)
 {
     struct serve *serve = loop_shared(loop)->app;
     store_shard_start(serve->store, loop);
+    if (serve->auth != NULL)
+        auth_shard_start(serve->auth, loop);
 }
 
 static void serve_shard_stop(struct loop *loop)
 {
     struct serve *serve = loop_shared(loop)->app;
+    if (serve->auth != NULL)
+        auth_shard_stop(serve->auth, loop);
     store_shard_stop(serve->store, loop);
 }
 
 static void serve_on_message(struct loop *loop, const struct ring_msg *msg)
 {
     struct serve *serve = loop_shared(loop)->app;
-    if (!store_handle_message(serve->store, loop, msg))
+    if (!store_handle_message(serve->store, loop, msg) &&
+        (serve->auth == NULL || !auth_handle_message(serve->auth, loop, msg)))
         log_msg(LOG_ERROR, "unknown inter-shard message", NULL);
 }
 

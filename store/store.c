@@ -63,6 +63,20 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "'next') OR (k.state = 'retired' AND k.not_after > now())) "
         "WHERE t.slug = $1 AND t.deleted_at IS NULL "
         "ORDER BY k.state = 'active' DESC, k.state = 'next' DESC, k.created_at DESC LIMIT 8" },
+    /* DESIGN §1's revocation protocol: the row (and its seq) first, then the fan-out. */
+    [STORE_REVOKE] = {
+        "revoke", false,
+        "INSERT INTO revocations (tenant_id, kind, value, expires_at) "
+        "VALUES ($1, $2, $3, to_timestamp($4)) RETURNING seq" },
+    /* Catch-up reads the primary (SECURITY F03: a lagging replica would skip revocations).
+     * A seq is taken before its transaction commits, so a smaller one may become visible
+     * after a larger one was read: the last 5 s are read again (a revoking statement runs
+     * under the 2 s statement_timeout), and applying a revocation twice is harmless. */
+    [STORE_REVOKED_SINCE] = {
+        "revoked_since", false,
+        "SELECT seq, tenant_id, kind, value, extract(epoch FROM expires_at)::bigint "
+        "FROM revocations WHERE (seq > $1 OR created_at > now() - interval '5 seconds') "
+        "AND expires_at > now() ORDER BY seq LIMIT 1000" },
 };
 
 struct store_pending {

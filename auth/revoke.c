@@ -1,0 +1,204 @@
+/* auth/revoke.c: POST /t/{tenant}/oauth2/revoke (RFC 7009).
+ *
+ * The client authenticates (§2.1) and may revoke only tokens issued to it (a token of
+ * another client is refused: 403 unauthorized_client). An access token is revoked by its
+ * jti until its exp. A token that is unknown, invalid, expired or already revoked, or of a
+ * kind not known yet, answers 200 as §2.2 says. A 200 for a live token means the row is
+ * committed with its seq (SECURITY F02: Postgres down is 503, never 200); then the shard
+ * applies it, hands it to every local shard over the rings and publishes the seq for the
+ * other instances (DESIGN §1; auth/revoked.c). */
+#include "auth/auth_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define REVOKE_HINT_MAX 64
+
+struct revoke_wait {
+    struct auth_wait w;
+    struct auth_client_wait cw;
+    int64_t exp;
+    char tid[JWT_ID_MAX + 1];
+    char jti[JWT_ID_MAX + 1];
+    char exp_text[24];
+    size_t token_len;
+    char token[AUTH_ACCESS_TOKEN_MAX];
+};
+
+_Static_assert(sizeof(struct revoke_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
+
+/* A PUBLISH in flight: its own memory, freed when Redis answers (the request does not wait). */
+struct revoke_publish {
+    struct redis_cmd cmd;
+    char text[STORE_EVENT_TEXT_MAX];
+};
+
+static void revoke_respond_ok(struct http_ctx *ctx, void *state)
+{
+    (void)state;
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond(ctx, 200, NULL, slice_make(NULL, 0));
+}
+
+static void revoke_published(struct redis_cmd *cmd, const struct redis_reply *reply)
+{
+    if (reply->kind != REDIS_REPLY_INTEGER)
+        log_msg(LOG_WARN, "revocation not published: other instances catch up by their poll", NULL);
+    free(cmd);
+}
+
+static void revoke_publish(struct auth_wait *w, int64_t seq)
+{
+    struct redis_client *redis = store_redis(auth_store(w->auth, w->loop));
+    struct revoke_publish *p = redis ? malloc(sizeof(*p)) : NULL;
+    if (p == NULL)
+        return; /* single instance, or no memory: the poll carries it */
+    memset(&p->cmd, 0, sizeof(p->cmd));
+    p->cmd.done = revoke_published;
+    int n = snprintf(p->text, sizeof(p->text), "%u %" PRId64, AUTH_EVENT_REVOKED, seq);
+    struct slice argv[3] = { SLICE_LIT("PUBLISH"), SLICE_LIT(STORE_EVENTS_CHANNEL), slice_make(p->text, (size_t)n) };
+    if (redis_command(redis, &p->cmd, 3, argv) != 0)
+        free(p);
+}
+
+/* Committed: apply here, on every local shard, then tell the other instances. */
+static void revoke_committed(struct auth_wait *w)
+{
+    struct revoke_wait *rw = (struct revoke_wait *)w;
+    if (w->outcome != PG_OK || pg_result_rows(w->result) != 1) {
+        auth_fail(w, w->outcome == PG_OK ? PG_ERROR : w->outcome);
+        return;
+    }
+    int64_t seq = strtoll(pg_result_value(w->result, 0, 0), NULL, 10);
+    uint64_t key = auth_revoked_key(rw->tid, "jti", rw->jti);
+    unsigned self = loop_index(w->loop);
+    auth_revoked_add(w->auth->shards[self]->revoked, key, rw->exp);
+    struct ring_msg msg = { .kind = AUTH_MSG_REVOKED, .a = key, .b = (uint64_t)rw->exp };
+    for (unsigned to = 0; to < w->auth->cfg->shards; to++) {
+        if (to != self && loop_send_message(w->loop, to, &msg) != 0)
+            log_msg(LOG_WARN, "ring full: a shard learns of a revocation by its poll", NULL);
+    }
+    revoke_publish(w, seq);
+    http_resume(rw, revoke_respond_ok);
+}
+
+/* The token is known: refuse another client's, else revoke it. */
+static void revoke_check(struct auth_wait *w, const struct auth_tenant *tenant)
+{
+    struct revoke_wait *rw = (struct revoke_wait *)w;
+    const struct jwt_claims *c = NULL;
+    if (auth_access_check(w->auth, w->loop, rw->cw.slug, tenant, slice_make(rw->token, rw->token_len), &c) != 0) {
+        http_resume(rw, revoke_respond_ok); /* invalid, expired or revoked: §2.2 */
+        return;
+    }
+    if (strcmp(c->client_id, rw->cw.client_id) != 0) {
+        auth_oauth_fail(w, 403, "unauthorized_client", "the token was not issued to this client");
+        return;
+    }
+    snprintf(rw->tid, sizeof(rw->tid), "%s", c->tid);
+    snprintf(rw->jti, sizeof(rw->jti), "%s", c->jti);
+    rw->exp = c->exp;
+    snprintf(rw->exp_text, sizeof(rw->exp_text), "%" PRId64, c->exp);
+    w->q.params[0] = rw->tid;
+    w->q.params[1] = "jti";
+    w->q.params[2] = rw->jti;
+    w->q.params[3] = rw->exp_text;
+    w->q.params_count = 4;
+    auth_send(NULL, w, STORE_REVOKE, NULL, revoke_committed);
+}
+
+static void revoke_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    if (tenant == NULL) {
+        if (w->status == 404)
+            http_resume(w, revoke_respond_ok); /* no such issuer: an unknown token */
+        else
+            auth_answer(w, w->status, w->detail);
+        return;
+    }
+    struct auth *auth = w->auth;
+    struct loop *loop = w->loop;
+    revoke_check(w, tenant);
+    auth_tenant_put(auth, loop, tenant);
+}
+
+static bool revoke_looks_like_jwt(const struct revoke_wait *rw)
+{
+    size_t dots = 0;
+    for (size_t i = 0; i < rw->token_len; i++)
+        dots += rw->token[i] == '.';
+    return dots == 2;
+}
+
+static void revoke_client_ready(struct auth_wait *w, const struct auth_client *client)
+{
+    struct revoke_wait *rw = (struct revoke_wait *)w;
+    if (client == NULL) {
+        if (w->status == 401)
+            auth_oauth_fail(w, 401, "invalid_client", w->detail);
+        else
+            auth_answer(w, w->status, w->detail);
+        return;
+    }
+    if (!revoke_looks_like_jwt(rw))
+        http_resume(rw, revoke_respond_ok); /* refresh tokens arrive with the sessions issue */
+    else if (auth_tenant_cached(w->auth, w->loop, rw->cw.slug) == NULL)
+        auth_tenant_get(NULL, w, rw->cw.slug, revoke_keys_ready);
+    else
+        revoke_check(w, NULL);
+}
+
+struct revoke_form {
+    char token[AUTH_ACCESS_TOKEN_MAX + 1];
+    char hint[REVOKE_HINT_MAX + 1];
+    struct auth_client_creds creds;
+};
+
+static void revoke_post(struct http_ctx *ctx)
+{
+    struct auth *auth = ctx->route_arg;
+    if (!auth_slug_valid(ctx->params[0])) {
+        http_respond_problem(ctx, 404, "no such tenant");
+        return;
+    }
+    struct revoke_form *f = http_scratch_alloc(ctx, sizeof(*f));
+    if (f == NULL) {
+        http_respond_problem(ctx, 500, "internal error");
+        return;
+    }
+    struct auth_form_field fields[] = {
+        { "token", f->token, sizeof(f->token), false },
+        { "token_type_hint", f->hint, sizeof(f->hint), false }, /* may be ignored: §2.1 */
+        { "client_id", f->creds.client_id, sizeof(f->creds.client_id), false },
+        { "client_secret", f->creds.secret, sizeof(f->creds.secret), false },
+    };
+    const char *why = auth_form_parse(ctx, fields, sizeof(fields) / sizeof(fields[0]));
+    if (why != NULL || !fields[0].seen) {
+        auth_oauth_error(ctx, 400, "invalid_request", why ? why : "token is missing");
+        return;
+    }
+    f->creds.has_id = fields[2].seen;
+    f->creds.has_secret = fields[3].seen;
+    int status = auth_client_credentials(ctx, &f->creds, &why);
+    struct revoke_wait *rw = status == 0 ? auth_park(ctx, auth, sizeof(*rw)) : NULL;
+    if (status != 0)
+        auth_oauth_error(ctx, status, status == 401 ? "invalid_client" : "invalid_request", why);
+    if (rw != NULL) {
+        auth_slug_copy(ctx->params[0], rw->cw.slug);
+        memcpy(rw->cw.client_id, f->creds.client_id, sizeof(rw->cw.client_id));
+        hash_sha256(f->creds.secret, strlen(f->creds.secret), rw->cw.secret_sha256);
+        rw->token_len = strlen(f->token);
+        memcpy(rw->token, f->token, rw->token_len);
+        auth_client_authenticate(ctx, &rw->w, &rw->cw, false, revoke_client_ready);
+    }
+    explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
+}
+
+int auth_revoke_routes(struct auth *auth, struct http_server *http)
+{
+    return http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/oauth2/revoke", "revoke", revoke_post, auth);
+}

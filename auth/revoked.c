@@ -1,0 +1,236 @@
+/* auth/revoked.c: each shard's copy of the revocation set, and DESIGN §1's protocol that
+ * keeps it complete.
+ *
+ * The set: an open-addressing table of 64-bit keys (XXH3 of tenant id, kind and value)
+ * with the revoked token's exp, read with plain loads on the shard that owns it; no lock,
+ * no shared atomic. It grows by doubling up to AUTH_REVOKED_MAX (DESIGN §6: 4M entries per
+ * shard), dropping expired entries on every rebuild; full of live entries, it evicts the
+ * one that expires first.
+ *
+ * How a revocation reaches it: the revoking shard inserts the row (getting its seq),
+ * applies it, and sends it to every other local shard over the rings (this instance:
+ * within a ring hop); then PUBLISHes the seq on the events channel, and every shard of every
+ * instance reads "seq > last" from the primary. The same read runs at start (the shard is
+ * not ready until it has caught up), every AUTH_REVOKED_POLL_MS (so a lost message or a
+ * Redis outage delays a revocation by at most that, SECURITY F04/F06) and after every
+ * event. Applying a revocation twice is harmless (F07). */
+#include "auth/auth_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+#include "core/log.h"
+
+#define REVOKED_INITIAL_SLOTS 4096 /* a power of two; most tenants revoke little */
+#define REVOKED_CATCHUP_ROWS 1000  /* the statement's LIMIT: a full page asks for the next */
+
+struct auth_revoked {
+    struct auth *auth;
+    struct loop *loop;
+    uint64_t *keys;   /* 0: empty slot */
+    int64_t *exp;
+    size_t cap;       /* a power of two */
+    size_t count;
+    int64_t last_seq;
+    bool caught_up;   /* the first catch-up completed: the shard may report ready */
+    bool in_flight;   /* a catch-up query is running */
+    bool again;       /* an event came while it ran: read once more */
+    struct pg_query q;
+    char seq_param[24];
+    struct loop_timer poll;
+};
+
+uint64_t auth_revoked_key(const char *tenant_id, const char *kind, const char *value)
+{
+    char buf[CT_UUID_TEXT_LEN + 8 + 260];
+    int n = snprintf(buf, sizeof(buf), "%s%c%s%c%s", tenant_id, 0, kind, 0, value);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        n = (int)sizeof(buf) - 1; /* values are bounded by the schema (256); never reached */
+    return XXH3_64bits(buf, (size_t)n) | 1; /* never 0, the empty slot */
+}
+
+/* ---- The table --------------------------------------------------------------------------- */
+
+static size_t revoked_find(const struct auth_revoked *r, uint64_t key)
+{
+    size_t mask = r->cap - 1;
+    size_t i = (size_t)(key >> 7) & mask;
+    while (r->keys[i] != 0 && r->keys[i] != key)
+        i = (i + 1) & mask;
+    return i;
+}
+
+bool auth_revoked_has(const struct auth_revoked *r, uint64_t key, int64_t now)
+{
+    if (r == NULL || r->count == 0)
+        return false;
+    size_t i = revoked_find(r, key);
+    return r->keys[i] == key && r->exp[i] + JWT_LEEWAY_DEFAULT_S > now;
+}
+
+/* Moves the live entries into a table of cap slots (expired ones, and `skip`, are dropped). */
+static int revoked_rebuild(struct auth_revoked *r, size_t cap, int64_t now, size_t skip)
+{
+    uint64_t *keys = calloc(cap, sizeof(*keys));
+    int64_t *exp = calloc(cap, sizeof(*exp));
+    if (keys == NULL || exp == NULL) {
+        free(keys);
+        free(exp);
+        return -TE_NOMEM;
+    }
+    struct auth_revoked old = *r;
+    r->keys = keys;
+    r->exp = exp;
+    r->cap = cap;
+    r->count = 0;
+    for (size_t i = 0; i < old.cap; i++) {
+        if (old.keys[i] == 0 || i == skip || old.exp[i] + JWT_LEEWAY_DEFAULT_S <= now)
+            continue;
+        size_t j = revoked_find(r, old.keys[i]);
+        r->keys[j] = old.keys[i];
+        r->exp[j] = old.exp[i];
+        r->count++;
+    }
+    free(old.keys);
+    free(old.exp);
+    return 0;
+}
+
+/* Room for one more entry, keeping the load under one half. */
+static int revoked_make_room(struct auth_revoked *r, int64_t now)
+{
+    if ((r->count + 1) * 2 <= r->cap)
+        return 0;
+    if (r->cap < AUTH_REVOKED_MAX)
+        return revoked_rebuild(r, r->cap * 2, now, SIZE_MAX);
+    int rc = revoked_rebuild(r, r->cap, now, SIZE_MAX); /* full size: drop the expired */
+    if (rc != 0 || (r->count + 1) * 2 <= r->cap)
+        return rc;
+    size_t nearest = SIZE_MAX; /* still full of live entries: evict the nearest exp */
+    for (size_t i = 0; i < r->cap; i++) {
+        if (r->keys[i] != 0 && (nearest == SIZE_MAX || r->exp[i] < r->exp[nearest]))
+            nearest = i;
+    }
+    log_msg(LOG_WARN, "revocation set full: the entry expiring first was evicted", NULL);
+    return revoked_rebuild(r, r->cap, now, nearest);
+}
+
+void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp)
+{
+    int64_t now = (int64_t)time(NULL);
+    if (exp + JWT_LEEWAY_DEFAULT_S <= now)
+        return; /* the token is dead anyway */
+    if (revoked_make_room(r, now) != 0) {
+        log_msg(LOG_ERROR, "out of memory for a revocation: the next catch-up retries", NULL);
+        r->last_seq = 0; /* read everything again */
+        return;
+    }
+    size_t i = revoked_find(r, key);
+    if (r->keys[i] == 0)
+        r->count++;
+    r->keys[i] = key;
+    if (exp > r->exp[i])
+        r->exp[i] = exp;
+}
+
+/* ---- Catch-up ---------------------------------------------------------------------------- */
+
+static void revoked_catch_up(struct auth_revoked *r);
+
+static void revoked_rows(struct pg_query *q, const struct pg_result *res)
+{
+    struct auth_revoked *r = (struct auth_revoked *)((char *)q - offsetof(struct auth_revoked, q));
+    r->in_flight = false;
+    if (pg_result_outcome(res) != PG_OK)
+        return; /* the poll tries again */
+    int rows = pg_result_rows(res);
+    for (int i = 0; i < rows; i++) {
+        int64_t seq = strtoll(pg_result_value(res, i, 0), NULL, 10);
+        auth_revoked_add(r, auth_revoked_key(pg_result_value(res, i, 1), pg_result_value(res, i, 2),
+                                             pg_result_value(res, i, 3)),
+                         strtoll(pg_result_value(res, i, 4), NULL, 10));
+        if (seq > r->last_seq)
+            r->last_seq = seq;
+    }
+    if (rows < REVOKED_CATCHUP_ROWS)
+        r->caught_up = true;
+    if (rows == REVOKED_CATCHUP_ROWS || r->again)
+        revoked_catch_up(r);
+}
+
+static void revoked_catch_up(struct auth_revoked *r)
+{
+    if (r->in_flight) {
+        r->again = true;
+        return;
+    }
+    r->again = false;
+    snprintf(r->seq_param, sizeof(r->seq_param), "%" PRId64, r->last_seq);
+    memset(&r->q, 0, sizeof(r->q));
+    r->q.params[0] = r->seq_param;
+    r->q.params_count = 1;
+    r->q.done = revoked_rows;
+    if (store_query(store_shard(r->auth->store, loop_index(r->loop)), STORE_REVOKED_SINCE, &r->q) == PG_OK)
+        r->in_flight = true;
+}
+
+static void revoked_poll(struct loop_timer *timer)
+{
+    struct auth_revoked *r = (struct auth_revoked *)((char *)timer - offsetof(struct auth_revoked, poll));
+    revoked_catch_up(r);
+    loop_timer_start(r->loop, &r->poll, AUTH_REVOKED_POLL_MS);
+}
+
+struct auth_revoked *auth_revoked_create(struct auth *auth)
+{
+    struct auth_revoked *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->auth = auth;
+    r->cap = REVOKED_INITIAL_SLOTS;
+    r->keys = calloc(r->cap, sizeof(*r->keys));
+    r->exp = calloc(r->cap, sizeof(*r->exp));
+    if (r->keys == NULL || r->exp == NULL) {
+        auth_revoked_destroy(r);
+        return NULL;
+    }
+    return r;
+}
+
+void auth_revoked_destroy(struct auth_revoked *r)
+{
+    if (r == NULL)
+        return;
+    free(r->keys);
+    free(r->exp);
+    free(r);
+}
+
+void auth_revoked_start(struct auth_revoked *r, struct loop *loop)
+{
+    r->loop = loop;
+    r->poll.on_expire = revoked_poll;
+    revoked_catch_up(r);
+    loop_timer_start(loop, &r->poll, AUTH_REVOKED_POLL_MS);
+}
+
+void auth_revoked_stop(struct auth_revoked *r)
+{
+    loop_timer_stop(r->loop, &r->poll);
+}
+
+bool auth_revoked_ready(const struct auth_revoked *r)
+{
+    return r->caught_up;
+}
+
+void auth_revoked_heard(struct auth_revoked *r, int64_t seq)
+{
+    if (seq > r->last_seq)
+        revoked_catch_up(r); /* a gap or news: read what this shard has not seen (F07) */
+}
