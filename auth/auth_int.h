@@ -65,6 +65,8 @@ void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice t
 #define AUTH_CLIENT_SLOTS 1024        /* authenticated clients cached per shard */
 #define AUTH_CLIENT_TTL_MS 10000      /* a deleted client or a changed secret is seen within
                                        * 10 s by introspection and revocation */
+#define AUTH_CLIENT_STALE_MS 3600000  /* while Postgres is away, a result this recent still
+                                       * authenticates (stale if error, SECURITY F01) */
 
 struct auth_client_cache;
 struct auth_client_cache *auth_client_cache_create(void);

@@ -163,10 +163,32 @@ static bool auth_client_fill(struct auth_client_slot *slot, const struct pg_resu
     return true;
 }
 
+/* The cached result for cw's credentials if younger than max_age_ms and the secret matches. */
+static const struct auth_client *auth_client_lookup(const struct auth *auth, const struct loop *loop,
+                                                    const struct auth_client_wait *cw, uint64_t max_age_ms)
+{
+    struct auth_client_slot *slot = auth_client_slot(auth->shards[loop_index(loop)]->clients, cw->slug,
+                                                     cw->client_id);
+    bool young = slot->used && loop_now_ms(loop) - slot->loaded_ms < max_age_ms &&
+                 strcmp(slot->slug, cw->slug) == 0 && strcmp(slot->client.client_id, cw->client_id) == 0;
+    return young && ct_memeq(slot->secret_sha256, cw->secret_sha256, HASH_SHA256_BYTES) ? &slot->client : NULL;
+}
+
+const struct auth_client *auth_client_cached(const struct auth *auth, const struct loop *loop,
+                                             const struct auth_client_wait *cw)
+{
+    return auth_client_lookup(auth, loop, cw, AUTH_CLIENT_TTL_MS);
+}
+
 static void auth_client_row(struct auth_wait *w)
 {
     struct auth_client_wait *cw = w->client_wait;
     if (w->outcome != PG_OK) {
+        const struct auth_client *stale = auth_client_lookup(w->auth, w->loop, cw, AUTH_CLIENT_STALE_MS);
+        if (stale != NULL) { /* stale if error: Postgres is away, the result is recent enough */
+            cw->ready(w, stale);
+            return;
+        }
         unsigned retry = 0;
         w->status = pg_outcome_http_status(w->outcome, &retry);
         w->detail = "the database is unavailable; retry later";
@@ -187,16 +209,6 @@ static void auth_client_row(struct auth_wait *w)
         return;
     }
     cw->ready(w, &slot->client);
-}
-
-const struct auth_client *auth_client_cached(const struct auth *auth, const struct loop *loop,
-                                             const struct auth_client_wait *cw)
-{
-    struct auth_client_slot *slot = auth_client_slot(auth->shards[loop_index(loop)]->clients, cw->slug,
-                                                     cw->client_id);
-    bool fresh = slot->used && loop_now_ms(loop) - slot->loaded_ms < AUTH_CLIENT_TTL_MS &&
-                 strcmp(slot->slug, cw->slug) == 0 && strcmp(slot->client.client_id, cw->client_id) == 0;
-    return fresh && ct_memeq(slot->secret_sha256, cw->secret_sha256, HASH_SHA256_BYTES) ? &slot->client : NULL;
 }
 
 void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct auth_client_wait *cw, bool cached,

@@ -217,6 +217,14 @@ static void tenant_rows_arrived(struct auth_wait *w)
 {
     auth_tenant_ready_fn ready = w->tenant_ready;
     if (w->outcome != PG_OK) {
+        /* Stale if error: keys this shard already holds keep verifying and signing while
+         * Postgres is away (SECURITY F01: the stateless path stays up). */
+        struct auth_tenant *stale = tenant_shard(w->auth, w->loop)->tenants[tenant_slot(w->q.params[0])];
+        if (stale != NULL && strcmp(stale->slug, w->q.params[0]) == 0) {
+            stale->refs++;
+            ready(w, stale);
+            return;
+        }
         unsigned retry = 0;
         tenant_fail(w, ready, pg_outcome_http_status(w->outcome, &retry), "the database is unavailable; retry later");
         return;
