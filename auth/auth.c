@@ -93,6 +93,7 @@ int auth_routes(struct auth *auth, struct http_server *http)
     rc = rc != 0 ? rc : auth_verify_routes(auth, http);
     rc = rc != 0 ? rc : auth_introspect_routes(auth, http);
     rc = rc != 0 ? rc : auth_revoke_routes(auth, http);
+    rc = rc != 0 ? rc : auth_discovery_routes(auth, http);
     return rc != 0 ? rc : auth_token_routes(auth, http);
 }
 

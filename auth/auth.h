@@ -2,6 +2,12 @@
  * Every tenant is an issuer, {TESSERA_PUBLIC_URL}/t/{tenant}; so far under it:
  *
  *   GET  /t/{tenant}/jwks.json                           the tenant's published keys
+ *   GET  /.well-known/oauth-authorization-server/t/{tenant}  RFC 8414 metadata (also under
+ *                                                        /t/{tenant}/.well-known/)
+ *   POST /t/{tenant}/oauth2/token                        client_credentials (RFC 6749 §4.4)
+ *   POST /t/{tenant}/oauth2/introspect                   RFC 7662
+ *   POST /t/{tenant}/oauth2/revoke                       RFC 7009
+ *   GET  /t/{tenant}/verify                              the gateway check
  *   POST /t/{tenant}/api/v1/register                     self-service sign-up, when the
  *                                                        tenant's settings say
  *                                                        "registration": "open"

@@ -247,5 +247,6 @@ int auth_token_routes(struct auth *auth, struct http_server *http);
 int auth_verify_routes(struct auth *auth, struct http_server *http);
 int auth_introspect_routes(struct auth *auth, struct http_server *http);
 int auth_revoke_routes(struct auth *auth, struct http_server *http);
+int auth_discovery_routes(struct auth *auth, struct http_server *http);
 
 #endif
