@@ -47,6 +47,8 @@ static const struct config_uint config_uints[] = {
       "Argon2id memory per password hash, KiB (DESIGN §4: 19 MiB)" },
     { "TESSERA_ARGON2_T", CONFIG_FIELD(argon2_t), 2, 1, 16, "Argon2id passes" },
     { "TESSERA_ARGON2_P", CONFIG_FIELD(argon2_p), 1, 1, 16, "Argon2id lanes" },
+    { "TESSERA_VERIFY_CACHE", CONFIG_FIELD(verify_cache), 1, 0, 1,
+      "1: each shard caches verified access tokens until exp; 0: verify every time" },
 };
 
 static int config_parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)

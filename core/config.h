@@ -47,6 +47,7 @@ struct config {
     uint32_t argon2_m_kib;                /* password hashing cost (DESIGN §4) */
     uint32_t argon2_t;
     uint32_t argon2_p;
+    uint32_t verify_cache;                /* 1: cache verified tokens per shard; 0: off (benchmarks) */
 };
 
 /* Fills cfg from getenv. Returns 0, or the number of bad values (each reported on err). */
