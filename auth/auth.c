@@ -55,6 +55,7 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
         if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL ||
             (auth->shards[i]->verified = auth_vcache_create()) == NULL ||
             (auth->shards[i]->revoked = auth_revoked_create(auth)) == NULL ||
+            (auth->shards[i]->rate = auth_rate_create(cfg->shards)) == NULL ||
             (auth->shards[i]->clients = auth_client_cache_create()) == NULL) {
             auth_destroy(auth);
             return NULL;
@@ -77,6 +78,7 @@ void auth_destroy(struct auth *auth)
         }
         if (shard != NULL) {
             auth_revoked_destroy(shard->revoked);
+            auth_rate_destroy(shard->rate);
             auth_vcache_destroy(shard->verified);
             auth_client_cache_destroy(shard->clients);
         }
@@ -108,11 +110,13 @@ static void auth_on_event(void *arg, struct loop *loop, uint32_t kind, uint64_t 
 void auth_shard_start(struct auth *auth, struct loop *loop)
 {
     auth_revoked_start(auth->shards[loop_index(loop)]->revoked, loop);
+    auth_rate_start(auth->shards[loop_index(loop)]->rate, loop);
 }
 
 void auth_shard_stop(struct auth *auth, struct loop *loop)
 {
     auth_revoked_stop(auth->shards[loop_index(loop)]->revoked);
+    auth_rate_stop(auth->shards[loop_index(loop)]->rate);
 }
 
 bool auth_shard_ready(const struct auth *auth, const struct loop *loop)
@@ -122,9 +126,15 @@ bool auth_shard_ready(const struct auth *auth, const struct loop *loop)
 
 bool auth_handle_message(struct auth *auth, struct loop *loop, const struct ring_msg *msg)
 {
-    if (msg->kind != AUTH_MSG_REVOKED)
+    struct auth_shard *shard = auth->shards[loop_index(loop)];
+    if (msg->kind == AUTH_MSG_REVOKED)
+        auth_revoked_add(shard->revoked, msg->a, (int64_t)msg->b);
+    else if (msg->kind == AUTH_MSG_RATE_ASK)
+        auth_rate_on_ask(shard->rate, msg);
+    else if (msg->kind == AUTH_MSG_RATE_ANSWER)
+        auth_rate_answered(msg->ptr, msg);
+    else
         return false;
-    auth_revoked_add(auth->shards[loop_index(loop)]->revoked, msg->a, (int64_t)msg->b);
     return true;
 }
 
@@ -195,6 +205,13 @@ static void auth_wait_done(struct pg_query *q, const struct pg_result *r)
     }
     http_resume(w, w->respond);
     /* w is gone: http_resume freed the state */
+}
+
+void auth_answer_now(struct http_ctx *ctx, int status, const char *detail)
+{
+    if (status == 503)
+        http_header_add(ctx, "Retry-After", SLICE_LIT("1"));
+    http_respond_problem(ctx, status, detail);
 }
 
 static void auth_respond_answer(struct http_ctx *ctx, void *state)
@@ -269,6 +286,21 @@ bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
     else
         auth_fail(w, outcome);
     return false;
+}
+
+void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap)
+{
+    const char *peer = conn_peer(ctx->conn);
+    const char *colon = strrchr(peer, ':');
+    size_t len = colon ? (size_t)(colon - peer) : strlen(peer);
+    if (len >= 2 && peer[0] == '[' && peer[len - 1] == ']') { /* "[v6]:port" */
+        peer++;
+        len -= 2;
+    }
+    if (len >= cap)
+        len = 0;
+    memcpy(dst, peer, len);
+    dst[len] = '\0';
 }
 
 void auth_issuer(const struct auth *auth, struct slice slug, struct buf *out)

@@ -14,6 +14,7 @@
 #include "crypto/seal.h"
 
 #define AUTH_SLUG_MAX 63 /* tenant slugs: [a-z0-9-]{1,63}, the schema's CHECK */
+#define AUTH_IP_MAX 63   /* a peer address as text (IPv6 is at most 45) */
 #define AUTH_TENANT_SLOTS 4096 /* cached tenants' keys per shard (direct-mapped by slug hash) */
 #define AUTH_TENANT_TTL_MS 30000 /* a cached key set is reloaded after this: a rotation made by
                                   * another instance is seen within 30 s, and the new active key
@@ -93,6 +94,8 @@ void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp);
 void auth_revoked_heard(struct auth_revoked *r, int64_t seq);
 
 struct auth_shard {
+    struct auth_rate *rate;
+    unsigned rate_asks; /* asks out to other shards' buckets */
     struct auth_revoked *revoked;
     struct auth_vcache *verified;
     struct auth_client_cache *clients;
@@ -109,6 +112,23 @@ struct auth {
     struct auth_shard *shards[CONFIG_SHARDS_MAX];
 };
 
+/* Rate limits (auth/ratelimit.c). */
+#define AUTH_RATE_SLOTS 65536        /* buckets per shard (two candidate slots per key) */
+#define AUTH_RATE_ASKS_MAX 1024      /* asks a shard may have out to owners at once: past it 503 */
+#define AUTH_RATE_BUCKETS 2          /* per source address, per client */
+#define AUTH_MSG_RATE_ASK 0x41550002u    /* a = key, b = per_s << 32 | burst, ptr = the waiting request */
+#define AUTH_MSG_RATE_ANSWER 0x41550003u /* a = retry-after in us (0: allowed), b = key, ptr as asked */
+
+/* One request's buckets: prepared, then decided where owned, then asked elsewhere. */
+struct auth_rate_check {
+    uint64_t keys[AUTH_RATE_BUCKETS];
+    uint32_t per_s[AUTH_RATE_BUCKETS]; /* 0: that limit is off */
+    uint32_t burst[AUTH_RATE_BUCKETS];
+    bool remote[AUTH_RATE_BUCKETS];
+    int denied;                        /* the bucket that said no */
+    uint64_t retry_us;
+};
+
 /* A request parked on one Postgres statement: the first member of a handler's state. */
 struct auth_wait {
     struct pg_query q;
@@ -123,7 +143,44 @@ struct auth_wait {
     const char *oauth_error;        /* auth_oauth_fail's RFC 6749 §5.2 error code, or NULL */
     void (*tenant_ready)(struct auth_wait *w, struct auth_tenant *tenant); /* auth_tenant_get's */
     struct auth_client_wait *client_wait; /* auth_client_authenticate's */
+    struct auth_rate_check rate;          /* auth_rate_remote's */
+    unsigned rate_pending;
+    bool rate_failed;
+    void (*rate_next)(struct auth_wait *w);
 };
+
+struct auth_rate;
+struct auth_rate *auth_rate_create(unsigned shards);
+void auth_rate_destroy(struct auth_rate *rate);
+void auth_rate_start(struct auth_rate *rate, struct loop *loop);
+void auth_rate_stop(struct auth_rate *rate);
+uint64_t auth_rate_key(const char *tenant, const char *kind, const char *value);
+unsigned auth_rate_owner(const struct auth *auth, uint64_t key);
+/* GCRA on this shard's bucket: 0 (allowed, counted) or the microseconds to wait. */
+uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, uint32_t burst);
+void auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask);
+int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t per_s, uint32_t burst);
+/* The buckets of a request to tenant slug from peer_ip presenting client_id ("" skips one). */
+void auth_rate_prepare(const struct auth *auth, const char *slug, const char *peer_ip, const char *client_id,
+                       struct auth_rate_check *chk);
+/* Decides the buckets this shard owns (false: denied, chk says which and for how long) and
+ * marks the others remote. */
+bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct auth_rate_check *chk);
+bool auth_rate_has_remote(const struct auth_rate_check *chk);
+/* A handler's first step (the tenant is ctx->params[0], already checked): prepares the
+ * buckets and decides those this shard owns. False: answered 429. */
+bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
+                     struct auth_rate_check *limits);
+/* 429 with Retry-After, RateLimit-Policy and RateLimit for a denied check. */
+void auth_rate_respond(struct http_ctx *ctx, const struct auth_rate_check *chk);
+/* For a parked request whose w->rate has remote buckets: asks their owners; next(w) runs
+ * when every one allowed, else the request is answered 429 (or 503 when an owner could
+ * not be asked). -TE_FULL when no owner could be asked: the caller answers 503 itself. */
+int auth_rate_remote(struct auth_wait *w, void (*next)(struct auth_wait *w));
+/* An owner's answer reached the asking shard. */
+void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer);
+/* The peer's address without its port, for buckets and audit rows ("" when unknown). */
+void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap);
 
 /* ---- Access tokens (auth/access.c) ---- */
 
@@ -211,6 +268,8 @@ bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
                http_resume_fn respond, void (*next)(struct auth_wait *w));
 /* Ends a parked request with a problem answer (503 gets Retry-After). */
 void auth_answer(struct auth_wait *w, int status, const char *detail);
+/* The same from the handler itself (the park is undone). */
+void auth_answer_now(struct http_ctx *ctx, int status, const char *detail);
 /* Answers a store failure (RFC 9457): 409 on a unique violation, 503 + Retry-After when
  * Postgres is down, busy or slow, 500 otherwise. */
 void auth_respond_store_failure(struct http_ctx *ctx, enum pg_outcome outcome);

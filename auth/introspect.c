@@ -156,6 +156,13 @@ static void introspect_client_ready(struct auth_wait *w, const struct auth_clien
         http_resume(iw, introspect_respond);
 }
 
+/* The owners of the request's buckets said yes: on with the client (cached or read). */
+static void introspect_rate_passed(struct auth_wait *w)
+{
+    struct introspect_wait *iw = (struct introspect_wait *)w;
+    auth_client_authenticate(NULL, w, &iw->cw, true, introspect_client_ready);
+}
+
 /* ---- The request ---------------------------------------------------------------------------- */
 
 struct introspect_form {
@@ -210,23 +217,32 @@ static void introspect_post(struct http_ctx *ctx)
     hash_sha256(f->creds.secret, strlen(f->creds.secret), cw->secret_sha256);
     explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
     struct slice token = slice_make(f->token, strlen(f->token));
-    const struct auth_client *client = auth_client_cached(auth, ctx->loop, cw);
+    struct auth_rate_check limits;
+    if (!auth_rate_admit(ctx, auth, cw->client_id, &limits))
+        return; /* answered 429 */
+    bool remote = auth_rate_has_remote(&limits);
+    const struct auth_client *client = remote ? NULL : auth_client_cached(auth, ctx->loop, cw);
     if (client != NULL && !client->can_introspect) {
         auth_oauth_error(ctx, 403, "unauthorized_client", "the client may not introspect tokens");
         return;
     }
     if (client != NULL && introspect_answer(ctx, auth, cw->slug, NULL, token))
-        return; /* the hot path */
+        return; /* the hot path: every bucket on this shard, client and token known */
     struct introspect_wait *iw = auth_park(ctx, auth, sizeof(*iw));
     if (iw == NULL)
         return;
     iw->cw = *cw;
     memcpy(iw->token, token.ptr, token.len);
     iw->token_len = token.len;
-    if (client != NULL)
+    iw->w.rate = limits;
+    if (remote) {
+        if (auth_rate_remote(&iw->w, introspect_rate_passed) != 0)
+            auth_answer_now(ctx, 503, "the server is busy; retry later");
+    } else if (client != NULL) {
         auth_tenant_get(ctx, &iw->w, iw->cw.slug, introspect_keys_ready);
-    else
+    } else {
         auth_client_authenticate(ctx, &iw->w, &iw->cw, true, introspect_client_ready);
+    }
 }
 
 int auth_introspect_routes(struct auth *auth, struct http_server *http)

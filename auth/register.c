@@ -19,7 +19,6 @@
 #define REGISTER_USERNAME_MAX 128 /* bytes; the schema allows 128 characters */
 #define REGISTER_EMAIL_MAX 320    /* RFC 5321 §4.5.3.1: 64 + 1 + 255 */
 #define REGISTER_PASSWORD_MIN 8   /* NIST SP 800-63B §5.1.1.2: at least 8 characters */
-#define REGISTER_IP_MAX 64        /* an IPv6 address as text */
 #define REGISTER_ID_MAX 64        /* the X-Request-Id kept for the audit row */
 
 struct register_wait {
@@ -30,7 +29,7 @@ struct register_wait {
     char tenant_id[40];
     char username[REGISTER_USERNAME_MAX + 1];
     char email[REGISTER_EMAIL_MAX + 1];
-    char ip[REGISTER_IP_MAX + 1];
+    char ip[AUTH_IP_MAX + 1];
     char request_id[REGISTER_ID_MAX + 1];
     char hash[PASSWORD_HASH_MAX + 1];
     char password[PASSWORD_INPUT_MAX + 1];
@@ -106,22 +105,6 @@ static const char *register_parse(struct register_wait *rw, struct slice body)
     if (elen > 0 && !register_email_valid(rw->email, elen))
         return "email is not an address";
     return NULL;
-}
-
-/* The peer's address without its port, for the audit row. */
-static void register_peer_ip(const struct http_ctx *ctx, char *dst)
-{
-    const char *peer = conn_peer(ctx->conn);
-    const char *colon = strrchr(peer, ':');
-    size_t len = colon ? (size_t)(colon - peer) : strlen(peer);
-    if (len >= 2 && peer[0] == '[' && peer[len - 1] == ']') {
-        peer++;
-        len -= 2;
-    }
-    if (len > REGISTER_IP_MAX)
-        len = 0;
-    memcpy(dst, peer, len);
-    dst[len] = '\0';
 }
 
 /* ---- Stages --------------------------------------------------------------------------------- */
@@ -239,7 +222,7 @@ static void register_post(struct http_ctx *ctx)
         return;
     }
     auth_slug_copy(ctx->params[0], rw->slug);
-    register_peer_ip(ctx, rw->ip);
+    auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
     size_t id_len = ctx->request_id.len < REGISTER_ID_MAX ? ctx->request_id.len : REGISTER_ID_MAX;
     memcpy(rw->request_id, ctx->request_id.ptr, id_len);
     rw->request_id[id_len] = '\0';

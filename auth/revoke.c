@@ -152,6 +152,12 @@ static void revoke_client_ready(struct auth_wait *w, const struct auth_client *c
         revoke_check(w, NULL);
 }
 
+static void revoke_rate_passed(struct auth_wait *w)
+{
+    struct revoke_wait *rw = (struct revoke_wait *)w;
+    auth_client_authenticate(NULL, w, &rw->cw, false, revoke_client_ready);
+}
+
 struct revoke_form {
     char token[AUTH_ACCESS_TOKEN_MAX + 1];
     char hint[REVOKE_HINT_MAX + 1];
@@ -184,16 +190,23 @@ static void revoke_post(struct http_ctx *ctx)
     f->creds.has_id = fields[2].seen;
     f->creds.has_secret = fields[3].seen;
     int status = auth_client_credentials(ctx, &f->creds, &why);
-    struct revoke_wait *rw = status == 0 ? auth_park(ctx, auth, sizeof(*rw)) : NULL;
+    struct auth_rate_check limits;
     if (status != 0)
         auth_oauth_error(ctx, status, status == 401 ? "invalid_client" : "invalid_request", why);
+    else if (!auth_rate_admit(ctx, auth, f->creds.client_id, &limits))
+        status = 429; /* answered */
+    struct revoke_wait *rw = status == 0 ? auth_park(ctx, auth, sizeof(*rw)) : NULL;
     if (rw != NULL) {
         auth_slug_copy(ctx->params[0], rw->cw.slug);
         memcpy(rw->cw.client_id, f->creds.client_id, sizeof(rw->cw.client_id));
         hash_sha256(f->creds.secret, strlen(f->creds.secret), rw->cw.secret_sha256);
         rw->token_len = strlen(f->token);
         memcpy(rw->token, f->token, rw->token_len);
-        auth_client_authenticate(ctx, &rw->w, &rw->cw, false, revoke_client_ready);
+        rw->w.rate = limits;
+        if (!auth_rate_has_remote(&limits))
+            auth_client_authenticate(ctx, &rw->w, &rw->cw, false, revoke_client_ready);
+        else if (auth_rate_remote(&rw->w, revoke_rate_passed) != 0)
+            auth_answer_now(ctx, 503, "the server is busy; retry later");
     }
     explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
 }

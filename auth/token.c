@@ -168,6 +168,12 @@ static void token_client_ready(struct auth_wait *w, const struct auth_client *cl
     auth_tenant_get(NULL, w, tw->cw.slug, token_keys_ready);
 }
 
+static void token_rate_passed(struct auth_wait *w)
+{
+    struct token_wait *tw = (struct token_wait *)w;
+    auth_client_authenticate(NULL, w, &tw->cw, false, token_client_ready);
+}
+
 struct token_form {
     char grant_type[TOKEN_GRANT_MAX + 1];
     char scope[JWT_SCOPE_MAX + 1];
@@ -220,7 +226,10 @@ static void token_post(struct http_ctx *ctx)
         return;
     }
     bool scope_given = false;
+    struct auth_rate_check limits;
     int rc = token_check_request(ctx, f, &scope_given);
+    if (rc == 0 && !auth_rate_admit(ctx, auth, f->creds.client_id, &limits))
+        rc = -1; /* answered 429 */
     struct token_wait *tw = rc == 0 ? auth_park(ctx, auth, sizeof(*tw)) : NULL;
     if (tw != NULL) {
         auth_slug_copy(ctx->params[0], tw->cw.slug);
@@ -232,7 +241,11 @@ static void token_post(struct http_ctx *ctx)
         buf_init(&issuer, tw->issuer, sizeof(tw->issuer));
         auth_issuer(auth, slice_make(tw->cw.slug, strlen(tw->cw.slug)), &issuer);
         buf_append(&issuer, "", 1);
-        auth_client_authenticate(ctx, &tw->w, &tw->cw, false, token_client_ready);
+        tw->w.rate = limits;
+        if (!auth_rate_has_remote(&limits))
+            auth_client_authenticate(ctx, &tw->w, &tw->cw, false, token_client_ready);
+        else if (auth_rate_remote(&tw->w, token_rate_passed) != 0)
+            auth_answer_now(ctx, 503, "the server is busy; retry later");
     }
     explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
 }

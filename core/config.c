@@ -49,6 +49,12 @@ static const struct config_uint config_uints[] = {
     { "TESSERA_ARGON2_P", CONFIG_FIELD(argon2_p), 1, 1, 16, "Argon2id lanes" },
     { "TESSERA_VERIFY_CACHE", CONFIG_FIELD(verify_cache), 1, 0, 1,
       "1: each shard caches verified access tokens until exp; 0: verify every time" },
+    { "TESSERA_RATE_CLIENT_PER_S", CONFIG_FIELD(rate_client_per_s), 2000, 0, 10000000,
+      "token, introspection and revocation requests per client_id per second; 0: no limit" },
+    { "TESSERA_RATE_ADDRESS_PER_S", CONFIG_FIELD(rate_address_per_s), 2000, 0, 10000000,
+      "the same per source address; 0: no limit" },
+    { "TESSERA_RATE_BURST_S", CONFIG_FIELD(rate_burst_s), 2, 0, 3600,
+      "a burst of this many seconds' worth of requests passes at once" },
 };
 
 static int config_parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)

@@ -48,6 +48,9 @@ struct config {
     uint32_t argon2_t;
     uint32_t argon2_p;
     uint32_t verify_cache;                /* 1: cache verified tokens per shard; 0: off (benchmarks) */
+    uint32_t rate_client_per_s;           /* OAuth requests per client per second; 0: no limit */
+    uint32_t rate_address_per_s;          /* OAuth requests per source address per second; 0: none */
+    uint32_t rate_burst_s;                /* bursts of this many seconds' worth are let through */
 };
 
 /* Fills cfg from getenv. Returns 0, or the number of bad values (each reported on err). */

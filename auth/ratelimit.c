@@ -1,0 +1,283 @@
+/* auth/ratelimit.c: GCRA rate limits for the OAuth endpoints, per client and per source
+ * address, each bucket owned by one shard (DESIGN §1: ownership by hash).
+ *
+ * GCRA (the generic cell rate algorithm, ITU-T I.371): a bucket is one number, its
+ * theoretical arrival time (TAT). With emission interval T = 1 s / rate and tolerance
+ * tau = T * burst, a request at `now` is allowed when max(TAT, now) - now <= tau, and then
+ * TAT = max(TAT, now) + T; otherwise it may retry after max(TAT, now) - now - tau. Times
+ * are CLOCK_MONOTONIC microseconds, so a wall-clock step never lifts or extends a limit
+ * (SECURITY F13).
+ *
+ * The bucket of key k lives on shard xxh3(k) % shards. A request on its owner is decided
+ * in place; elsewhere the request parks and asks the owner over the rings (the answer
+ * comes back the same way). Each shard keeps its buckets in a fixed table with two
+ * candidate slots per key; an idle bucket (TAT in the past) is the same as a fresh one,
+ * so it may be overwritten, and when both candidates are busy the one that frees first is
+ * taken over. The limits are TESSERA_RATE_CLIENT_PER_S and TESSERA_RATE_ADDRESS_PER_S
+ * with a burst of TESSERA_RATE_BURST_S seconds' worth (0 turns a limit off). */
+#include "auth/auth_int.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "core/log.h"
+
+#define RATE_USEC 1000000ull
+#define RATE_REPLY_RETRY_MS 1 /* a reply a full ring refused is sent again this soon */
+
+struct rate_bucket {
+    uint64_t key; /* 0: never used */
+    uint64_t tat_us;
+};
+
+struct rate_reply {
+    unsigned to;
+    struct ring_msg msg;
+};
+
+struct auth_rate {
+    struct loop *loop;
+    struct rate_bucket buckets[AUTH_RATE_SLOTS];
+    /* Answers a full ring refused: sent again on the timer, never dropped (a parked
+     * request waits for each one). Bounded by construction: every shard has at most
+     * AUTH_RATE_ASKS_MAX asks outstanding, so at most that many per shard wait here. */
+    struct rate_reply *pending;
+    size_t pending_count, pending_cap;
+    struct loop_timer resend;
+};
+
+static void rate_resend(struct loop_timer *timer);
+
+struct auth_rate *auth_rate_create(unsigned shards)
+{
+    struct auth_rate *rate = calloc(1, sizeof(struct auth_rate));
+    if (rate == NULL)
+        return NULL;
+    rate->pending_cap = (size_t)AUTH_RATE_ASKS_MAX * shards;
+    rate->pending = calloc(rate->pending_cap, sizeof(*rate->pending));
+    if (rate->pending == NULL) {
+        free(rate);
+        return NULL;
+    }
+    rate->resend.on_expire = rate_resend;
+    return rate;
+}
+
+void auth_rate_destroy(struct auth_rate *rate)
+{
+    if (rate != NULL)
+        free(rate->pending);
+    free(rate);
+}
+
+void auth_rate_start(struct auth_rate *rate, struct loop *loop)
+{
+    rate->loop = loop;
+}
+
+void auth_rate_stop(struct auth_rate *rate)
+{
+    loop_timer_stop(rate->loop, &rate->resend);
+}
+
+uint64_t auth_rate_key(const char *tenant, const char *kind, const char *value)
+{
+    char buf[AUTH_SLUG_MAX + 16 + AUTH_CLIENT_ID_MAX + 2];
+    int n = snprintf(buf, sizeof(buf), "%s%c%s%c%s", tenant, 0, kind, 0, value);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        n = (int)sizeof(buf) - 1;
+    return XXH3_64bits(buf, (size_t)n) | 1;
+}
+
+unsigned auth_rate_owner(const struct auth *auth, uint64_t key)
+{
+    return (unsigned)((key >> 17) % auth->cfg->shards);
+}
+
+/* The bucket for key: its own slot, else an idle or the soonest-free of its two. */
+static struct rate_bucket *rate_bucket(struct auth_rate *rate, uint64_t key, uint64_t now)
+{
+    struct rate_bucket *a = &rate->buckets[key % AUTH_RATE_SLOTS];
+    struct rate_bucket *b = &rate->buckets[(key >> 32) % AUTH_RATE_SLOTS];
+    if (a->key == key)
+        return a;
+    if (b->key == key)
+        return b;
+    struct rate_bucket *take = a->tat_us <= now ? a : b->tat_us <= now ? b : a->tat_us <= b->tat_us ? a : b;
+    take->key = key;
+    take->tat_us = 0;
+    return take;
+}
+
+uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, uint32_t burst)
+{
+    uint64_t now = loop_now_us();
+    uint64_t interval = RATE_USEC / per_s;
+    uint64_t tolerance = interval * burst;
+    struct rate_bucket *bucket = rate_bucket(rate, key, now);
+    uint64_t tat = bucket->tat_us > now ? bucket->tat_us : now;
+    if (tat - now > tolerance)
+        return tat - now - tolerance; /* denied: retry after this many microseconds */
+    bucket->tat_us = tat + interval;
+    return 0;
+}
+
+/* ---- Asking another shard ------------------------------------------------------------------ */
+
+static void rate_resend(struct loop_timer *timer)
+{
+    struct auth_rate *rate = (struct auth_rate *)((char *)timer - offsetof(struct auth_rate, resend));
+    size_t kept = 0;
+    for (size_t i = 0; i < rate->pending_count; i++) {
+        if (loop_send_message(rate->loop, rate->pending[i].to, &rate->pending[i].msg) != 0)
+            rate->pending[kept++] = rate->pending[i];
+    }
+    rate->pending_count = kept;
+    if (kept > 0)
+        loop_timer_start(rate->loop, &rate->resend, RATE_REPLY_RETRY_MS);
+}
+
+/* On the owner: decide and answer. The policy travels in b: per_s (high 32 bits), burst. */
+void auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask)
+{
+    uint64_t retry = auth_rate_take(rate, ask->a, (uint32_t)(ask->b >> 32), (uint32_t)ask->b);
+    struct ring_msg answer = { .kind = AUTH_MSG_RATE_ANSWER, .a = retry, .b = ask->a, .ptr = ask->ptr };
+    if (loop_send_message(rate->loop, ask->from, &answer) == 0)
+        return;
+    assert(rate->pending_count < rate->pending_cap); /* sized for every ask that can be out */
+    rate->pending[rate->pending_count++] = (struct rate_reply){ ask->from, answer };
+    if (!loop_timer_active(&rate->resend))
+        loop_timer_start(rate->loop, &rate->resend, RATE_REPLY_RETRY_MS);
+}
+
+int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t per_s, uint32_t burst)
+{
+    struct ring_msg ask = { .kind = AUTH_MSG_RATE_ASK, .a = key, .b = (uint64_t)per_s << 32 | burst, .ptr = w };
+    return loop_send_message(w->loop, auth_rate_owner(w->auth, key), &ask);
+}
+
+/* ---- A request's limits ------------------------------------------------------------------- */
+
+static const char *const rate_bucket_names[AUTH_RATE_BUCKETS] = { "address", "client" };
+
+void auth_rate_prepare(const struct auth *auth, const char *slug, const char *peer_ip, const char *client_id,
+                       struct auth_rate_check *chk)
+{
+    memset(chk, 0, sizeof(*chk));
+    const char *values[AUTH_RATE_BUCKETS] = { peer_ip, client_id };
+    uint32_t rates[AUTH_RATE_BUCKETS] = { auth->cfg->rate_address_per_s, auth->cfg->rate_client_per_s };
+    for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
+        chk->per_s[i] = values[i][0] ? rates[i] : 0;
+        chk->burst[i] = chk->per_s[i] * auth->cfg->rate_burst_s;
+        if (chk->burst[i] == 0 && chk->per_s[i] > 0)
+            chk->burst[i] = 1;
+        chk->keys[i] = chk->per_s[i] ? auth_rate_key(slug, rate_bucket_names[i], values[i]) : 0;
+    }
+}
+
+bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct auth_rate_check *chk)
+{
+    struct auth_rate *rate = auth->shards[loop_index(loop)]->rate;
+    for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
+        if (chk->per_s[i] == 0)
+            continue;
+        if (auth_rate_owner(auth, chk->keys[i]) != loop_index(loop)) {
+            chk->remote[i] = true;
+            continue;
+        }
+        uint64_t retry = auth_rate_take(rate, chk->keys[i], chk->per_s[i], chk->burst[i]);
+        if (retry > 0) {
+            chk->denied = i;
+            chk->retry_us = retry;
+            return false;
+        }
+    }
+    return true;
+}
+
+bool auth_rate_has_remote(const struct auth_rate_check *chk)
+{
+    return chk->remote[0] || chk->remote[1];
+}
+
+/* 429 (RFC 6585 §4) with Retry-After and the IETF RateLimit-Policy / RateLimit fields
+ * (draft-ietf-httpapi-ratelimit-headers: q = quota per window w, r = remaining, t = seconds
+ * until it is available again). */
+void auth_rate_respond(struct http_ctx *ctx, const struct auth_rate_check *chk)
+{
+    int i = chk->denied;
+    unsigned long long secs = (chk->retry_us + 999999) / 1000000;
+    if (secs == 0)
+        secs = 1;
+    char *text = http_scratch_alloc(ctx, 3 * 64);
+    if (text != NULL) {
+        int a = snprintf(text, 64, "%llu", secs);
+        int b = snprintf(text + 64, 64, "\"%s\";q=%u;w=1", rate_bucket_names[i], (unsigned)chk->per_s[i]);
+        int c = snprintf(text + 128, 64, "\"%s\";r=0;t=%llu", rate_bucket_names[i], secs);
+        http_header_add(ctx, "Retry-After", slice_make(text, (size_t)a));
+        http_header_add(ctx, "RateLimit-Policy", slice_make(text + 64, (size_t)b));
+        http_header_add(ctx, "RateLimit", slice_make(text + 128, (size_t)c));
+    }
+    http_respond_problem(ctx, 429, "too many requests; retry later");
+}
+
+bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
+                     struct auth_rate_check *limits)
+{
+    char slug[AUTH_SLUG_MAX + 1], ip[AUTH_IP_MAX + 1];
+    auth_slug_copy(ctx->params[0], slug);
+    auth_peer_ip(ctx, ip, sizeof(ip));
+    auth_rate_prepare(auth, slug, ip, client_id, limits);
+    if (auth_rate_local(auth, ctx->loop, limits))
+        return true;
+    auth_rate_respond(ctx, limits);
+    return false;
+}
+
+static void rate_respond_resumed(struct http_ctx *ctx, void *state)
+{
+    struct auth_wait *w = state;
+    auth_rate_respond(ctx, &w->rate);
+}
+
+int auth_rate_remote(struct auth_wait *w, void (*next)(struct auth_wait *w))
+{
+    struct auth_shard *shard = w->auth->shards[loop_index(w->loop)];
+    w->rate_next = next;
+    w->rate_pending = 0;
+    w->rate.retry_us = 0;
+    for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
+        if (!w->rate.remote[i])
+            continue;
+        if (shard->rate_asks >= AUTH_RATE_ASKS_MAX ||
+            auth_rate_ask(w, w->rate.keys[i], w->rate.per_s[i], w->rate.burst[i]) != 0) {
+            w->rate_failed = true; /* an owner's ring is full: back-pressure */
+            continue;
+        }
+        w->rate_pending++;
+        shard->rate_asks++;
+    }
+    return w->rate_pending > 0 ? 0 : -TE_FULL;
+}
+
+void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer)
+{
+    w->auth->shards[loop_index(w->loop)]->rate_asks--;
+    w->rate_pending--;
+    if (answer->a > 0 && answer->a > w->rate.retry_us) {
+        w->rate.retry_us = answer->a;
+        w->rate.denied = answer->b == w->rate.keys[0] ? 0 : 1; /* the answer names its key */
+    }
+    if (w->rate_pending > 0)
+        return;
+    if (w->rate.retry_us > 0)
+        http_resume(w, rate_respond_resumed);
+    else if (w->rate_failed)
+        auth_answer(w, 503, "the server is busy; retry later");
+    else
+        w->rate_next(w);
+}
