@@ -25,9 +25,18 @@
 
 /* One tenant's keys as a shard holds them. Reference-counted on the shard's thread only: a
  * request signing on the worker pool holds a reference, so a reload never frees a key in use. */
+/* A tenant's own rate limits (settings.rate_limit: client_per_s, address_per_s, burst_s);
+ * a member left out keeps the server's default (TESSERA_RATE_*). */
+struct auth_rate_policy {
+    int64_t client_per_s;  /* -1: the default */
+    int64_t address_per_s;
+    int64_t burst_s;
+};
+
 struct auth_tenant {
     unsigned refs;
     uint64_t loaded_ms;
+    struct auth_rate_policy rate;
     char slug[AUTH_SLUG_MAX + 1];
     char id[CT_UUID_TEXT_LEN + 1];
     struct keyset keys;
@@ -160,9 +169,12 @@ unsigned auth_rate_owner(const struct auth *auth, uint64_t key);
 uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, uint32_t burst);
 void auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask);
 int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t per_s, uint32_t burst);
-/* The buckets of a request to tenant slug from peer_ip presenting client_id ("" skips one). */
-void auth_rate_prepare(const struct auth *auth, const char *slug, const char *peer_ip, const char *client_id,
-                       struct auth_rate_check *chk);
+/* The buckets of a request to tenant slug from peer_ip presenting client_id ("" skips one),
+ * with the tenant's own limits when the shard holds them (policy may be NULL). */
+void auth_rate_prepare(const struct auth *auth, const char *slug, const struct auth_rate_policy *policy,
+                       const char *peer_ip, const char *client_id, struct auth_rate_check *chk);
+/* Reads settings.rate_limit (JSON text); members missing or malformed keep the default. */
+void auth_rate_policy_parse(const char *json, struct auth_rate_policy *out);
 /* Decides the buckets this shard owns (false: denied, chk says which and for how long) and
  * marks the others remote. */
 bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct auth_rate_check *chk);

@@ -14,7 +14,10 @@
  * candidate slots per key; an idle bucket (TAT in the past) is the same as a fresh one,
  * so it may be overwritten, and when both candidates are busy the one that frees first is
  * taken over. The limits are TESSERA_RATE_CLIENT_PER_S and TESSERA_RATE_ADDRESS_PER_S
- * with a burst of TESSERA_RATE_BURST_S seconds' worth (0 turns a limit off). */
+ * with a burst of TESSERA_RATE_BURST_S seconds' worth (0 turns a limit off); a tenant's
+ * settings.rate_limit overrides them ({"client_per_s", "address_per_s", "burst_s"}) once a
+ * shard holds the tenant's keys (before that, for a tenant's first requests on a shard, the
+ * defaults apply). */
 #include "auth/auth_int.h"
 
 #include <assert.h>
@@ -25,9 +28,11 @@
 #include <xxhash.h>
 
 #include "core/log.h"
+#include "crypto/jscan.h"
 
 #define RATE_USEC 1000000ull
 #define RATE_REPLY_RETRY_MS 1 /* a reply a full ring refused is sent again this soon */
+#define RATE_POLICY_MAX 10000000 /* a tenant's per-second limit or burst seconds, at most */
 
 struct rate_bucket {
     uint64_t key; /* 0: never used */
@@ -164,15 +169,39 @@ int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t per_s, uint32_t bu
 
 static const char *const rate_bucket_names[AUTH_RATE_BUCKETS] = { "address", "client" };
 
-void auth_rate_prepare(const struct auth *auth, const char *slug, const char *peer_ip, const char *client_id,
-                       struct auth_rate_check *chk)
+void auth_rate_policy_parse(const char *json, struct auth_rate_policy *out)
 {
+    static const char *const names[] = { "client_per_s", "address_per_s", "burst_s" };
+    int64_t *fields[] = { &out->client_per_s, &out->address_per_s, &out->burst_s };
+    struct jscan_object obj;
+    bool parsed = jscan_object(json, strlen(json), &obj) == 0;
+    for (size_t i = 0; i < 3; i++) {
+        const struct jscan_value *v = parsed ? jscan_get(&obj, names[i]) : NULL;
+        int64_t n = -1;
+        if (v == NULL || jscan_integer(v, &n) != 0 || n < 0 || n > RATE_POLICY_MAX)
+            n = -1; /* absent or malformed: the server's default */
+        *fields[i] = n;
+    }
+}
+
+static uint32_t rate_pick(int64_t tenant, uint32_t fallback)
+{
+    return tenant >= 0 ? (uint32_t)tenant : fallback;
+}
+
+void auth_rate_prepare(const struct auth *auth, const char *slug, const struct auth_rate_policy *policy,
+                       const char *peer_ip, const char *client_id, struct auth_rate_check *chk)
+{
+    static const struct auth_rate_policy defaults = { -1, -1, -1 };
+    const struct auth_rate_policy *p = policy ? policy : &defaults;
     memset(chk, 0, sizeof(*chk));
     const char *values[AUTH_RATE_BUCKETS] = { peer_ip, client_id };
-    uint32_t rates[AUTH_RATE_BUCKETS] = { auth->cfg->rate_address_per_s, auth->cfg->rate_client_per_s };
+    uint32_t rates[AUTH_RATE_BUCKETS] = { rate_pick(p->address_per_s, auth->cfg->rate_address_per_s),
+                                          rate_pick(p->client_per_s, auth->cfg->rate_client_per_s) };
+    uint32_t burst_s = rate_pick(p->burst_s, auth->cfg->rate_burst_s);
     for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
         chk->per_s[i] = values[i][0] ? rates[i] : 0;
-        chk->burst[i] = chk->per_s[i] * auth->cfg->rate_burst_s;
+        chk->burst[i] = chk->per_s[i] * burst_s;
         if (chk->burst[i] == 0 && chk->per_s[i] > 0)
             chk->burst[i] = 1;
         chk->keys[i] = chk->per_s[i] ? auth_rate_key(slug, rate_bucket_names[i], values[i]) : 0;
@@ -231,7 +260,8 @@ bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *
     char slug[AUTH_SLUG_MAX + 1], ip[AUTH_IP_MAX + 1];
     auth_slug_copy(ctx->params[0], slug);
     auth_peer_ip(ctx, ip, sizeof(ip));
-    auth_rate_prepare(auth, slug, ip, client_id, limits);
+    const struct auth_tenant *tenant = auth_tenant_cached(auth, ctx->loop, slug);
+    auth_rate_prepare(auth, slug, tenant ? &tenant->rate : NULL, ip, client_id, limits);
     if (auth_rate_local(auth, ctx->loop, limits))
         return true;
     auth_rate_respond(ctx, limits);

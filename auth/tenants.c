@@ -200,6 +200,7 @@ static struct tenant_load *tenant_load_make(struct auth_wait *w, const char *slu
     keyset_init(&load->tenant->keys, 0);
     snprintf(load->tenant->slug, sizeof(load->tenant->slug), "%s", slug);
     snprintf(load->tenant->id, sizeof(load->tenant->id), "%s", pg_result_value(r, 0, 0));
+    auth_rate_policy_parse(pg_result_value(r, 0, 8), &load->tenant->rate);
     for (int i = 0; i < pg_result_rows(r) && i < KEYSET_KEYS_MAX; i++) {
         if (pg_result_is_null(r, i, 1))
             continue; /* the tenant has no key yet */

@@ -58,7 +58,8 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "tenant_keys", true,
         "SELECT t.id, k.kid, k.alg, k.state, encode(k.private_sealed, 'hex'), k.master_key_id, "
         "coalesce(extract(epoch FROM k.activated_at)::bigint, 0), "
-        "coalesce(extract(epoch FROM k.not_after)::bigint, 0) "
+        "coalesce(extract(epoch FROM k.not_after)::bigint, 0), "
+        "coalesce(t.settings->'rate_limit', '{}'::jsonb)::text "
         "FROM tenants t LEFT JOIN signing_keys k ON k.tenant_id = t.id AND (k.state IN ('active', "
         "'next') OR (k.state = 'retired' AND k.not_after > now())) "
         "WHERE t.slug = $1 AND t.deleted_at IS NULL "

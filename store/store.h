@@ -39,7 +39,8 @@ enum store_stmt {
                            * can_introspect; no row when the client is not the tenant's (T02) */
     STORE_TENANT_KEYS,    /* $1 tenant slug → per published key: tenant id, kid, alg, state,
                            * sealed private part (hex), master key id, activated_at and
-                           * not_after (Unix s); one row of NULL keys for a tenant without any */
+                           * not_after (Unix s), the tenant's settings.rate_limit object (JSON);
+                           * one row of NULL keys for a tenant without any */
     STORE_REVOKE,         /* $1 tenant id, $2 kind, $3 value, $4 expires_at (Unix s) → seq */
     STORE_REVOKED_SINCE,  /* $1 seq → seq, tenant id, kind, value, expires_at (Unix s) of the
                            * unexpired revocations after it, in seq order, at most 1,000 */
