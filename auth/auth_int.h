@@ -136,6 +136,8 @@ struct auth_rate_check {
     bool remote[AUTH_RATE_BUCKETS];
     int denied;                        /* the bucket that said no */
     uint64_t retry_us;
+    bool later;                        /* the tenant's limits are not known on this shard yet */
+    char slug[AUTH_SLUG_MAX + 1];
 };
 
 /* A request parked on one Postgres statement: the first member of a handler's state. */
@@ -179,8 +181,16 @@ void auth_rate_policy_parse(const char *json, struct auth_rate_policy *out);
  * marks the others remote. */
 bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct auth_rate_check *chk);
 bool auth_rate_has_remote(const struct auth_rate_check *chk);
+/* True when the decision is not complete here: owners to ask, or the tenant to load first. */
+bool auth_rate_pending(const struct auth_rate_check *chk);
+/* For a parked request whose w->rate is pending: loads the tenant when needed, decides, asks
+ * the owners; next(w) runs when every bucket allowed, else the request is answered (429,
+ * 503). 0 when that is under way (or already answered through ctx); -TE_FULL: the caller
+ * answers 503 itself. */
+int auth_rate_continue(struct http_ctx *ctx, struct auth_wait *w, void (*next)(struct auth_wait *w));
 /* A handler's first step (the tenant is ctx->params[0], already checked): prepares the
- * buckets and decides those this shard owns. False: answered 429. */
+ * buckets and decides those this shard owns. False: answered 429. When the shard does not
+ * hold the tenant (its limits), nothing is decided yet: auth_rate_pending says so. */
 bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
                      struct auth_rate_check *limits);
 /* 429 with Retry-After, RateLimit-Policy and RateLimit for a denied check. */

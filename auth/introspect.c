@@ -220,7 +220,7 @@ static void introspect_post(struct http_ctx *ctx)
     struct auth_rate_check limits;
     if (!auth_rate_admit(ctx, auth, cw->client_id, &limits))
         return; /* answered 429 */
-    bool remote = auth_rate_has_remote(&limits);
+    bool remote = auth_rate_pending(&limits);
     const struct auth_client *client = remote ? NULL : auth_client_cached(auth, ctx->loop, cw);
     if (client != NULL && !client->can_introspect) {
         auth_oauth_error(ctx, 403, "unauthorized_client", "the client may not introspect tokens");
@@ -236,7 +236,7 @@ static void introspect_post(struct http_ctx *ctx)
     iw->token_len = token.len;
     iw->w.rate = limits;
     if (remote) {
-        if (auth_rate_remote(&iw->w, introspect_rate_passed) != 0)
+        if (auth_rate_continue(ctx, &iw->w, introspect_rate_passed) != 0)
             auth_answer_now(ctx, 503, "the server is busy; retry later");
     } else if (client != NULL) {
         auth_tenant_get(ctx, &iw->w, iw->cw.slug, introspect_keys_ready);

@@ -189,23 +189,31 @@ static uint32_t rate_pick(int64_t tenant, uint32_t fallback)
     return tenant >= 0 ? (uint32_t)tenant : fallback;
 }
 
-void auth_rate_prepare(const struct auth *auth, const char *slug, const struct auth_rate_policy *policy,
-                       const char *peer_ip, const char *client_id, struct auth_rate_check *chk)
+/* The limits of chk's buckets under the tenant's policy (NULL: the server's defaults). */
+static void rate_apply(const struct auth *auth, const struct auth_rate_policy *policy, struct auth_rate_check *chk)
 {
     static const struct auth_rate_policy defaults = { -1, -1, -1 };
     const struct auth_rate_policy *p = policy ? policy : &defaults;
-    memset(chk, 0, sizeof(*chk));
-    const char *values[AUTH_RATE_BUCKETS] = { peer_ip, client_id };
     uint32_t rates[AUTH_RATE_BUCKETS] = { rate_pick(p->address_per_s, auth->cfg->rate_address_per_s),
                                           rate_pick(p->client_per_s, auth->cfg->rate_client_per_s) };
     uint32_t burst_s = rate_pick(p->burst_s, auth->cfg->rate_burst_s);
     for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
-        chk->per_s[i] = values[i][0] ? rates[i] : 0;
+        chk->per_s[i] = chk->keys[i] ? rates[i] : 0;
         chk->burst[i] = chk->per_s[i] * burst_s;
         if (chk->burst[i] == 0 && chk->per_s[i] > 0)
             chk->burst[i] = 1;
-        chk->keys[i] = chk->per_s[i] ? auth_rate_key(slug, rate_bucket_names[i], values[i]) : 0;
     }
+}
+
+void auth_rate_prepare(const struct auth *auth, const char *slug, const struct auth_rate_policy *policy,
+                       const char *peer_ip, const char *client_id, struct auth_rate_check *chk)
+{
+    memset(chk, 0, sizeof(*chk));
+    snprintf(chk->slug, sizeof(chk->slug), "%s", slug);
+    const char *values[AUTH_RATE_BUCKETS] = { peer_ip, client_id };
+    for (int i = 0; i < AUTH_RATE_BUCKETS; i++)
+        chk->keys[i] = values[i][0] ? auth_rate_key(slug, rate_bucket_names[i], values[i]) : 0;
+    rate_apply(auth, policy, chk);
 }
 
 bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct auth_rate_check *chk)
@@ -231,6 +239,11 @@ bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct au
 bool auth_rate_has_remote(const struct auth_rate_check *chk)
 {
     return chk->remote[0] || chk->remote[1];
+}
+
+bool auth_rate_pending(const struct auth_rate_check *chk)
+{
+    return chk->later || auth_rate_has_remote(chk);
 }
 
 /* 429 (RFC 6585 §4) with Retry-After and the IETF RateLimit-Policy / RateLimit fields
@@ -262,6 +275,10 @@ bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *
     auth_peer_ip(ctx, ip, sizeof(ip));
     const struct auth_tenant *tenant = auth_tenant_cached(auth, ctx->loop, slug);
     auth_rate_prepare(auth, slug, tenant ? &tenant->rate : NULL, ip, client_id, limits);
+    if (tenant == NULL) {
+        limits->later = true; /* the tenant's own limits are not known here yet */
+        return true;
+    }
     if (auth_rate_local(auth, ctx->loop, limits))
         return true;
     auth_rate_respond(ctx, limits);
@@ -292,6 +309,29 @@ int auth_rate_remote(struct auth_wait *w, void (*next)(struct auth_wait *w))
         shard->rate_asks++;
     }
     return w->rate_pending > 0 ? 0 : -TE_FULL;
+}
+
+/* The tenant is known (or could not be had: the defaults apply): decide as if admitted now. */
+static void rate_tenant_ready(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    rate_apply(w->auth, tenant ? &tenant->rate : NULL, &w->rate);
+    auth_tenant_put(w->auth, w->loop, tenant);
+    w->rate.later = false;
+    if (!auth_rate_local(w->auth, w->loop, &w->rate))
+        http_resume(w, rate_respond_resumed);
+    else if (!auth_rate_has_remote(&w->rate))
+        w->rate_next(w);
+    else if (auth_rate_remote(w, w->rate_next) != 0)
+        auth_answer(w, 503, "the server is busy; retry later");
+}
+
+int auth_rate_continue(struct http_ctx *ctx, struct auth_wait *w, void (*next)(struct auth_wait *w))
+{
+    if (!w->rate.later)
+        return auth_rate_remote(w, next);
+    w->rate_next = next;
+    auth_tenant_get(ctx, w, w->rate.slug, rate_tenant_ready);
+    return 0;
 }
 
 void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer)

@@ -203,9 +203,9 @@ static void revoke_post(struct http_ctx *ctx)
         rw->token_len = strlen(f->token);
         memcpy(rw->token, f->token, rw->token_len);
         rw->w.rate = limits;
-        if (!auth_rate_has_remote(&limits))
+        if (!auth_rate_pending(&limits))
             auth_client_authenticate(ctx, &rw->w, &rw->cw, false, revoke_client_ready);
-        else if (auth_rate_remote(&rw->w, revoke_rate_passed) != 0)
+        else if (auth_rate_continue(ctx, &rw->w, revoke_rate_passed) != 0)
             auth_answer_now(ctx, 503, "the server is busy; retry later");
     }
     explicit_bzero(f->creds.secret, sizeof(f->creds.secret));

@@ -242,9 +242,9 @@ static void token_post(struct http_ctx *ctx)
         auth_issuer(auth, slice_make(tw->cw.slug, strlen(tw->cw.slug)), &issuer);
         buf_append(&issuer, "", 1);
         tw->w.rate = limits;
-        if (!auth_rate_has_remote(&limits))
+        if (!auth_rate_pending(&limits))
             auth_client_authenticate(ctx, &tw->w, &tw->cw, false, token_client_ready);
-        else if (auth_rate_remote(&tw->w, token_rate_passed) != 0)
+        else if (auth_rate_continue(ctx, &tw->w, token_rate_passed) != 0)
             auth_answer_now(ctx, 503, "the server is busy; retry later");
     }
     explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
