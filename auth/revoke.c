@@ -46,7 +46,7 @@ static void revoke_respond_ok(struct http_ctx *ctx, void *state)
 
 static void revoke_published(struct redis_cmd *cmd, const struct redis_reply *reply)
 {
-    if (reply->kind != REDIS_REPLY_INTEGER)
+    if (reply->kind != REDIS_KIND_INTEGER)
         log_msg(LOG_WARN, "revocation not published: other instances catch up by their poll", NULL);
     free(cmd);
 }

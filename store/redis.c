@@ -205,21 +205,21 @@ static void redis_reply_convert(const redisReply *r, struct redis_reply *out)
     case REDIS_REPLY_STRING:
     case REDIS_REPLY_STATUS:
     case REDIS_REPLY_ERROR:
-        out->kind = r->type == REDIS_REPLY_STRING   ? REDIS_REPLY_STRING
-                    : r->type == REDIS_REPLY_STATUS ? REDIS_REPLY_STATUS
-                                                    : REDIS_REPLY_ERROR;
+        out->kind = r->type == REDIS_REPLY_STRING   ? REDIS_KIND_STRING
+                    : r->type == REDIS_REPLY_STATUS ? REDIS_KIND_STATUS
+                                                    : REDIS_KIND_ERROR;
         out->str = slice_make(r->str, r->len);
         break;
     case REDIS_REPLY_INTEGER:
-        out->kind = REDIS_REPLY_INTEGER;
+        out->kind = REDIS_KIND_INTEGER;
         out->integer = r->integer;
         break;
     case REDIS_REPLY_ARRAY:
-        out->kind = REDIS_REPLY_ARRAY;
+        out->kind = REDIS_KIND_ARRAY;
         out->count = r->elements;
         break;
     default:
-        out->kind = REDIS_REPLY_NIL;
+        out->kind = REDIS_KIND_NIL;
         break;
     }
 }
@@ -234,7 +234,7 @@ static void redis_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     struct redis_slot *slot = &client->slots[index];
     if (!slot->busy || slot->generation != (uint32_t)(tag >> 32))
         return; /* its command timed out already */
-    struct redis_reply out = { .kind = REDIS_REPLY_UNAVAILABLE };
+    struct redis_reply out = { .kind = REDIS_KIND_UNAVAILABLE };
     if (reply != NULL)
         redis_reply_convert(reply, &out);
     redis_complete(slot, &out);
@@ -244,7 +244,7 @@ static void redis_on_timeout(struct loop_timer *timer)
 {
     struct redis_slot *slot = (struct redis_slot *)timer;
     struct redis_client *client = slot->client;
-    struct redis_reply out = { .kind = REDIS_REPLY_TIMEOUT };
+    struct redis_reply out = { .kind = REDIS_KIND_TIMEOUT };
     redis_complete(slot, &out);
     if (client->ac != NULL) {
         /* redisAsyncDisconnect would wait for the replies a hung server never sends;

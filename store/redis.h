@@ -4,8 +4,8 @@
  * runs and the shard never blocks. Nobody outside store/ sees a redisAsyncContext.
  *
  * Commands are bounded (REDIS_PENDING_MAX in flight per client → -TE_FULL, answer
- * 503) and each has a deadline (REDIS_COMMAND_BUDGET_MS → REDIS_REPLY_TIMEOUT). A
- * lost connection completes every command in flight with REDIS_REPLY_UNAVAILABLE
+ * 503) and each has a deadline (REDIS_COMMAND_BUDGET_MS → REDIS_KIND_TIMEOUT). A
+ * lost connection completes every command in flight with REDIS_KIND_UNAVAILABLE
  * at once, then reconnects with jittered exponential backoff. A client made with
  * redis_client_subscribe is a subscriber: it (re)subscribes its channels on every
  * connect and hands each message to its callback.
@@ -31,14 +31,14 @@
 #define REDIS_URL_BYTES_MAX 256
 
 enum redis_reply_kind {
-    REDIS_REPLY_STRING,      /* bulk string: str, len */
-    REDIS_REPLY_STATUS,      /* +OK and kin: str, len */
-    REDIS_REPLY_INTEGER,     /* integer */
-    REDIS_REPLY_NIL,         /* key absent */
-    REDIS_REPLY_ARRAY,       /* elements (only the count is exposed: count) */
-    REDIS_REPLY_ERROR,       /* -ERR ...: str, len */
-    REDIS_REPLY_UNAVAILABLE, /* not connected, or the connection was lost */
-    REDIS_REPLY_TIMEOUT,     /* no answer within the budget */
+    REDIS_KIND_STRING,      /* bulk string: str, len */
+    REDIS_KIND_STATUS,      /* +OK and kin: str, len */
+    REDIS_KIND_INTEGER,     /* integer */
+    REDIS_KIND_NIL,         /* key absent */
+    REDIS_KIND_ARRAY,       /* elements (only the count is exposed: count) */
+    REDIS_KIND_ERROR,       /* -ERR ...: str, len */
+    REDIS_KIND_UNAVAILABLE, /* not connected, or the connection was lost */
+    REDIS_KIND_TIMEOUT,     /* no answer within the budget */
 };
 
 struct redis_reply {

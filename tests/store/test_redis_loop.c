@@ -46,6 +46,7 @@ static struct redis_client *test_client, *test_subscriber;
 static struct loop_timer test_step;
 static atomic_int test_phase, test_phase_done, test_failures;
 static atomic_int test_replies, test_unavailable, test_timeouts, test_messages, test_wrong_thread;
+static atomic_int test_wrong_kind; /* an INCR answered as anything but an integer or a failure */
 static int test_in_order = 1;
 static struct test_cmd test_cmds[TEST_PIPELINED];
 static struct test_cmd test_probe, test_sleep_cmd;
@@ -66,11 +67,13 @@ static void test_on_incr(struct redis_cmd *cmd, const struct redis_reply *reply)
     struct test_cmd *tc = (struct test_cmd *)cmd;
     if (!pthread_equal(pthread_self(), test_thread))
         atomic_fetch_add(&test_wrong_thread, 1);
-    if (reply->kind == REDIS_REPLY_UNAVAILABLE)
+    if (reply->kind == REDIS_KIND_UNAVAILABLE)
         atomic_fetch_add(&test_unavailable, 1);
-    else if (reply->kind == REDIS_REPLY_TIMEOUT)
+    else if (reply->kind == REDIS_KIND_TIMEOUT)
         atomic_fetch_add(&test_timeouts, 1);
-    else if (reply->kind == REDIS_REPLY_INTEGER && tc->expect != 0 && reply->integer != tc->expect)
+    else if (reply->kind != REDIS_KIND_INTEGER)
+        atomic_fetch_add(&test_wrong_kind, 1);
+    else if (tc->expect != 0 && reply->integer != tc->expect)
         test_in_order = 0;
     atomic_fetch_add(&test_replies, 1);
 }
@@ -301,6 +304,8 @@ int main(void)
     int expected_replies = TEST_PIPELINED + 1 + REDIS_PENDING_MAX + 1 + 1 + TEST_INFLIGHT_INCRS;
     if (atomic_load(&test_replies) != expected_replies)
         test_fail("not every command completed exactly once");
+    if (atomic_load(&test_wrong_kind) != 0)
+        test_fail("INCR replies reported as another kind than REDIS_KIND_INTEGER");
     if (atomic_load(&test_wrong_thread) != 0)
         test_fail("a callback ran off the shard's thread");
     printf("test_redis_loop: replies %d/%d, in order %s, timeouts %d, unavailable after kill %d, "
