@@ -25,6 +25,7 @@
 #include "crypto/password.h"
 #include "crypto/seal.h"
 #include "crypto/secret.h"
+#include "store/keys.h"
 #include "store/migrate.h"
 
 /* Tenant slugs are a URL path segment and a DNS label's size: 1..63 (RFC 1035 §2.3.4). */
@@ -41,19 +42,8 @@
 #define ADMIN_SCOPE_TOKEN_MAX 200
 /* NIST SP 800-63B §5.1.1.2: memorized secrets of at least 8 characters. */
 #define ADMIN_PASSWORD_MIN 8
-/* Default access token lifetime (DESIGN §4: 15 min); a retired key stays published at least
- * this long so every token it signed can still be verified. */
-#define ADMIN_TOKEN_LIFETIME_DEFAULT_S 900
-/* RSA keys made by rotation: 2048 bits (RFC 7518 §3.3's minimum; DESIGN §4's speed figures). */
-#define ADMIN_RSA_BITS 2048
 /* A Postgres array literal of ADMIN_LIST_MAX quoted URIs, each character possibly escaped. */
 #define ADMIN_ARRAY_MAX (ADMIN_LIST_MAX * (2 * ADMIN_URI_MAX + 3) + 3)
-/* Sealed private JWK: the JWK plus the seal overhead; hex-encoded for a bytea parameter. */
-#define ADMIN_SEALED_MAX (JWK_JSON_MAX + SEAL_OVERHEAD)
-#define ADMIN_BYTEA_HEX_MAX (2 + 2 * ADMIN_SEALED_MAX + 1)
-/* "<uuid>\0<kid>" */
-#define ADMIN_OWNER_MAX (CT_UUID_TEXT_LEN + 1 + JWK_KID_MAX)
-_Static_assert(ADMIN_OWNER_MAX <= SEAL_AAD_MAX, "the owner binding fits the seal AAD");
 
 /* ------------------------------------------------------------------ arguments */
 
@@ -371,19 +361,14 @@ static int admin_print(json_t *base, const char *key, const char *json_text)
     return fflush(stdout) == 0 ? ADMIN_EXIT_OK : ADMIN_EXIT_REFUSED;
 }
 
-/* The id of the tenant named slug into id (text). ADMIN_EXIT_OK, or REFUSED with a message.
- * for_update locks the row: key rotations of one tenant run one after the other. */
-static int admin_tenant_id(PGconn *conn, const char *slug, bool for_update,
-                           char id[CT_UUID_TEXT_LEN + 1])
+/* The id of the tenant named slug into id (text). ADMIN_EXIT_OK, or REFUSED with a message. */
+static int admin_tenant_id(PGconn *conn, const char *slug, char id[CT_UUID_TEXT_LEN + 1])
 {
     if (!admin_slug_valid(slug)) {
         fprintf(stderr, "tessera admin: unknown tenant \"%s\" (not a valid slug)\n", slug);
         return ADMIN_EXIT_REFUSED;
     }
-    const char *sql = for_update
-                          ? "SELECT id FROM tenants WHERE slug = $1 AND deleted_at IS NULL "
-                            "FOR UPDATE"
-                          : "SELECT id FROM tenants WHERE slug = $1 AND deleted_at IS NULL";
+    const char *sql = "SELECT id FROM tenants WHERE slug = $1 AND deleted_at IS NULL";
     PGresult *res = admin_query(conn, sql, 1, &slug, NULL);
     if (res == NULL)
         return ADMIN_EXIT_REFUSED;
@@ -745,135 +730,27 @@ static int admin_user(PGconn *conn, const char *verb, const char *tenant_id,
 
 /* ------------------------------------------------------------------ keys */
 
-int admin_key_owner(const char *tenant_id, const char *kid, char *out, size_t cap)
-{
-    size_t tlen = strlen(tenant_id), klen = strlen(kid);
-    if (tlen + 1 + klen > cap)
-        return -TE_NOMEM;
-    memcpy(out, tenant_id, tlen);
-    out[tlen] = '\0'; /* the NUL keeps "ab"+"c" and "a"+"bc" apart */
-    memcpy(out + tlen + 1, kid, klen);
-    return (int)(tlen + 1 + klen);
-}
-
-/* Seals key's private JWK to (tenant, kid) and writes the bytea hex form into hex. */
-static int admin_key_seal(const struct jwk_key *key, const char *tenant_id,
-                          const struct seal_key *master, struct buf *hex)
-{
-    static char priv_mem[JWK_JSON_MAX];
-    static uint8_t sealed[ADMIN_SEALED_MAX];
-    char owner[ADMIN_OWNER_MAX];
-    int owner_len = admin_key_owner(tenant_id, jwk_kid(key), owner, sizeof(owner));
-    struct buf priv;
-    buf_init(&priv, priv_mem, sizeof(priv_mem));
-    int rc = owner_len < 0 ? owner_len : jwk_export_private(key, &priv);
-    if (rc == 0) {
-        rc = seal(master, slice_make(owner, (size_t)owner_len), (const uint8_t *)priv.data,
-                  priv.len, sealed, sizeof(sealed));
-    }
-    explicit_bzero(priv_mem, sizeof(priv_mem));
-    if (rc < 0)
-        return rc;
-    admin_bytea_hex(sealed, (size_t)rc, hex);
-    buf_append(hex, "", 1);
-    return hex->overflow ? -TE_NOMEM : 0;
-}
-
-/* A new key of alg in state ("active" or "next") for the tenant. */
-static int admin_key_insert(PGconn *conn, const char *tenant_id, enum jwk_alg alg,
-                            const char *state, const struct seal_key *master)
-{
-    static char pub_mem[JWK_JSON_MAX], hex_mem[ADMIN_BYTEA_HEX_MAX];
-    struct jwk_key *key = NULL;
-    struct buf pub, hex;
-    buf_init(&pub, pub_mem, sizeof(pub_mem));
-    buf_init(&hex, hex_mem, sizeof(hex_mem));
-    int rc = jwk_generate(alg, ADMIN_RSA_BITS, &key);
-    if (rc == 0)
-        rc = jwk_export_public(key, &pub);
-    if (rc == 0) {
-        buf_append(&pub, "", 1);
-        rc = pub.overflow ? -TE_NOMEM : admin_key_seal(key, tenant_id, master, &hex);
-    }
-    if (rc != 0) {
-        fprintf(stderr, "tessera admin: generating or sealing a %s key failed\n",
-                jwk_alg_name(alg));
-        jwk_free(key);
-        return ADMIN_EXIT_REFUSED;
-    }
-    char key_id[16];
-    snprintf(key_id, sizeof(key_id), "%u", (unsigned)master->key_id);
-    const char *params[] = { tenant_id, jwk_kid(key), jwk_alg_name(alg), state, pub.data,
-                             hex.data, key_id };
-    PGresult *res = admin_query(conn,
-                                "INSERT INTO signing_keys (tenant_id, kid, alg, state, "
-                                "public_jwk, private_sealed, master_key_id, activated_at) VALUES "
-                                "($1, $2, $3, $4, $5, $6, $7, CASE WHEN $4 = 'active' "
-                                "THEN now() END)",
-                                7, params, NULL);
-    jwk_free(key);
-    if (res == NULL)
-        return ADMIN_EXIT_REFUSED;
-    PQclear(res);
-    return ADMIN_EXIT_OK;
-}
-
-/* With the tenant row locked: active -> retired (published until not_after = now + the
- * longest token lifetime of the tenant's clients), next -> active (or a new active key on the
- * first rotation), and a new next key, so the JWKS announces a key before it signs. */
-static int admin_keys_rotate_locked(PGconn *conn, const char *tenant_id, enum jwk_alg alg,
-                                    const struct seal_key *master)
-{
-    char lifetime[16];
-    snprintf(lifetime, sizeof(lifetime), "%d", ADMIN_TOKEN_LIFETIME_DEFAULT_S);
-    const char *params[2] = { tenant_id, lifetime };
-    PGresult *res = admin_query(conn,
-                                "WITH retired AS (UPDATE signing_keys SET state = 'retired', "
-                                "retired_at = now(), not_after = now() + make_interval(secs => "
-                                "greatest($2::int, (SELECT coalesce(max(token_lifetime_s), 0) "
-                                "FROM clients WHERE tenant_id = $1))) WHERE tenant_id = $1 AND "
-                                "state = 'active' RETURNING kid) SELECT count(*) FROM retired",
-                                2, params, NULL);
-    if (res == NULL)
-        return ADMIN_EXIT_REFUSED;
-    PQclear(res);
-    res = admin_query(conn,
-                      "UPDATE signing_keys SET state = 'active', activated_at = now() "
-                      "WHERE tenant_id = $1 AND state = 'next'",
-                      1, params, NULL);
-    if (res == NULL)
-        return ADMIN_EXIT_REFUSED;
-    bool promoted = strcmp(PQcmdTuples(res), "1") == 0;
-    PQclear(res);
-    int rc = promoted ? ADMIN_EXIT_OK : admin_key_insert(conn, tenant_id, alg, "active", master);
-    return rc != ADMIN_EXIT_OK ? rc : admin_key_insert(conn, tenant_id, alg, "next", master);
-}
-
 static const char admin_keys_list_sql[] =
     "SELECT coalesce(json_agg(json_build_object('kid', kid, 'alg', alg, 'state', state, "
     "'public_jwk', public_jwk, 'created_at', created_at, 'activated_at', activated_at, "
     "'retired_at', retired_at, 'not_after', not_after) ORDER BY created_at, kid), '[]') "
     "FROM signing_keys WHERE tenant_id = $1";
 
-static int admin_keys_rotate(PGconn *conn, const struct admin_args *args, enum jwk_alg alg,
-                             const struct seal_key *master)
+/* The rotation itself is store/keys.c's (one transaction, tenant row locked); then the list. */
+static int admin_keys_rotate(PGconn *conn, const struct admin_args *args, const char *tenant_id,
+                             enum jwk_alg alg, const struct seal_key *master)
 {
-    char tenant_id[CT_UUID_TEXT_LEN + 1];
-    PGresult *res = admin_query(conn, "BEGIN", 0, NULL, NULL);
-    if (res == NULL)
+    int rc = keys_rotate(conn, tenant_id, alg, master, KEYS_ROTATE_NOW);
+    if (rc == -TE_CLOSED) {
+        fprintf(stderr, "tessera admin: unknown tenant \"%s\"\n", args->tenant);
         return ADMIN_EXIT_REFUSED;
-    PQclear(res);
-    int rc = admin_tenant_id(conn, args->tenant, true, tenant_id);
-    if (rc == ADMIN_EXIT_OK)
-        rc = admin_keys_rotate_locked(conn, tenant_id, alg, master);
-    res = admin_query(conn, rc == ADMIN_EXIT_OK ? "COMMIT" : "ROLLBACK", 0, NULL, NULL);
-    if (res == NULL)
+    }
+    if (rc != 0) {
+        fprintf(stderr, "tessera admin: rotating the keys of \"%s\" failed (see the log line "
+                "above)\n", args->tenant);
         return ADMIN_EXIT_REFUSED;
-    PQclear(res);
-    if (rc != ADMIN_EXIT_OK)
-        return rc;
-    const char *param = tenant_id;
-    return admin_query_print(conn, args->tenant, "keys", admin_keys_list_sql, 1, &param);
+    }
+    return admin_query_print(conn, args->tenant, "keys", admin_keys_list_sql, 1, &tenant_id);
 }
 
 /* Algorithm and master key first: nothing is written when either is wrong. */
@@ -893,7 +770,7 @@ static int admin_keys(PGconn *conn, const char *verb, const char *tenant_id,
                 "digits, mode 0600)\n", SEAL_MASTER_KEY_ENV);
         return ADMIN_EXIT_USAGE;
     }
-    rc = admin_keys_rotate(conn, args, alg, &master);
+    rc = admin_keys_rotate(conn, args, tenant_id, alg, &master);
     seal_key_wipe(&master);
     return rc;
 }
@@ -968,7 +845,7 @@ static int admin_run(PGconn *conn, const struct admin_command *cmd, const struct
     if (strcmp(cmd->noun, "tenant") == 0)
         return admin_tenant(conn, cmd->verb, args);
     char tenant_id[CT_UUID_TEXT_LEN + 1];
-    int rc = admin_tenant_id(conn, args->tenant, false, tenant_id);
+    int rc = admin_tenant_id(conn, args->tenant, tenant_id);
     if (rc != ADMIN_EXIT_OK)
         return rc;
     if (strcmp(cmd->noun, "client") == 0)

@@ -32,11 +32,6 @@
  * `admin reseal` moves blobs to the next one. */
 #define ADMIN_MASTER_KEY_ID 1
 
-/* The owner binding a signing key's private part is sealed to: the tenant's id (text form),
- * a NUL, the kid. Writes it to out and returns its length, or -TE_NOMEM if cap is too small.
- * Whoever opens signing_keys.private_sealed builds the same binding. */
-int admin_key_owner(const char *tenant_id, const char *kid, char *out, size_t cap);
-
 /* `tessera admin ...`: argv[0] is the program, argv[1] "admin". Returns the exit status. */
 int admin_main(int argc, char **argv);
 

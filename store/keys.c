@@ -26,8 +26,8 @@ _Static_assert(KEYS_SEALED_MAX <= SEAL_PLAINTEXT_MAX + SEAL_OVERHEAD, "a sealed 
 /* A rotation needs at most two fresh keys: the first one makes an active and a next key. */
 #define KEYS_FRESH_MAX 2
 /* Attempts of keys_rotate's transaction: the first is made with as many keys as an unlocked
- * look said were needed; if the locked look finds the next key gone (another rotation ran in
- * between and... or none ever existed), the second has both keys, which is always enough. */
+ * look said were needed; if the look under the lock finds no next key after all (a concurrent
+ * change), the second attempt has both keys, which is always enough. */
 #define KEYS_ROTATE_ATTEMPTS_MAX 2
 /* keys_rotate_tx's internal answer: the first rotation needs a second fresh key. */
 #define KEYS_ROTATE_RETRY 2
@@ -42,7 +42,7 @@ _Static_assert(KEYS_SEALED_MAX <= SEAL_PLAINTEXT_MAX + SEAL_OVERHEAD, "a sealed 
 /* Its statements: a rotation is a handful of single-row statements; anything slower is stuck. */
 #define KEYS_STATEMENT_TIMEOUT_MS 30000
 
-static_assert(KEYS_ROTATE_SKIPPED != KEYS_ROTATE_RETRY, "two distinct positive answers");
+_Static_assert(KEYS_ROTATE_SKIPPED != KEYS_ROTATE_RETRY, "two distinct positive answers");
 
 /* ------------------------------------------------------------------ statements */
 
@@ -430,4 +430,230 @@ int keys_load_tenant(PGconn *conn, const char *tenant_id, const struct seal_key 
         rc = keys_load_row(res, row, tenant_id, masters, n_masters, fn, arg, &failed);
     PQclear(res);
     return rc == 0 && failed > 0 ? -TE_INVAL : rc;
+}
+
+/* ------------------------------------------------------------------ scheduled rotation */
+
+struct keys_rotator {
+    char *pg_url;
+    uint32_t rotate_after_s, check_interval_s;
+    enum jwk_alg default_alg;
+    void (*on_rotated)(void *arg, const char *tenant_id);
+    void *arg;
+    struct seal_key master;
+    pthread_t thread;
+    pthread_mutex_t mu;  /* guards stopping and cancel */
+    pthread_cond_t cond; /* CLOCK_MONOTONIC: signalled by keys_rotator_stop */
+    bool stopping;
+    PGcancel *cancel;    /* of conn, so stop can interrupt a statement */
+    PGconn *conn;        /* the rotator thread's only */
+};
+
+/* A tenant a pass rotates, and the algorithm of its newest key. */
+struct keys_candidate {
+    char tenant_id[CT_UUID_TEXT_LEN + 1];
+    enum jwk_alg alg;
+};
+
+static bool keys_rotator_stopping(struct keys_rotator *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool stopping = r->stopping;
+    pthread_mutex_unlock(&r->mu);
+    return stopping;
+}
+
+static void keys_rotator_disconnect(struct keys_rotator *r)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->cancel != NULL)
+        PQfreeCancel(r->cancel);
+    r->cancel = NULL;
+    pthread_mutex_unlock(&r->mu);
+    PQfinish(r->conn);
+    r->conn = NULL;
+}
+
+/* A working connection, made anew when there is none or it broke. 0 or -TE_IO (logged; the
+ * next pass tries again). The URL goes to libpq only, never to the log. */
+static int keys_rotator_connect(struct keys_rotator *r)
+{
+    if (r->conn != NULL && PQstatus(r->conn) == CONNECTION_OK)
+        return 0;
+    if (r->conn != NULL)
+        keys_rotator_disconnect(r);
+    char timeout[16];
+    snprintf(timeout, sizeof(timeout), "%d", KEYS_CONNECT_TIMEOUT_S);
+    /* connect_timeout after dbname: it overrides one the URL may carry, so stop stays bounded */
+    const char *const keywords[] = { "dbname", "connect_timeout", NULL };
+    const char *const values[] = { r->pg_url, timeout, NULL };
+    PGconn *conn = PQconnectdbParams(keywords, values, 1);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        keys_log_db(LOG_WARN, "key rotation: cannot reach Postgres, retrying at the next pass",
+                    conn);
+        PQfinish(conn);
+        return -TE_IO;
+    }
+    char sql[64];
+    snprintf(sql, sizeof(sql), "SET statement_timeout = %d", KEYS_STATEMENT_TIMEOUT_MS);
+    if (keys_exec_ok(conn, sql, 0, NULL) != 0) {
+        PQfinish(conn);
+        return -TE_IO;
+    }
+    r->conn = conn;
+    pthread_mutex_lock(&r->mu);
+    r->cancel = PQgetCancel(conn);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+/* Tenants due, most overdue first, with the newest key's algorithm (the next key's: an
+ * operator's `keys rotate --alg` choice survives the schedule). Count, or -TE_IO. */
+static int keys_rotator_candidates(struct keys_rotator *r, struct keys_candidate *out)
+{
+    char after[16], limit[16];
+    snprintf(after, sizeof(after), "%" PRIu32, r->rotate_after_s);
+    snprintf(limit, sizeof(limit), "%d", KEYS_ROTATE_PER_PASS_MAX);
+    const char *params[2] = { after, limit };
+    PGresult *res = keys_exec(r->conn,
+                              "SELECT t.id, coalesce(n.alg, a.alg, '') FROM tenants t "
+                              "LEFT JOIN signing_keys a ON a.tenant_id = t.id AND a.state = "
+                              "'active' LEFT JOIN signing_keys n ON n.tenant_id = t.id AND "
+                              "n.state = 'next' WHERE t.deleted_at IS NULL AND "
+                              "coalesce(a.activated_at, '-infinity') <= now() - "
+                              "make_interval(secs => $1::bigint) ORDER BY a.activated_at "
+                              "NULLS FIRST, t.id LIMIT $2::int",
+                              2, params, NULL, NULL, 0);
+    if (res == NULL)
+        return -TE_IO;
+    int rows = PQntuples(res);
+    assert(rows <= KEYS_ROTATE_PER_PASS_MAX);
+    for (int i = 0; i < rows; i++) {
+        const char *alg = PQgetvalue(res, i, 1);
+        snprintf(out[i].tenant_id, sizeof(out[i].tenant_id), "%s", PQgetvalue(res, i, 0));
+        out[i].alg = jwk_alg_parse(slice_make(alg, strlen(alg)));
+        if (!keys_alg_signs(out[i].alg))
+            out[i].alg = r->default_alg;
+    }
+    PQclear(res);
+    return rows;
+}
+
+/* One pass: connect if needed, rotate each due tenant (stopping early when asked to). */
+static void keys_rotator_pass(struct keys_rotator *r)
+{
+    struct keys_candidate due[KEYS_ROTATE_PER_PASS_MAX];
+    int n = keys_rotator_connect(r);
+    if (n == 0)
+        n = keys_rotator_candidates(r, due);
+    for (int i = 0; i < n && !keys_rotator_stopping(r); i++) {
+        int rc = keys_rotate(r->conn, due[i].tenant_id, due[i].alg, &r->master,
+                             r->rotate_after_s);
+        if (rc == 0) {
+            log_msg(LOG_INFO, "key rotation: rotated", "tenant_id", due[i].tenant_id, "alg",
+                    jwk_alg_name(due[i].alg), NULL);
+            if (r->on_rotated != NULL)
+                r->on_rotated(r->arg, due[i].tenant_id);
+        }
+        if (rc < 0 && PQstatus(r->conn) != CONNECTION_OK)
+            break;
+    }
+    if (r->conn != NULL && PQstatus(r->conn) != CONNECTION_OK)
+        keys_rotator_disconnect(r); /* the next pass reconnects */
+}
+
+/* Sleeps check_interval_s, or until keys_rotator_stop. */
+static void keys_rotator_wait(struct keys_rotator *r)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += r->check_interval_s;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stopping) {
+        if (pthread_cond_timedwait(&r->cond, &r->mu, &deadline) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void *keys_rotator_main(void *arg)
+{
+    struct keys_rotator *r = arg;
+    log_thread_init(-1, false);
+    while (!keys_rotator_stopping(r)) {
+        keys_rotator_pass(r);
+        keys_rotator_wait(r);
+    }
+    if (r->conn != NULL)
+        keys_rotator_disconnect(r);
+    return NULL;
+}
+
+static void keys_rotator_free(struct keys_rotator *r)
+{
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->mu);
+    seal_key_wipe(&r->master);
+    free(r->pg_url);
+    free(r);
+}
+
+/* The thread is made with every signal blocked: signals are the main thread's business. */
+static int keys_rotator_spawn(struct keys_rotator *r)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&r->thread, NULL, keys_rotator_main, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc == 0 ? 0 : -TE_IO;
+}
+
+int keys_rotator_start(const struct keys_rotator_config *cfg, const struct seal_key *master,
+                       struct keys_rotator **out)
+{
+    assert(cfg != NULL && master != NULL && out != NULL);
+    enum jwk_alg alg = cfg->default_alg == JWK_ALG_UNSET ? JWK_ALG_RS256 : cfg->default_alg;
+    if (cfg->pg_url == NULL || !keys_alg_signs(alg))
+        return -TE_INVAL;
+    struct keys_rotator *r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->pg_url = strdup(cfg->pg_url)) == NULL) {
+        free(r);
+        return -TE_NOMEM;
+    }
+    r->rotate_after_s = cfg->rotate_after_s ? cfg->rotate_after_s : KEYS_ROTATE_AFTER_DEFAULT_S;
+    r->check_interval_s =
+        cfg->check_interval_s ? cfg->check_interval_s : KEYS_CHECK_INTERVAL_DEFAULT_S;
+    r->default_alg = alg;
+    r->on_rotated = cfg->on_rotated;
+    r->arg = cfg->arg;
+    r->master = *master;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&r->mu, NULL);
+    int rc = keys_rotator_spawn(r);
+    if (rc != 0) {
+        keys_rotator_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void keys_rotator_stop(struct keys_rotator *r)
+{
+    if (r == NULL)
+        return;
+    char why[256];
+    pthread_mutex_lock(&r->mu);
+    r->stopping = true;
+    if (r->cancel != NULL)
+        PQcancel(r->cancel, why, sizeof(why)); /* best effort: a statement in flight ends now */
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thread, NULL);
+    keys_rotator_free(r);
 }

@@ -129,7 +129,7 @@ static int test_key_row(PGconn *conn, const char *slug, const char *state, char 
         snprintf(kid, JWK_KID_MAX + 1, "%s", PQgetvalue(res, 0, 1));
         const char *hex = PQgetvalue(res, 0, 2);
         *blob_len = strlen(hex) / 2;
-        assert(*blob_len <= ADMIN_SEALED_MAX);
+        assert(*blob_len <= KEYS_SEALED_MAX);
         for (size_t i = 0; i < *blob_len; i++)
             sscanf(hex + 2 * i, "%2hhx", &blob[i]);
         rc = 0;
@@ -142,15 +142,15 @@ static int test_key_row(PGconn *conn, const char *slug, const char *state, char 
 static int test_open(const struct seal_key *master, const char *tenant_id, const char *kid,
                      const uint8_t *blob, size_t len, uint8_t *out, size_t cap)
 {
-    char owner[ADMIN_OWNER_MAX];
-    int owner_len = admin_key_owner(tenant_id, kid, owner, sizeof(owner));
+    char owner[KEYS_OWNER_MAX];
+    int owner_len = keys_owner(tenant_id, kid, owner, sizeof(owner));
     const struct seal_key *keys[1] = { master };
     return seal_open(keys, 1, slice_make(owner, (size_t)owner_len), blob, len, out, cap);
 }
 
 static void test_sealed(PGconn *conn, const struct seal_key *master)
 {
-    static uint8_t blob_a[ADMIN_SEALED_MAX], blob_b[ADMIN_SEALED_MAX], pt[ADMIN_SEALED_MAX];
+    static uint8_t blob_a[KEYS_SEALED_MAX], blob_b[KEYS_SEALED_MAX], pt[KEYS_SEALED_MAX];
     char tenant_a[CT_UUID_TEXT_LEN + 1], tenant_b[CT_UUID_TEXT_LEN + 1];
     char kid_a[JWK_KID_MAX + 1], kid_b[JWK_KID_MAX + 1];
     size_t len_a = 0, len_b = 0;
