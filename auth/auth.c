@@ -32,6 +32,25 @@ static int auth_load_master(struct auth *auth)
     return 0;
 }
 
+/* Scheduled rotation (issue 4): a thread of its own, off the shards (it blocks on libpq and
+ * RSA generation), safe with several instances; it needs the master key to seal new keys. */
+static int auth_start_rotation(struct auth *auth)
+{
+    if (!auth->has_master || auth->cfg->key_rotate_after_s == 0)
+        return 0;
+    struct keys_rotator_config rc = {
+        .pg_url = auth->cfg->pg_url,
+        .rotate_after_s = auth->cfg->key_rotate_after_s,
+        .check_interval_s = auth->cfg->key_rotation_check_s,
+        .default_alg = JWK_ALG_RS256, /* DESIGN §4's default */
+    };
+    if (keys_rotator_start(&rc, &auth->master, &auth->rotator) != 0) {
+        log_msg(LOG_ERROR, "cannot start the scheduled key rotation", NULL);
+        return -TE_IO;
+    }
+    return 0;
+}
+
 struct auth *auth_create(const struct config *cfg, struct store *store, struct workers *workers)
 {
     struct auth *auth = calloc(1, sizeof(*auth));
@@ -51,6 +70,10 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
         return NULL;
     }
     store_on_event(store, auth_on_event, auth);
+    if (auth_start_rotation(auth) != 0) {
+        auth_destroy(auth);
+        return NULL;
+    }
     for (unsigned i = 0; i < cfg->shards; i++) {
         if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL ||
             (auth->shards[i]->verified = auth_vcache_create()) == NULL ||
@@ -68,6 +91,7 @@ void auth_destroy(struct auth *auth)
 {
     if (auth == NULL)
         return;
+    keys_rotator_stop(auth->rotator);
     for (unsigned i = 0; i < CONFIG_SHARDS_MAX; i++) {
         struct auth_shard *shard = auth->shards[i];
         for (size_t t = 0; shard != NULL && t < AUTH_TENANT_SLOTS; t++) {

@@ -12,6 +12,7 @@
 #include "crypto/keyset.h"
 #include "crypto/password.h"
 #include "crypto/seal.h"
+#include "store/keys.h"
 
 #define AUTH_SLUG_MAX 63 /* tenant slugs: [a-z0-9-]{1,63}, the schema's CHECK */
 #define AUTH_IP_MAX 63   /* a peer address as text (IPv6 is at most 45) */
@@ -118,6 +119,7 @@ struct auth {
     struct password_policy passwords;
     bool has_master;               /* TESSERA_MASTER_KEY_FILE was given and read */
     struct seal_key master;        /* opens the sealed private signing keys */
+    struct keys_rotator *rotator;  /* scheduled key rotation (store/keys.h), or NULL */
     struct auth_shard *shards[CONFIG_SHARDS_MAX];
 };
 
