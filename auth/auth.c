@@ -299,10 +299,12 @@ bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
     enum pg_outcome outcome = store_query(auth_store(w->auth, w->loop), stmt, &w->q);
     if (outcome == PG_OK)
         return true;
-    if (ctx != NULL) {
+    if (ctx != NULL && next == NULL) {
         auth_respond_store_failure(ctx, outcome); /* answered now: the park is undone */
         return false;
     }
+    /* A later stage hears of the refusal, even from the handler: it may answer from a stale
+     * cache (SECURITY F01); an answer it gives now waits for the handler's return. */
     w->outcome = outcome;
     w->next = NULL;
     if (next != NULL)

@@ -257,11 +257,14 @@ struct auth_client_wait {
     char slug[AUTH_SLUG_MAX + 1];
     char client_id[AUTH_CLIENT_ID_MAX + 1];
     uint8_t secret_sha256[32];
+    bool cached;             /* auth_client_authenticate's: a cached result may answer */
     auth_client_ready_fn ready;
 };
 /* Authenticates cw's client for a parked request: ready(w, client), or ready(w, NULL) with
  * w->status 401 (unknown client, wrong secret, public client) or 503/500 and w->detail.
- * cached: a fresh per-shard result may answer without a query. ctx as auth_tenant_get. */
+ * cached: a fresh per-shard result may answer without a query, and a stale one while
+ * Postgres is away (introspection); without it (token, revocation: a deleted client or a
+ * changed secret must stop them at once) the row is read. ctx as auth_tenant_get. */
 void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct auth_client_wait *cw,
                               bool cached, auth_client_ready_fn ready);
 /* The shard's fresh cached result for cw's credentials, or NULL (then authenticate). */
@@ -284,10 +287,10 @@ void auth_slug_copy(struct slice slug, char *dst);
 void *auth_park(struct http_ctx *ctx, struct auth *auth, size_t bytes);
 /* Sends stmt for a parked request (w->q's params set). Its outcome and result reach
  * next(w) when next is given (a later stage, which ends with another auth_send or an
- * answer), else respond(ctx, w) with w->outcome and w->result. A refused send: from the
- * handler (ctx given) it answers 503 at once; from a later stage the refusal reaches next
- * (w->outcome set, no result) or, without next, the request is answered 503 (w is gone).
- * True when sent. */
+ * answer), else respond(ctx, w) with w->outcome and w->result. A refused send reaches
+ * next (w->outcome set, no result), even from the handler (http_resume then answers when
+ * the handler returns); without next it answers 503, at once from the handler (ctx given),
+ * else through respond's path (w is gone). True when sent. */
 bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
                http_resume_fn respond, void (*next)(struct auth_wait *w));
 /* Ends a parked request with a problem answer (503 gets Retry-After). */

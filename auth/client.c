@@ -184,7 +184,8 @@ static void auth_client_row(struct auth_wait *w)
 {
     struct auth_client_wait *cw = w->client_wait;
     if (w->outcome != PG_OK) {
-        const struct auth_client *stale = auth_client_lookup(w->auth, w->loop, cw, AUTH_CLIENT_STALE_MS);
+        const struct auth_client *stale =
+            cw->cached ? auth_client_lookup(w->auth, w->loop, cw, AUTH_CLIENT_STALE_MS) : NULL;
         if (stale != NULL) { /* stale if error: Postgres is away, the result is recent enough */
             cw->ready(w, stale);
             return;
@@ -219,6 +220,7 @@ void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct 
         ready(w, hit);
         return;
     }
+    cw->cached = cached;
     cw->ready = ready;
     w->client_wait = cw;
     w->q.params[0] = cw->client_id;

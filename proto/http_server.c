@@ -120,6 +120,8 @@ struct http_park {
     uint8_t request_id_len;
     uint8_t method_len;
     uint16_t path_len;
+    bool in_handler;              /* the handler that parked has not returned yet */
+    http_resume_fn early;         /* http_resume called from inside that handler */
     char request_id[HTTP_REQUEST_ID_BYTES_MAX];
     char method_name[16];
     char path[HTTP_PARK_PATH_BYTES];
@@ -595,12 +597,18 @@ static void http_dispatch(struct conn *conn, struct http_conn *hc, const struct 
         route->handler(&ctx);
         hc->shard->dispatching = false;
     }
-    if (ctx.parked != NULL && !ctx.responded) {
+    struct http_park *park = ctx.parked;
+    if (park != NULL && !ctx.responded && park->early == NULL) {
+        park->in_handler = false;
         http_request_park(conn, hc, &ctx);
         return;
     }
-    if (ctx.parked != NULL) /* parked, then answered at once after all (its wait was refused) */
-        loop_block_put(ctx.loop, ctx.parked, HTTP_PARK_BYTES);
+    if (park != NULL && park->early != NULL) { /* its wait ended before the handler did */
+        assert(!ctx.responded);
+        park->early(&ctx, park->state);
+    }
+    if (park != NULL) /* parked, then answered at once after all (its wait was refused) */
+        loop_block_put(ctx.loop, (char *)park, HTTP_PARK_BYTES);
     if (!ctx.responded) {
         log_msg(LOG_ERROR, "handler gave no response", "route", route ? route->name : "", NULL);
         http_respond_problem(&ctx, 500, "internal error");
@@ -966,6 +974,7 @@ void *http_park(struct http_ctx *ctx, size_t bytes)
     park->method_len = (uint8_t)http_copy_cut(park->method_name, sizeof(park->method_name),
                                               ctx->req->method_name);
     park->path_len = (uint16_t)http_copy_cut(park->path, sizeof(park->path), ctx->req->path);
+    park->in_handler = true;
     ctx->parked = park;
     return park->state;
 }
@@ -1000,6 +1009,11 @@ static void http_continue(struct conn *conn, struct http_conn *hc)
 void http_resume(void *state, http_resume_fn respond)
 {
     struct http_park *park = (struct http_park *)((char *)state - offsetof(struct http_park, state));
+    if (park->in_handler) { /* answered by http_dispatch when the handler returns */
+        assert(park->early == NULL);
+        park->early = respond;
+        return;
+    }
     struct conn *conn = park->conn;
     if (conn != NULL && !conn_closing(conn)) {
         struct http_conn *hc = conn_proto(conn);

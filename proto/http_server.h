@@ -106,9 +106,11 @@ void *http_park(struct http_ctx *ctx, size_t bytes);
 /* A handler that parked and then must answer at once after all (its wait was refused)
  * simply answers: the park is undone. */
 /* Ends a parked request, on its shard's thread, from a loop event (a store reply, a
- * worker completion, a message, a timer; never from inside another handler): calls
- * respond(ctx, state), which must answer, unless the client has gone meanwhile; then
- * frees the state and goes on with the connection's next pipelined request. */
+ * worker completion, a message, a timer; never from inside another request's handler):
+ * calls respond(ctx, state), which must answer, unless the client has gone meanwhile;
+ * then frees the state and goes on with the connection's next pipelined request. Called
+ * from inside the handler that parked (its wait ended at once, e.g. an answer from a
+ * stale cache when the store refused the query), respond runs when the handler returns. */
 typedef void (*http_resume_fn)(struct http_ctx *ctx, void *state);
 void http_resume(void *state, http_resume_fn respond);
 
