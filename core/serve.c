@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -23,6 +24,16 @@
 #include "store/store.h"
 
 #define SERVE_METRICS_BYTES 60000 /* under HTTP_RESPONSE_BYTES_MAX */
+/* How often each shard publishes its readiness for /health/ready answered on another
+ * shard: a probe sees the whole instance at most this stale. */
+#define SERVE_READY_PUBLISH_MS 100
+
+/* One shard's readiness as the others read it: written by its own thread only. */
+struct serve_shard_ready {
+    struct loop_timer timer;
+    struct loop *loop;
+    atomic_bool ready;
+};
 
 struct serve {
     struct config cfg;
@@ -32,9 +43,12 @@ struct serve {
     struct http_server *http;
     struct store *store;
     struct auth *auth;
+    struct serve_shard_ready ready[CONFIG_SHARDS_MAX];
 };
 
 static atomic_int serve_shard_failures;
+static atomic_uint serve_shards_started; /* on_start has run: "listening" waits for all */
+#define SERVE_START_WAIT_MS 10000 /* shards start in microseconds; a stuck one is a bug */
 
 /* ---- Endpoints ---------------------------------------------------------------------------- */
 
@@ -51,28 +65,55 @@ static void serve_health_check(struct buf *body, const char *name, enum store_st
     *first = false;
 }
 
-/* Ready when this shard's dependencies answer: 503 otherwise, so a load balancer
- * sends traffic elsewhere (and while shutting down, so it drains). A replica that is
- * down is reported but not fatal: reads fall back to the primary. */
+/* This shard's dependencies answer, and its revocation cache is warm. */
+static bool serve_shard_is_ready(struct serve *serve, struct loop *loop, struct store_health *h)
+{
+    store_shard_health(store_shard(serve->store, loop_index(loop)), h);
+    bool warm = serve->auth == NULL || auth_shard_ready(serve->auth, loop);
+    return h->primary != STORE_DOWN && h->redis != STORE_DOWN && h->subscriber != STORE_DOWN && warm;
+}
+
+static void serve_ready_publish(struct loop_timer *timer)
+{
+    struct serve_shard_ready *sr = (struct serve_shard_ready *)timer; /* timer is the first member */
+    struct serve *serve = loop_shared(sr->loop)->app;
+    struct store_health h;
+    atomic_store_explicit(&sr->ready, serve_shard_is_ready(serve, sr->loop, &h), memory_order_relaxed);
+    loop_timer_start(sr->loop, &sr->timer, SERVE_READY_PUBLISH_MS);
+}
+
+/* The shards whose last published state is ready, this one counted as it is now. */
+static unsigned serve_shards_ready(struct serve *serve, unsigned self, bool self_ready)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < serve->cfg.shards; i++)
+        n += i == self ? self_ready : atomic_load_explicit(&serve->ready[i].ready, memory_order_relaxed);
+    return n;
+}
+
+/* Ready when every shard's dependencies answer, 503 otherwise, so a load balancer sends
+ * traffic elsewhere (and while shutting down, so it drains): connections land on any
+ * shard, so one shard that cannot answer makes the instance unready. The checks are
+ * this shard's. A replica that is down is reported but not fatal: reads fall back to
+ * the primary. */
 static void serve_health_ready(struct http_ctx *ctx)
 {
     struct serve *serve = ctx->app;
     struct store_health h;
-    store_shard_health(store_shard(serve->store, loop_index(ctx->loop)), &h);
-    bool warm = serve->auth == NULL || auth_shard_ready(serve->auth, ctx->loop);
-    bool ready = h.primary != STORE_DOWN && h.redis != STORE_DOWN && h.subscriber != STORE_DOWN && warm &&
-                 !loop_stopping();
+    bool self_ready = serve_shard_is_ready(serve, ctx->loop, &h);
+    unsigned shards_ready = serve_shards_ready(serve, loop_index(ctx->loop), self_ready);
+    bool ready = shards_ready == serve->cfg.shards && !loop_stopping();
     struct buf body = http_scratch_buf(ctx);
-    buf_printf(&body, "{\"status\":\"%s\",\"checks\":{", loop_stopping() ? "stopping"
-                                                          : ready          ? "ready"
-                                                                           : "unavailable");
+    buf_printf(&body, "{\"status\":\"%s\",\"shards\":%u,\"shards_ready\":%u,\"checks\":{",
+               loop_stopping() ? "stopping" : ready ? "ready" : "unavailable", serve->cfg.shards, shards_ready);
     bool first = true;
     serve_health_check(&body, "postgres", h.primary, &first);
     serve_health_check(&body, "postgres_replica", h.replica, &first);
     serve_health_check(&body, "redis", h.redis, &first);
     serve_health_check(&body, "redis_subscriber", h.subscriber, &first);
     if (serve->auth != NULL)
-        serve_health_check(&body, "revocations", warm ? STORE_UP : STORE_DOWN, &first);
+        serve_health_check(&body, "revocations", auth_shard_ready(serve->auth, ctx->loop) ? STORE_UP : STORE_DOWN,
+                           &first);
     buf_append_cstr(&body, "}}");
     http_scratch_commit(ctx, &body);
     if (!ready)
@@ -171,11 +212,19 @@ static void serve_shard_start(struct loop *loop)
     store_shard_start(serve->store, loop);
     if (serve->auth != NULL)
         auth_shard_start(serve->auth, loop);
+    struct serve_shard_ready *sr = &serve->ready[loop_index(loop)];
+    sr->loop = loop;
+    sr->timer.on_expire = serve_ready_publish;
+    serve_ready_publish(&sr->timer);
+    atomic_fetch_add(&serve_shards_started, 1);
 }
 
 static void serve_shard_stop(struct loop *loop)
 {
     struct serve *serve = loop_shared(loop)->app;
+    struct serve_shard_ready *sr = &serve->ready[loop_index(loop)];
+    loop_timer_stop(loop, &sr->timer);
+    atomic_store_explicit(&sr->ready, false, memory_order_relaxed);
     if (serve->auth != NULL)
         auth_shard_stop(serve->auth, loop);
     store_shard_stop(serve->store, loop);
@@ -264,6 +313,17 @@ static int serve_start_threads(struct serve *serve)
     return 0;
 }
 
+/* "listening" means every shard answers (and publishes its readiness). */
+static int serve_wait_started(const struct serve *serve)
+{
+    for (unsigned waited = 0; atomic_load(&serve_shards_started) < serve->cfg.shards; waited++) {
+        if (waited >= SERVE_START_WAIT_MS || atomic_load(&serve_shard_failures) > 0)
+            return -TE_IO;
+        nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+    }
+    return 0;
+}
+
 int serve_main(const struct config *cfg)
 {
     static struct serve serve; /* process lifetime */
@@ -281,9 +341,11 @@ int serve_main(const struct config *cfg)
         return 1;
     int rc = serve_build(&serve);
     if (rc == 0)
-        serve_log_listening(&serve);
-    if (rc == 0)
         rc = serve_start_threads(&serve);
+    if (rc == 0)
+        rc = serve_wait_started(&serve);
+    if (rc == 0)
+        serve_log_listening(&serve);
     if (rc != 0) {
         log_msg(LOG_ERROR, "cannot start", NULL);
         loop_request_shutdown();
