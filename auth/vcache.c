@@ -4,7 +4,8 @@
  *
  * Keyed by the XXH3-128 digest of the compact token under a random per-process secret (an
  * attacker who cannot read the secret cannot aim a forged token at a cached digest; the
- * length is compared too), direct-mapped and bounded; an entry dies at the token's exp plus
+ * length is compared too), AUTH_VCACHE_WAYS-way set associative and bounded (a full set
+ * gives up the entry that expires first); an entry dies at the token's exp plus
  * the leeway jwt_verify grants, exactly when a fresh verification would refuse it. Each
  * entry names the tenant it was verified for, compared with the path's on every hit
  * (SECURITY T09): the same token at another tenant's endpoint is verified anew, and fails.
@@ -46,25 +47,51 @@ void auth_vcache_destroy(struct auth_vcache *cache)
     free(cache);
 }
 
-static struct vcache_entry *vcache_slot(struct auth_vcache *cache, struct slice token, XXH128_hash_t *digest)
+#define VCACHE_SETS (AUTH_VCACHE_SLOTS / AUTH_VCACHE_WAYS)
+_Static_assert(AUTH_VCACHE_SLOTS % AUTH_VCACHE_WAYS == 0, "whole sets");
+
+static struct vcache_entry *vcache_set(struct auth_vcache *cache, struct slice token, XXH128_hash_t *digest)
 {
     *digest = XXH3_128bits_withSecret(token.ptr, token.len, cache->secret, sizeof(cache->secret));
-    return &cache->entries[digest->low64 % AUTH_VCACHE_SLOTS];
+    return &cache->entries[(digest->low64 % VCACHE_SETS) * AUTH_VCACHE_WAYS];
+}
+
+static bool vcache_holds(const struct vcache_entry *e, XXH128_hash_t digest, size_t token_len)
+{
+    return e->used && XXH128_isEqual(e->digest, digest) && e->token_len == token_len;
 }
 
 const struct auth_vclaims *auth_vcache_get(struct auth_vcache *cache, const char *slug, struct slice token,
                                            int64_t now)
 {
     XXH128_hash_t digest;
-    struct vcache_entry *e = vcache_slot(cache, token, &digest);
-    if (!e->used || !XXH128_isEqual(e->digest, digest) || e->token_len != token.len ||
-        strcmp(e->slug, slug) != 0)
-        return NULL;
-    if (now >= e->claims.exp + JWT_LEEWAY_DEFAULT_S) {
-        e->used = false; /* expired: the slot is free again */
-        return NULL;
+    struct vcache_entry *set = vcache_set(cache, token, &digest);
+    for (int way = 0; way < AUTH_VCACHE_WAYS; way++) {
+        struct vcache_entry *e = &set[way];
+        if (!vcache_holds(e, digest, token.len) || strcmp(e->slug, slug) != 0)
+            continue;
+        if (now >= e->claims.exp + JWT_LEEWAY_DEFAULT_S) {
+            e->used = false; /* expired: the entry is free again */
+            return NULL;
+        }
+        return &e->claims;
     }
-    return &e->claims;
+    return NULL;
+}
+
+/* The entry to fill: the token's own (verified again, e.g. for another tenant), a free
+ * one, else the one that expires first. */
+static struct vcache_entry *vcache_victim(struct vcache_entry *set, XXH128_hash_t digest, size_t token_len)
+{
+    struct vcache_entry *victim = &set[0];
+    for (int way = 0; way < AUTH_VCACHE_WAYS; way++) {
+        struct vcache_entry *e = &set[way];
+        if (!e->used || vcache_holds(e, digest, token_len))
+            return e;
+        if (e->claims.exp < victim->claims.exp)
+            victim = e;
+    }
+    return victim;
 }
 
 static bool vcache_copy(char *dst, size_t cap, const char *src)
@@ -79,7 +106,7 @@ static bool vcache_copy(char *dst, size_t cap, const char *src)
 void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice token, const struct jwt_claims *c)
 {
     XXH128_hash_t digest;
-    struct vcache_entry *e = vcache_slot(cache, token, &digest);
+    struct vcache_entry *e = vcache_victim(vcache_set(cache, token, &digest), digest, token.len);
     struct auth_vclaims *v = &e->claims;
     e->used = false;
     if (!vcache_copy(v->sub, sizeof(v->sub), c->sub) || !vcache_copy(v->client_id, sizeof(v->client_id), c->client_id) ||
