@@ -32,7 +32,7 @@
 struct serve_shard_ready {
     struct loop_timer timer;
     struct loop *loop;
-    atomic_bool ready;
+    atomic_int readiness; /* enum serve_readiness */
 };
 
 struct serve {
@@ -65,12 +65,22 @@ static void serve_health_check(struct buf *body, const char *name, enum store_st
     *first = false;
 }
 
-/* This shard's dependencies answer, and its revocation cache is warm. */
-static bool serve_shard_is_ready(struct serve *serve, struct loop *loop, struct store_health *h)
+/* A shard's readiness, ordered: the instance's is its least ready shard's. */
+enum serve_readiness {
+    SERVE_UNAVAILABLE, /* Postgres away or revocations not caught up: 503 */
+    SERVE_DEGRADED,    /* Redis away: revocations arrive by the Postgres poll (SECURITY F06) */
+    SERVE_READY,
+};
+
+static const char *const serve_readiness_names[] = { "unavailable", "degraded", "ready" };
+
+static enum serve_readiness serve_shard_readiness(struct serve *serve, struct loop *loop, struct store_health *h)
 {
     store_shard_health(store_shard(serve->store, loop_index(loop)), h);
     bool warm = serve->auth == NULL || auth_shard_ready(serve->auth, loop);
-    return h->primary != STORE_DOWN && h->redis != STORE_DOWN && h->subscriber != STORE_DOWN && warm;
+    if (h->primary == STORE_DOWN || !warm)
+        return SERVE_UNAVAILABLE;
+    return h->redis == STORE_DOWN || h->subscriber == STORE_DOWN ? SERVE_DEGRADED : SERVE_READY;
 }
 
 static void serve_ready_publish(struct loop_timer *timer)
@@ -78,34 +88,43 @@ static void serve_ready_publish(struct loop_timer *timer)
     struct serve_shard_ready *sr = (struct serve_shard_ready *)timer; /* timer is the first member */
     struct serve *serve = loop_shared(sr->loop)->app;
     struct store_health h;
-    atomic_store_explicit(&sr->ready, serve_shard_is_ready(serve, sr->loop, &h), memory_order_relaxed);
+    atomic_store_explicit(&sr->readiness, serve_shard_readiness(serve, sr->loop, &h), memory_order_relaxed);
     loop_timer_start(sr->loop, &sr->timer, SERVE_READY_PUBLISH_MS);
 }
 
-/* The shards whose last published state is ready, this one counted as it is now. */
-static unsigned serve_shards_ready(struct serve *serve, unsigned self, bool self_ready)
+/* The least ready shard's state (this one's as it is now), and how many are fully ready. */
+static enum serve_readiness serve_instance_readiness(struct serve *serve, unsigned self, enum serve_readiness mine,
+                                                     unsigned *shards_ready)
 {
-    unsigned n = 0;
-    for (unsigned i = 0; i < serve->cfg.shards; i++)
-        n += i == self ? self_ready : atomic_load_explicit(&serve->ready[i].ready, memory_order_relaxed);
-    return n;
+    enum serve_readiness least = SERVE_READY;
+    *shards_ready = 0;
+    for (unsigned i = 0; i < serve->cfg.shards; i++) {
+        enum serve_readiness r =
+            i == self ? mine : (enum serve_readiness)atomic_load_explicit(&serve->ready[i].readiness,
+                                                                          memory_order_relaxed);
+        *shards_ready += r == SERVE_READY;
+        least = r < least ? r : least;
+    }
+    return least;
 }
 
-/* Ready when every shard's dependencies answer, 503 otherwise, so a load balancer sends
- * traffic elsewhere (and while shutting down, so it drains): connections land on any
- * shard, so one shard that cannot answer makes the instance unready. The checks are
- * this shard's. A replica that is down is reported but not fatal: reads fall back to
- * the primary. */
+/* 200 when every shard can serve, 503 otherwise, so a load balancer sends traffic
+ * elsewhere (and while shutting down, so it drains): connections land on any shard, so
+ * one shard that cannot answer makes the instance unready. Redis away is "degraded" but
+ * 200: every instance shares it, and taking them all out would turn a slower revocation
+ * fan-out into an outage. The checks are this shard's. A replica that is down is
+ * reported but not fatal: reads fall back to the primary. */
 static void serve_health_ready(struct http_ctx *ctx)
 {
     struct serve *serve = ctx->app;
     struct store_health h;
-    bool self_ready = serve_shard_is_ready(serve, ctx->loop, &h);
-    unsigned shards_ready = serve_shards_ready(serve, loop_index(ctx->loop), self_ready);
-    bool ready = shards_ready == serve->cfg.shards && !loop_stopping();
+    unsigned shards_ready = 0;
+    enum serve_readiness mine = serve_shard_readiness(serve, ctx->loop, &h);
+    enum serve_readiness least = serve_instance_readiness(serve, loop_index(ctx->loop), mine, &shards_ready);
+    bool serving = least != SERVE_UNAVAILABLE && !loop_stopping();
     struct buf body = http_scratch_buf(ctx);
     buf_printf(&body, "{\"status\":\"%s\",\"shards\":%u,\"shards_ready\":%u,\"checks\":{",
-               loop_stopping() ? "stopping" : ready ? "ready" : "unavailable", serve->cfg.shards, shards_ready);
+               loop_stopping() ? "stopping" : serve_readiness_names[least], serve->cfg.shards, shards_ready);
     bool first = true;
     serve_health_check(&body, "postgres", h.primary, &first);
     serve_health_check(&body, "postgres_replica", h.replica, &first);
@@ -116,9 +135,9 @@ static void serve_health_ready(struct http_ctx *ctx)
                            &first);
     buf_append_cstr(&body, "}}");
     http_scratch_commit(ctx, &body);
-    if (!ready)
+    if (!serving)
         http_header_add(ctx, "Retry-After", SLICE_LIT("1"));
-    http_respond(ctx, ready ? 200 : 503, "application/json", buf_slice(&body));
+    http_respond(ctx, serving ? 200 : 503, "application/json", buf_slice(&body));
 }
 
 static uint64_t serve_load(const uint64_t *counter)
@@ -224,7 +243,7 @@ static void serve_shard_stop(struct loop *loop)
     struct serve *serve = loop_shared(loop)->app;
     struct serve_shard_ready *sr = &serve->ready[loop_index(loop)];
     loop_timer_stop(loop, &sr->timer);
-    atomic_store_explicit(&sr->ready, false, memory_order_relaxed);
+    atomic_store_explicit(&sr->readiness, SERVE_UNAVAILABLE, memory_order_relaxed);
     if (serve->auth != NULL)
         auth_shard_stop(serve->auth, loop);
     store_shard_stop(serve->store, loop);

@@ -213,7 +213,8 @@ def wait_ready(port, seconds=20.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if call(port, "GET", "/health/ready")[0] == 200:
+            status, _, body = call(port, "GET", "/health/ready")[:3]
+            if status == 200 and json.loads(body).get("status") == "ready":
                 return True
         except OSError:
             pass

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Readiness follows the dependencies, and serve refuses an old schema (issue 4).
 
-- With TESSERA_REDIS_URL: /health/ready is 200 with checks.redis "up" once each shard's
-  Redis client is connected; Redis killed: 503 with "down" and Retry-After within a few
-  seconds (every shard); Redis back: 200 again, reconnected by itself.
+- With TESSERA_REDIS_URL: /health/ready is 200 "ready" with checks.redis "up" once each
+  shard's Redis client is connected; Redis killed: within a few seconds 200 "degraded" with
+  redis "down" on every shard (SECURITY F06: Redis carries the revocation fan-out, which falls
+  back to polling Postgres; every instance shares it, so it must not take them all out of a
+  load balancer); Redis back: "ready" again, reconnected by itself.
 - With TESSERA_PG_URL (needs TESSERA_TEST_PG_URL from tests/run, else those checks skip):
   an unmigrated database: serve exits 1 and names `tessera migrate`; with
   TESSERA_AUTO_MIGRATE=1 it migrates and serves; an unreachable database: exit 1.
@@ -45,12 +47,13 @@ def ready_states(port, tries=8):
     return states
 
 
-def wait_for(port, want_status):
+def wait_for(port, want_status, want_state, shards_ready):
     deadline = time.monotonic() + POLL_S
     states = []
     while time.monotonic() < deadline:
         states = ready_states(port)
-        if all(status == want_status for status, _, _ in states):
+        if all(status == want_status and body.get("status") == want_state and
+               body.get("shards_ready") == shards_ready for status, body, _ in states):
             return states
         time.sleep(0.2)
     return states
@@ -63,23 +66,25 @@ def test_redis_readiness(res):
         srv = Server(TESSERA_SHARDS=2, TESSERA_REDIS_URL="redis://127.0.0.1:%d" % port)
         try:
             srv.start()
-            states = wait_for(srv.port, 200)
+            states = wait_for(srv.port, 200, "ready", 2)
             res.check("ready 200 with redis up on every shard",
                       states and all(s == 200 and b["checks"].get("redis") == "up" for s, b, _ in states),
                       repr(states[:2]))
             redis.kill()
             redis.wait()
-            states = wait_for(srv.port, 503)
-            res.check("Redis down: ready 503, redis down, Retry-After",
-                      states and all(s == 503 and b["checks"].get("redis") == "down" and ra
+            states = wait_for(srv.port, 200, "degraded", 0)
+            res.check("F06: Redis down: ready 200 \"degraded\", redis down, on every shard",
+                      states and all(s == 200 and b["status"] == "degraded" and
+                                     b["checks"].get("redis") == "down" and b["shards_ready"] == 0
                                      for s, b, ra in states), repr(states[:2]))
             resp, _, sock = exchange(srv.port, get("/health/live", extra="Connection: close\r\n"))
             sock.close()
             res.check("Redis down: liveness stays 200", resp.status == 200)
             redis = start_redis(port, workdir)
-            states = wait_for(srv.port, 200)
+            states = wait_for(srv.port, 200, "ready", 2)
             res.check("Redis back: ready 200 again, reconnected by itself",
-                      states and all(s == 200 for s, _, _ in states), repr(states[:2]))
+                      states and all(s == 200 and b["status"] == "ready" and b["shards_ready"] == 2
+                                     for s, b, _ in states), repr(states[:2]))
             check_clean_exit(res, srv)
         finally:
             srv.kill()
