@@ -9,6 +9,7 @@
  * pool is 503 + Retry-After, SECURITY F15) → the user and its audit row inserted in one
  * statement (a taken username is 409) → 201, only after the commit. */
 #include "auth/auth_int.h"
+#include "auth/pwlist.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -102,6 +103,8 @@ static const char *register_parse(struct register_wait *rw, struct slice body)
         return "username must be 1 to 128 bytes of printable text without surrounding spaces";
     if (rw->password_len < REGISTER_PASSWORD_MIN)
         return "password must be at least 8 characters";
+    if (pwlist_is_common(rw->password, rw->password_len))
+        return "password is too common; choose another"; /* NIST SP 800-63B §5.1.1.2 */
     if (elen > 0 && !register_email_valid(rw->email, elen))
         return "email is not an address";
     return NULL;
