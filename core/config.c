@@ -212,6 +212,51 @@ static int config_load_storage(struct config *cfg, FILE *err)
     return bad;
 }
 
+/* A bare address local@domain: one '@' with something on both sides, a dot in the domain, no
+ * space, control character, angle bracket, comma or quote (a display name or a list would be
+ * header syntax, and CR/LF header injection). auth/outbox.c checks the full grammar again. */
+static bool config_mail_address_plausible(const char *v)
+{
+    const char *at = strchr(v, '@');
+    if (at == NULL || at == v || strchr(at + 1, '@') != NULL || strchr(at + 1, '.') == NULL ||
+        at[1] == '.' || v[strlen(v) - 1] == '.')
+        return false;
+    for (const char *p = v; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c >= 0x7f || strchr("<>,;:\"()[]\\", c) != NULL)
+            return false;
+    }
+    return true;
+}
+
+/* TESSERA_SMTP_URL (issue 6: verification and reset mails; unset: none are sent) and what it
+ * needs: TESSERA_SMTP_FROM, and TESSERA_PG_URL (the email_outbox table). After the storage. */
+static int config_load_smtp(struct config *cfg, FILE *err)
+{
+    static const char *const smtp_schemes[] = { "smtp://", "smtps://", NULL };
+    int bad = config_copy_url(err, "TESSERA_SMTP_URL", smtp_schemes, cfg->smtp_url,
+                              sizeof(cfg->smtp_url));
+    const char *v = getenv("TESSERA_SMTP_FROM");
+    cfg->smtp_from[0] = '\0';
+    if (v != NULL && v[0] != '\0') {
+        bool long_value = strlen(v) >= sizeof(cfg->smtp_from);
+        if (long_value || !config_mail_address_plausible(v))
+            bad += config_bad(err, "TESSERA_SMTP_FROM", long_value ? "…" : v,
+                              "expected a bare address, e.g. no-reply@example.com");
+        else
+            strcpy(cfg->smtp_from, v);
+    }
+    if (cfg->smtp_url[0] != '\0' && cfg->smtp_from[0] == '\0' && (v == NULL || v[0] == '\0')) {
+        fprintf(err, "tessera: TESSERA_SMTP_URL needs TESSERA_SMTP_FROM (the sender address)\n");
+        bad++;
+    }
+    if (cfg->smtp_url[0] != '\0' && cfg->pg_url[0] == '\0') {
+        fprintf(err, "tessera: TESSERA_SMTP_URL needs TESSERA_PG_URL (mails wait in its outbox)\n");
+        bad++;
+    }
+    return bad;
+}
+
 int config_load(struct config *cfg, FILE *err)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -228,6 +273,7 @@ int config_load(struct config *cfg, FILE *err)
         }
     }
     bad += config_load_storage(cfg, err);
+    bad += config_load_smtp(cfg, err);
     bad += config_copy_path(err, "TESSERA_TLS_CERT_FILE", cfg->tls_cert_file, sizeof(cfg->tls_cert_file));
     bad += config_copy_path(err, "TESSERA_TLS_KEY_FILE", cfg->tls_key_file, sizeof(cfg->tls_key_file));
     if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0')) {
@@ -253,7 +299,10 @@ void config_print_help(FILE *out)
             "  TESSERA_PG_REPLICA_URL  read replica URL for read-only queries (unset: primary)\n"
             "  TESSERA_MASTER_KEY_FILE 64 hex digits, mode 0600: seals private signing keys\n"
             "  TESSERA_REDIS_URL       Redis URL (unset: single-instance mode)\n"
-            "  TESSERA_AUTO_MIGRATE    1: migrate at start instead of refusing an old schema (0)\n");
+            "  TESSERA_AUTO_MIGRATE    1: migrate at start instead of refusing an old schema (0)\n"
+            "  TESSERA_SMTP_URL        smtp://host:port or smtps://… relay for verification and\n"
+            "                          reset mails (unset: no mail is sent)\n"
+            "  TESSERA_SMTP_FROM       sender address of those mails, e.g. no-reply@example.com\n");
     for (size_t i = 0; i < sizeof(config_uints) / sizeof(config_uints[0]); i++)
         fprintf(out, "  %-27s %s (%u)\n", config_uints[i].name, config_uints[i].help,
                 config_uints[i].fallback);

@@ -17,6 +17,8 @@
 #define CONFIG_PATH_BYTES_MAX 1024
 #define CONFIG_URL_BYTES_MAX 512
 #define CONFIG_HEADER_FIELDS_MAX 64 /* = HTTP1_HEADER_FIELDS_MAX, the parser's array size */
+/* A sender address: RFC 5321 §4.5.3.1.3, a path is 256 octets with its angle brackets. */
+#define CONFIG_MAIL_ADDRESS_BYTES_MAX 254
 
 struct config {
     struct sockaddr_storage listen_addr;
@@ -51,6 +53,8 @@ struct config {
     uint32_t rate_client_per_s;           /* OAuth requests per client per second; 0: no limit */
     uint32_t rate_address_per_s;          /* OAuth requests per source address per second; 0: none */
     uint32_t rate_burst_s;                /* bursts of this many seconds' worth are let through */
+    char smtp_url[CONFIG_URL_BYTES_MAX];  /* smtp:// or smtps:// relay; empty: no mail is sent */
+    char smtp_from[CONFIG_MAIL_ADDRESS_BYTES_MAX + 1]; /* sender address; set with smtp_url */
 };
 
 /* Fills cfg from getenv. Returns 0, or the number of bad values (each reported on err). */
