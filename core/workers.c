@@ -2,15 +2,16 @@
  * threads run them and hand each job back to its shard, which calls job->done on
  * its own thread.
  *
- * Submission: one FIFO of jobs (linked through job->next, no allocation) under one
- * mutex, with a condition variable the idle workers sleep on. A lock is fine here:
+ * Submission: two FIFOs of jobs (linked through job->next, no allocation), urgent and
+ * ordinary, under one mutex, with a condition variable the idle workers sleep on; a
+ * worker takes an urgent job first. A lock is fine here:
  * a job is by definition work of 50 µs or more (DESIGN §1), so a short critical
  * section per job is noise, and the request hot path (verification, introspection)
  * never submits.
  *
  * Bound: `in_flight` counts jobs queued, running, or completed but not yet drained
- * by their shard, and never exceeds WORKERS_JOBS_MAX; a submit past it answers
- * -TE_FULL (503 + Retry-After, DESIGN §6). Counting undrained completions too means
+ * by their shard; ordinary submits stop at WORKERS_JOBS_MAX and answer -TE_FULL (503 +
+ * Retry-After, DESIGN §6), urgent ones may use WORKERS_URGENT_RESERVE places more. Counting undrained completions too means
  * the pool's memory of a shard's jobs is bounded even if a shard is slow to drain.
  *
  * Completion: each shard has a lock-free multi-producer list: a worker pushes the
@@ -55,13 +56,20 @@ struct workers_shard {
     struct worker_job *ready_tail;
 };
 
+/* Jobs linked through job->next, oldest first. */
+struct workers_fifo {
+    struct worker_job *head;
+    struct worker_job *tail;
+};
+
 struct workers {
     pthread_mutex_t lock;
     pthread_cond_t wake; /* a job was queued, or the pool is stopping */
-    struct worker_job *queue_head; /* under lock, oldest first */
-    struct worker_job *queue_tail;
+    struct workers_fifo urgent;    /* under lock: taken before any ordinary job */
+    struct workers_fifo ordinary;  /* under lock */
     bool stopping;                 /* under lock */
-    alignas(WORKERS_CACHE_LINE_BYTES) atomic_uint in_flight; /* <= WORKERS_JOBS_MAX */
+    /* <= WORKERS_JOBS_MAX + WORKERS_URGENT_RESERVE; ordinary jobs stop at WORKERS_JOBS_MAX */
+    alignas(WORKERS_CACHE_LINE_BYTES) atomic_uint in_flight;
     unsigned shards;
     unsigned threads_started;
     pthread_t *threads;
@@ -87,18 +95,36 @@ static void workers_complete(struct workers *workers, struct worker_job *job)
     wake_signal(&shard->wake); /* S2 */
 }
 
-/* Takes the oldest queued job, sleeping while there is none. NULL: stop. */
+static void workers_fifo_push(struct workers_fifo *q, struct worker_job *job)
+{
+    if (q->tail == NULL)
+        q->head = job;
+    else
+        q->tail->next = job;
+    q->tail = job;
+}
+
+static struct worker_job *workers_fifo_pop(struct workers_fifo *q)
+{
+    struct worker_job *job = q->head;
+    if (job != NULL) {
+        q->head = job->next;
+        if (q->head == NULL)
+            q->tail = NULL;
+    }
+    return job;
+}
+
+/* Takes the oldest urgent job, else the oldest ordinary one, sleeping while there is
+ * none. NULL: stop. */
 static struct worker_job *workers_next(struct workers *workers)
 {
     pthread_mutex_lock(&workers->lock);
-    while (workers->queue_head == NULL && !workers->stopping)
+    while (workers->urgent.head == NULL && workers->ordinary.head == NULL && !workers->stopping)
         pthread_cond_wait(&workers->wake, &workers->lock);
-    struct worker_job *job = workers->queue_head;
-    if (job != NULL) {
-        workers->queue_head = job->next;
-        if (workers->queue_head == NULL)
-            workers->queue_tail = NULL;
-    }
+    struct worker_job *job = workers_fifo_pop(&workers->urgent);
+    if (job == NULL)
+        job = workers_fifo_pop(&workers->ordinary);
     pthread_mutex_unlock(&workers->lock);
     return job;
 }
@@ -129,7 +155,7 @@ static void workers_stop(struct workers *workers)
         (void)rc;
     }
     workers->threads_started = 0;
-    assert(workers->queue_head == NULL);
+    assert(workers->urgent.head == NULL && workers->ordinary.head == NULL);
 }
 
 /* Starts the threads with every signal blocked, so process-directed signals go to
@@ -220,13 +246,13 @@ void workers_destroy(struct workers *workers)
     workers_free(workers);
 }
 
-/* Reserves one of the WORKERS_JOBS_MAX places, or says there is none. */
-static bool workers_reserve(struct workers *workers)
+/* Reserves one place below limit, or says there is none. */
+static bool workers_reserve(struct workers *workers, unsigned limit)
 {
     unsigned count = atomic_load_explicit(&workers->in_flight, memory_order_relaxed);
     do {
-        assert(count <= WORKERS_JOBS_MAX);
-        if (count == WORKERS_JOBS_MAX)
+        assert(count <= WORKERS_JOBS_MAX + WORKERS_URGENT_RESERVE);
+        if (count >= limit)
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&workers->in_flight, &count, count + 1,
                                                     memory_order_relaxed,
@@ -234,27 +260,33 @@ static bool workers_reserve(struct workers *workers)
     return true;
 }
 
-int workers_submit(struct workers *workers, unsigned shard, struct worker_job *job)
+static int workers_enqueue(struct workers *workers, unsigned shard, struct worker_job *job, bool urgent)
 {
     assert(workers != NULL);
     assert(shard < workers->shards);
     assert(job != NULL);
     assert(job->run != NULL);
     assert(job->done != NULL);
-    if (!workers_reserve(workers))
+    if (!workers_reserve(workers, urgent ? WORKERS_JOBS_MAX + WORKERS_URGENT_RESERVE : WORKERS_JOBS_MAX))
         return -TE_FULL; /* the job was not taken: the caller answers 503 */
     job->shard = shard;
     job->next = NULL;
     pthread_mutex_lock(&workers->lock);
     assert(!workers->stopping); /* submitting after destroy began is a bug */
-    if (workers->queue_tail == NULL)
-        workers->queue_head = job;
-    else
-        workers->queue_tail->next = job;
-    workers->queue_tail = job;
+    workers_fifo_push(urgent ? &workers->urgent : &workers->ordinary, job);
     pthread_cond_signal(&workers->wake);
     pthread_mutex_unlock(&workers->lock);
     return 0;
+}
+
+int workers_submit(struct workers *workers, unsigned shard, struct worker_job *job)
+{
+    return workers_enqueue(workers, shard, job, false);
+}
+
+int workers_submit_urgent(struct workers *workers, unsigned shard, struct worker_job *job)
+{
+    return workers_enqueue(workers, shard, job, true);
 }
 
 /* Moves every completion the workers have pushed to the shard's ready list,

@@ -16,6 +16,9 @@
 #include "core/err.h"
 
 #define WORKERS_JOBS_MAX 1024 /* DESIGN §6: worker queue, 1,024 jobs → 503 + Retry-After */
+/* Places only urgent jobs may take, above WORKERS_JOBS_MAX: a shard's concurrent cold key
+ * loads and token signatures, far fewer than this, are never refused by a login flood. */
+#define WORKERS_URGENT_RESERVE 64
 
 struct worker_job {
     void (*run)(struct worker_job *job);  /* on a worker thread: no shard state touched */
@@ -36,6 +39,12 @@ void workers_destroy(struct workers *workers);
 /* Called by shard `shard` only. Returns 0, or -TE_FULL when WORKERS_JOBS_MAX jobs
  * are queued or running (the job was not taken). */
 int workers_submit(struct workers *workers, unsigned shard, struct worker_job *job);
+
+/* Like workers_submit, for short jobs a request on the hot path waits on (a tenant's keys
+ * loaded, a token signed): taken by the next free worker ahead of every ordinary job
+ * (SECURITY F15: a flood of Argon2id logins must not stall /verify), and refused only
+ * once WORKERS_URGENT_RESERVE places past WORKERS_JOBS_MAX are taken too. */
+int workers_submit_urgent(struct workers *workers, unsigned shard, struct worker_job *job);
 
 /* Called by shard `shard` only: calls done for up to max completed jobs of this
  * shard, in completion order. Returns how many. */

@@ -1,4 +1,6 @@
 /* tests/core/test_workers.c: proves that the worker pool (core/workers.c)
+ *  - urgent jobs take WORKERS_URGENT_RESERVE places past a full ordinary queue and run
+ *    ahead of every queued ordinary job, in their own submission order;
  *  - takes exactly WORKERS_JOBS_MAX jobs while its threads are held at a gate, then
  *    answers -TE_FULL without taking the job; once the gate opens every taken job
  *    runs once and its done runs exactly once, on the submitting thread, and the
@@ -212,6 +214,54 @@ static void test_bound(void)
     workers_destroy(pool);
 }
 
+/* ---- the urgent lane (SECURITY F15: a login flood must not stall key loads) ---- */
+
+static void test_urgent(void)
+{
+    enum { URGENT_SEQ = 100000 };
+    struct workers *pool = workers_create(1, 1); /* one worker: completion order is run order */
+    CHECK(pool != NULL);
+    static struct test_job ordinary[WORKERS_JOBS_MAX + 1], urgent[WORKERS_URGENT_RESERVE + 1];
+    static uint64_t order[WORKERS_JOBS_MAX + WORKERS_URGENT_RESERVE];
+    size_t order_len = 0;
+    pthread_mutex_lock(&test_gate_lock);
+    test_gate_open = false;
+    pthread_mutex_unlock(&test_gate_lock);
+    atomic_store(&test_gate_waiting, 0);
+    for (size_t i = 0; i <= WORKERS_JOBS_MAX; i++) {
+        test_job_init(&ordinary[i], i);
+        ordinary[i].order = order;
+        ordinary[i].order_len = &order_len;
+        ordinary[i].job.run = i == 0 ? test_gated_run : test_job_run;
+        CHECK(workers_submit(pool, 0, &ordinary[i].job) == (i < WORKERS_JOBS_MAX ? 0 : -TE_FULL));
+        while (i == 0 && atomic_load(&test_gate_waiting) < 1 && !test_deadline_passed())
+            sched_yield(); /* the worker holds job 0: every later job waits in the queues */
+    }
+    for (size_t i = 0; i <= WORKERS_URGENT_RESERVE; i++) {
+        test_job_init(&urgent[i], URGENT_SEQ + i);
+        urgent[i].order = order;
+        urgent[i].order_len = &order_len;
+        CHECK(workers_submit_urgent(pool, 0, &urgent[i].job) == (i < WORKERS_URGENT_RESERVE ? 0 : -TE_FULL));
+    }
+    CHECK(workers_submit(pool, 0, &ordinary[WORKERS_JOBS_MAX].job) == -TE_FULL);
+    pthread_mutex_lock(&test_gate_lock);
+    test_gate_open = true;
+    pthread_cond_broadcast(&test_gate_cond);
+    pthread_mutex_unlock(&test_gate_lock);
+    size_t done = 0;
+    uint64_t drains = 0, writes = 0;
+    size_t total = WORKERS_JOBS_MAX + WORKERS_URGENT_RESERVE;
+    test_drain_until(pool, 0, total, &done, &drains, &writes);
+    CHECK(done == total && order_len == total);
+    /* Job 0 was running; then every urgent job, in submission order, before any ordinary one. */
+    CHECK(order[0] == 0);
+    for (size_t i = 0; i < WORKERS_URGENT_RESERVE; i++)
+        CHECK(order[1 + i] == URGENT_SEQ + i);
+    for (size_t i = 1 + WORKERS_URGENT_RESERVE; i < total; i++)
+        CHECK(order[i] == i - WORKERS_URGENT_RESERVE);
+    workers_destroy(pool);
+}
+
 /* ---- completion order, strict waking ---- */
 
 /* Drains only when the eventfd says so, never on speculation: a completion left
@@ -399,6 +449,7 @@ int main(void)
 {
     test_start = time(NULL);
     test_bound();
+    test_urgent();
     test_order();
     test_destroy_runs_queued();
     test_serial();
