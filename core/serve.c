@@ -291,12 +291,14 @@ static int serve_build(struct serve *serve)
 
 static void serve_teardown(struct serve *serve)
 {
+    /* Workers first: a queued job still reads its parked request (a loop's block) and auth's
+     * state (the password policy, tenant keys) while it runs. */
+    if (serve->shared.workers)
+        workers_destroy(serve->shared.workers);
     store_destroy(serve->store);
     auth_destroy(serve->auth);
     for (unsigned i = 0; i < serve->cfg.shards; i++)
         loop_destroy(serve->loops[i]);
-    if (serve->shared.workers)
-        workers_destroy(serve->shared.workers);
     if (serve->shared.mailbox)
         mailbox_destroy(serve->shared.mailbox);
     http_server_destroy(serve->http);
