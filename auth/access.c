@@ -4,7 +4,11 @@
  * First the shard's verified-token cache (auth/vcache.c); on a miss, the full RFC 9068 /
  * RFC 8725 validation by crypto/jwt against the shard's copy of the tenant's keys: typ
  * at+jwt, issuer and audience the tenant's issuer URL byte for byte, tid the tenant's id,
- * exp/nbf/iat with the default leeway (SECURITY J rows, T01). A valid token is cached. */
+ * exp/nbf/iat with the default leeway (SECURITY J rows, T01). A valid token is cached.
+ *
+ * Revocation is checked on every call, cached or not: by jti (RFC 7009) and, for a user's
+ * token, by its session id (sid: a logout or a refresh-token reuse, RFC 9700 §4.14.2, kills
+ * every access token of the session at once). */
 #include "auth/auth_int.h"
 
 #include <assert.h>
@@ -29,10 +33,20 @@ static void access_from_cache(const struct auth_vclaims *v, struct jwt_claims *o
     access_copy(out->client_id, sizeof(out->client_id), v->client_id);
     access_copy(out->tid, sizeof(out->tid), v->tid);
     access_copy(out->jti, sizeof(out->jti), v->jti);
+    access_copy(out->sid, sizeof(out->sid), v->sid);
     access_copy(out->scope, sizeof(out->scope), v->scope);
     out->exp = v->exp;
     out->iat = v->iat;
     out->nbf = v->nbf;
+}
+
+/* True when the token's jti or its session was revoked. */
+static bool access_revoked(const struct auth_revoked *revoked, const char *tid, const char *jti,
+                           const char *sid, int64_t now)
+{
+    if (auth_revoked_has(revoked, auth_revoked_key(tid, "jti", jti), now))
+        return true;
+    return sid[0] != '\0' && auth_revoked_has(revoked, auth_revoked_key(tid, "sid", sid), now);
 }
 
 int auth_access_check(const struct auth *auth, const struct loop *loop, const char *slug,
@@ -49,7 +63,7 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
         cache = NULL;
     const struct auth_vclaims *seen = cache ? auth_vcache_get(cache, slug, token, now) : NULL;
     if (seen != NULL) {
-        if (auth_revoked_has(revoked, auth_revoked_key(seen->tid, "jti", seen->jti), now))
+        if (access_revoked(revoked, seen->tid, seen->jti, seen->sid, now))
             return -TE_INVAL;
         access_from_cache(seen, &claims);
         *out = &claims;
@@ -72,7 +86,7 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
     };
     if (b.overflow || jwt_verify(&tenant->keys, &expect, token.ptr, token.len, scratch, sizeof(scratch), &claims) != 0)
         return -TE_INVAL;
-    if (auth_revoked_has(revoked, auth_revoked_key(claims.tid, "jti", claims.jti), now))
+    if (access_revoked(revoked, claims.tid, claims.jti, claims.sid, now))
         return -TE_INVAL;
     if (cache != NULL)
         auth_vcache_put(cache, slug, token, &claims);

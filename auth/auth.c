@@ -51,6 +51,24 @@ static int auth_start_rotation(struct auth *auth)
     return 0;
 }
 
+/* The email outbox sender (auth/outbox.h): a thread of its own, off the shards (libpq and
+ * libcurl block), when a relay is configured. */
+static int auth_start_outbox(struct auth *auth)
+{
+    if (auth->cfg->smtp_url[0] == '\0' || auth->cfg->pg_url[0] == '\0')
+        return 0;
+    struct outbox_config oc = {
+        .pg_url = auth->cfg->pg_url,
+        .smtp_url = auth->cfg->smtp_url,
+        .from = auth->cfg->smtp_from,
+    };
+    if (outbox_sender_start(&oc, &auth->outbox) != 0) {
+        log_msg(LOG_ERROR, "cannot start the email outbox sender", NULL);
+        return -TE_IO;
+    }
+    return 0;
+}
+
 struct auth *auth_create(const struct config *cfg, struct store *store, struct workers *workers)
 {
     struct auth *auth = calloc(1, sizeof(*auth));
@@ -70,7 +88,7 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
         return NULL;
     }
     store_on_event(store, auth_on_event, auth);
-    if (auth_start_rotation(auth) != 0) {
+    if (auth_start_rotation(auth) != 0 || auth_start_outbox(auth) != 0) {
         auth_destroy(auth);
         return NULL;
     }
@@ -92,6 +110,7 @@ void auth_destroy(struct auth *auth)
     if (auth == NULL)
         return;
     keys_rotator_stop(auth->rotator);
+    outbox_sender_stop(auth->outbox); /* serve destroys the workers first: none wakes it now */
     for (unsigned i = 0; i < CONFIG_SHARDS_MAX; i++) {
         struct auth_shard *shard = auth->shards[i];
         for (size_t t = 0; shard != NULL && t < AUTH_TENANT_SLOTS; t++) {
@@ -120,6 +139,8 @@ int auth_routes(struct auth *auth, struct http_server *http)
     rc = rc != 0 ? rc : auth_introspect_routes(auth, http);
     rc = rc != 0 ? rc : auth_revoke_routes(auth, http);
     rc = rc != 0 ? rc : auth_discovery_routes(auth, http);
+    rc = rc != 0 ? rc : auth_login_routes(auth, http);
+    rc = rc != 0 ? rc : auth_logout_routes(auth, http);
     return rc != 0 ? rc : auth_token_routes(auth, http);
 }
 

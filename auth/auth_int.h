@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "auth/auth.h"
+#include "auth/outbox.h"
 #include "crypto/ct.h"
 #include "crypto/hash.h"
 #include "crypto/jwt.h"
@@ -56,6 +57,7 @@ struct auth_vclaims {
     char client_id[129];
     char tid[CT_UUID_TEXT_LEN + 1];
     char jti[65];
+    char sid[CT_UUID_TEXT_LEN + 1]; /* "" when the token has none (client_credentials) */
     char scope[257];
     int64_t exp;
     int64_t iat;
@@ -104,6 +106,10 @@ bool auth_revoked_has(const struct auth_revoked *r, uint64_t key, int64_t now);
 void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp);
 /* An event said revocation seq committed somewhere: catch up if it is news. */
 void auth_revoked_heard(struct auth_revoked *r, int64_t seq);
+struct auth_wait;
+/* A revocation committed with seq (auth/revoke.c): applied on this shard, sent to every
+ * local shard, published for the other instances (DESIGN §1's protocol, steps 2 and 3). */
+void auth_revoke_spread(struct auth_wait *w, uint64_t key, int64_t exp, int64_t seq);
 
 struct auth_shard {
     struct auth_rate *rate;
@@ -122,6 +128,7 @@ struct auth {
     bool has_master;               /* TESSERA_MASTER_KEY_FILE was given and read */
     struct seal_key master;        /* opens the sealed private signing keys */
     struct keys_rotator *rotator;  /* scheduled key rotation (store/keys.h), or NULL */
+    struct outbox_sender *outbox;  /* the email outbox sender (auth/outbox.h), or NULL */
     struct auth_shard *shards[CONFIG_SHARDS_MAX];
 };
 
@@ -336,5 +343,61 @@ int auth_verify_routes(struct auth *auth, struct http_server *http);
 int auth_introspect_routes(struct auth *auth, struct http_server *http);
 int auth_revoke_routes(struct auth *auth, struct http_server *http);
 int auth_discovery_routes(struct auth *auth, struct http_server *http);
+int auth_login_routes(struct auth *auth, struct http_server *http);
+int auth_logout_routes(struct auth *auth, struct http_server *http);
+
+/* ---- Sessions and refresh tokens (auth/session.c) ---- */
+
+#define AUTH_SESSION_IDLE_S (14 * 86400)     /* sliding expiry: a refresh token unused for 14
+                                              * days dies (RFC 9700 §4.14.2) */
+#define AUTH_SESSION_ABSOLUTE_S (30 * 86400) /* the cap no rotation extends: a stolen,
+                                              * rotated family dies within 30 days anyway */
+#define AUTH_REFRESH_SECRET_BYTES 32         /* DESIGN §4: 256 random bits */
+/* "rt_" + session id + "." + 43 base64url characters. */
+#define AUTH_REFRESH_TOKEN_LEN (3 + CT_UUID_TEXT_LEN + 1 + 43)
+#define AUTH_SESSION_ISSUER_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX)
+#define AUTH_SESSION_JWT_MAX 4096 /* as auth/token.c: a full scope and an RSA-4096 signature */
+
+/* A new refresh token for session sid: the token (AUTH_REFRESH_TOKEN_LEN + 1 bytes) and the
+ * hex SHA-256 that is stored (65 bytes). 0 or -TE_IO. */
+int auth_refresh_make(const char *sid, char *token, char *sha_hex);
+/* The session id of a presented refresh token and the hex SHA-256 of it; -TE_INVAL when it
+ * is not of the form above. */
+int auth_refresh_parse(const char *token, char *sid, char *sha_hex);
+
+/* What a user's access token says (DESIGN §4, RFC 9068 §2.2): rendered and signed on a
+ * worker thread by auth_session_sign. */
+struct auth_user_token {
+    const struct auth_tenant *tenant;
+    const char *issuer, *sub, *client_id, *scope, *sid;
+    int64_t lifetime_s;
+};
+/* Signs a new access token (jti and iat made here) into out; its length or -TE_xxx. */
+int auth_session_sign(const struct auth_user_token *t, char *out, size_t cap);
+
+#define AUTH_SESSION_REVOKE_SLACK_S 3600 /* a 'sid' revocation outlives the client's token
+                                          * lifetime by an hour: a lifetime raised since a
+                                          * token was issued, and clock leeway, stay covered */
+/* Spreads every 'sid' revocation of w->result (seq, tenant id, session id, expiry: the
+ * session statements' columns) by auth_revoke_spread; how many. */
+int auth_session_spread(struct auth_wait *w);
+
+/* The caller of a grant at the token endpoint: 0 with *public_client set when a client names
+ * itself by client_id without any secret (RFC 6749 §2.1 public clients, §3.2.1), else its
+ * credentials checked as auth_client_credentials does; or the answer (401, 400) given. */
+int auth_session_caller(struct http_ctx *ctx, struct auth_client_creds *creds, bool *public_client);
+
+/* The password grant (RFC 6749 §4.3; DESIGN §5: first-party clients only) of the token
+ * endpoint, dispatched by auth/token.c (auth/login.c): the same login as
+ * /api/v1/auth/login, with §5.2's errors (invalid_grant for every refused password). */
+void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
+                               struct auth_client_creds *creds, const char *username,
+                               const char *password, const char *scope, bool scope_given);
+
+/* The refresh_token grant (RFC 6749 §6) of the token endpoint, dispatched by auth/token.c
+ * after the form was read: creds as the form gave them (has_id / has_secret), the presented
+ * token, the scope asked for. Answers through ctx (parked or at once). */
+void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_client_creds *creds,
+                          const char *refresh_token, const char *scope, bool scope_given);
 
 #endif

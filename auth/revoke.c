@@ -1,9 +1,12 @@
 /* auth/revoke.c: POST /t/{tenant}/oauth2/revoke (RFC 7009).
  *
  * The client authenticates (§2.1) and may revoke only tokens issued to it (a token of
- * another client is refused: 403 unauthorized_client). An access token is revoked by its
- * jti until its exp. A token that is unknown, invalid, expired or already revoked, or of a
- * kind not known yet, answers 200 as §2.2 says. A 200 for a live token means the row is
+ * another client is refused: 400 invalid_request, SECURITY O37). An access token is revoked by its
+ * jti until its exp; a refresh token (auth/session.c) ends its session, and a 'sid'
+ * revocation every access token of it (§2.1: "SHOULD also invalidate all access tokens
+ * based on the same authorization grant"); only the session's own client may, and only
+ * with the current token. A token that is unknown, invalid, expired or already revoked, or
+ * of a kind not known yet, answers 200 as §2.2 says. A 200 for a live token means the row is
  * committed with its seq (SECURITY F02: Postgres down is 503, never 200); then the shard
  * applies it, hands it to every local shard over the rings and publishes the seq for the
  * other instances (DESIGN §1; auth/revoked.c). */
@@ -25,6 +28,10 @@ struct revoke_wait {
     char tid[JWT_ID_MAX + 1];
     char jti[JWT_ID_MAX + 1];
     char exp_text[24];
+    char sid[CT_UUID_TEXT_LEN + 1];
+    char sha_hex[2 * HASH_SHA256_BYTES + 1];
+    char slack_text[24];
+    char ip[AUTH_IP_MAX + 1];
     size_t token_len;
     char token[AUTH_ACCESS_TOKEN_MAX];
 };
@@ -65,6 +72,18 @@ static void revoke_publish(struct auth_wait *w, int64_t seq)
         free(p);
 }
 
+void auth_revoke_spread(struct auth_wait *w, uint64_t key, int64_t exp, int64_t seq)
+{
+    unsigned self = loop_index(w->loop);
+    auth_revoked_add(w->auth->shards[self]->revoked, key, exp);
+    struct ring_msg msg = { .kind = AUTH_MSG_REVOKED, .a = key, .b = (uint64_t)exp };
+    for (unsigned to = 0; to < w->auth->cfg->shards; to++) {
+        if (to != self && loop_send_message(w->loop, to, &msg) != 0)
+            log_msg(LOG_WARN, "ring full: a shard learns of a revocation by its poll", NULL);
+    }
+    revoke_publish(w, seq);
+}
+
 /* Committed: apply here, on every local shard, then tell the other instances. */
 static void revoke_committed(struct auth_wait *w)
 {
@@ -74,15 +93,7 @@ static void revoke_committed(struct auth_wait *w)
         return;
     }
     int64_t seq = strtoll(pg_result_value(w->result, 0, 0), NULL, 10);
-    uint64_t key = auth_revoked_key(rw->tid, "jti", rw->jti);
-    unsigned self = loop_index(w->loop);
-    auth_revoked_add(w->auth->shards[self]->revoked, key, rw->exp);
-    struct ring_msg msg = { .kind = AUTH_MSG_REVOKED, .a = key, .b = (uint64_t)rw->exp };
-    for (unsigned to = 0; to < w->auth->cfg->shards; to++) {
-        if (to != self && loop_send_message(w->loop, to, &msg) != 0)
-            log_msg(LOG_WARN, "ring full: a shard learns of a revocation by its poll", NULL);
-    }
-    revoke_publish(w, seq);
+    auth_revoke_spread(w, auth_revoked_key(rw->tid, "jti", rw->jti), rw->exp, seq);
     http_resume(rw, revoke_respond_ok);
 }
 
@@ -96,7 +107,9 @@ static void revoke_check(struct auth_wait *w, const struct auth_tenant *tenant)
         return;
     }
     if (strcmp(c->client_id, rw->cw.client_id) != 0) {
-        auth_oauth_fail(w, 403, "unauthorized_client", "the token was not issued to this client");
+        /* RFC 7009 §2.1: refused, and the client told (§2.2.1: RFC 6749 §5.2's 400 errors);
+         * SECURITY O37. */
+        auth_oauth_fail(w, 400, "invalid_request", "the token was not issued to this client");
         return;
     }
     snprintf(rw->tid, sizeof(rw->tid), "%s", c->tid);
@@ -126,6 +139,33 @@ static void revoke_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
     auth_tenant_put(auth, loop, tenant);
 }
 
+/* A session's revocations committed (none when the token was not live): spread them. */
+static void revoke_session_done(struct auth_wait *w)
+{
+    if (w->outcome != PG_OK) {
+        auth_fail(w, w->outcome);
+        return;
+    }
+    auth_session_spread(w);
+    http_resume(w, revoke_respond_ok);
+}
+
+/* A refresh token of this client: its session ends. */
+static void revoke_refresh(struct revoke_wait *rw)
+{
+    struct auth_wait *w = &rw->w;
+    snprintf(rw->slack_text, sizeof(rw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
+    w->q.params[0] = rw->cw.slug;
+    w->q.params[1] = rw->sid;
+    w->q.params[2] = rw->sha_hex;
+    w->q.params[3] = rw->cw.client_id;
+    w->q.params[4] = rw->slack_text;
+    w->q.params[5] = rw->ip[0] ? rw->ip : NULL;
+    w->q.params[6] = NULL; /* no request id kept here */
+    w->q.params_count = 7;
+    auth_send(NULL, w, STORE_SESSION_REVOKE, NULL, revoke_session_done);
+}
+
 static bool revoke_looks_like_jwt(const struct revoke_wait *rw)
 {
     size_t dots = 0;
@@ -144,8 +184,12 @@ static void revoke_client_ready(struct auth_wait *w, const struct auth_client *c
             auth_answer(w, w->status, w->detail);
         return;
     }
-    if (!revoke_looks_like_jwt(rw))
-        http_resume(rw, revoke_respond_ok); /* refresh tokens arrive with the sessions issue */
+    bool refresh = rw->token_len == AUTH_REFRESH_TOKEN_LEN &&
+                   auth_refresh_parse(rw->token, rw->sid, rw->sha_hex) == 0;
+    if (refresh)
+        revoke_refresh(rw);
+    else if (!revoke_looks_like_jwt(rw))
+        http_resume(rw, revoke_respond_ok); /* not a token of ours: §2.2 */
     else if (auth_tenant_cached(w->auth, w->loop, rw->cw.slug) == NULL)
         auth_tenant_get(NULL, w, rw->cw.slug, revoke_keys_ready);
     else
@@ -202,6 +246,7 @@ static void revoke_post(struct http_ctx *ctx)
         hash_sha256(f->creds.secret, strlen(f->creds.secret), rw->cw.secret_sha256);
         rw->token_len = strlen(f->token);
         memcpy(rw->token, f->token, rw->token_len);
+        auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
         rw->w.rate = limits;
         if (!auth_rate_pending(&limits))
             auth_client_authenticate(ctx, &rw->w, &rw->cw, false, revoke_client_ready);

@@ -214,18 +214,25 @@ static struct tenant_load *tenant_load_make(struct auth_wait *w, const char *slu
     return load;
 }
 
+/* Stale if error: keys this shard already holds keep verifying and signing while they
+ * cannot be refreshed (SECURITY F01: Postgres away, the stateless path stays up; F15: the
+ * worker pool full). False when the shard holds none. */
+static bool tenant_stale_ready(struct auth_wait *w, auth_tenant_ready_fn ready)
+{
+    struct auth_tenant *stale = tenant_shard(w->auth, w->loop)->tenants[tenant_slot(w->q.params[0])];
+    if (stale == NULL || strcmp(stale->slug, w->q.params[0]) != 0)
+        return false;
+    stale->refs++;
+    ready(w, stale);
+    return true;
+}
+
 static void tenant_rows_arrived(struct auth_wait *w)
 {
     auth_tenant_ready_fn ready = w->tenant_ready;
     if (w->outcome != PG_OK) {
-        /* Stale if error: keys this shard already holds keep verifying and signing while
-         * Postgres is away (SECURITY F01: the stateless path stays up). */
-        struct auth_tenant *stale = tenant_shard(w->auth, w->loop)->tenants[tenant_slot(w->q.params[0])];
-        if (stale != NULL && strcmp(stale->slug, w->q.params[0]) == 0) {
-            stale->refs++;
-            ready(w, stale);
+        if (tenant_stale_ready(w, ready))
             return;
-        }
         unsigned retry = 0;
         tenant_fail(w, ready, pg_outcome_http_status(w->outcome, &retry), "the database is unavailable; retry later");
         return;
@@ -243,9 +250,11 @@ static void tenant_rows_arrived(struct auth_wait *w)
     load->ready = ready;
     load->job.run = tenant_load_run;
     load->job.done = tenant_load_done;
-    if (workers_submit(w->auth->workers, loop_index(w->loop), &load->job) != 0) {
+    /* Urgent: /verify waits on it (SECURITY F15, a login flood must not stall it). */
+    if (workers_submit_urgent(w->auth->workers, loop_index(w->loop), &load->job) != 0) {
         tenant_load_free(load);
-        tenant_fail(w, ready, 503, "the server is busy; retry later");
+        if (!tenant_stale_ready(w, ready))
+            tenant_fail(w, ready, 503, "the server is busy; retry later");
     }
 }
 

@@ -1,5 +1,6 @@
-/* auth/token.c: POST /t/{tenant}/oauth2/token (RFC 6749 §3.2), grant client_credentials
- * (§4.4) so far; the other grants answer unsupported_grant_type until they land.
+/* auth/token.c: POST /t/{tenant}/oauth2/token (RFC 6749 §3.2), grants client_credentials
+ * (§4.4) and refresh_token (§6, auth/session.c); the other grants answer
+ * unsupported_grant_type until they land.
  *
  * The stages: form and client credentials checked on the shard (client_secret_basic or
  * client_secret_post, never both, §2.3) → the client read by client_id within the path's
@@ -23,6 +24,7 @@
 #define TOKEN_ISSUER_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX)
 #define TOKEN_JWT_MAX 4096        /* header + claims with a full scope + an RSA-4096 signature */
 #define TOKEN_PAYLOAD_MAX 2048    /* the claims object */
+#define TOKEN_USERNAME_MAX 320    /* a username (128) or an email (RFC 5321 §4.5.3.1) */
 
 struct token_wait {
     struct auth_wait w;
@@ -137,7 +139,7 @@ static void token_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
     ct_uuid_format(uuid, tw->jti);
     tw->job.run = token_sign_run;
     tw->job.done = token_sign_done;
-    if (workers_submit(w->auth->workers, loop_index(w->loop), &tw->job) != 0) {
+    if (workers_submit_urgent(w->auth->workers, loop_index(w->loop), &tw->job) != 0) {
         auth_tenant_put(w->auth, w->loop, tenant);
         tw->tenant = NULL;
         auth_answer(w, 503, "the server is busy; retry later"); /* SECURITY F15 */
@@ -177,10 +179,15 @@ static void token_rate_passed(struct auth_wait *w)
 struct token_form {
     char grant_type[TOKEN_GRANT_MAX + 1];
     char scope[JWT_SCOPE_MAX + 1];
+    char refresh_token[AUTH_REFRESH_TOKEN_LEN + 2]; /* longer is invalid_request */
+    char username[TOKEN_USERNAME_MAX + 1];
+    char password[PASSWORD_INPUT_MAX + 1];          /* longer is invalid_request (P08) */
     struct auth_client_creds creds;
 };
 
-/* The checks that need no store, in RFC 6749's order; 0 when all pass (else answered). */
+/* The checks that need no store, in RFC 6749's order; 0 when all pass, 1 for a refresh
+ * (auth/session.c) and 2 for the password grant (auth/login.c), which identify their
+ * caller themselves (a public client may use them), else answered. */
 static int token_check_request(struct http_ctx *ctx, struct token_form *f, bool *scope_given)
 {
     struct auth_form_field fields[] = {
@@ -188,6 +195,9 @@ static int token_check_request(struct http_ctx *ctx, struct token_form *f, bool 
         { "scope", f->scope, sizeof(f->scope), false },
         { "client_id", f->creds.client_id, sizeof(f->creds.client_id), false },
         { "client_secret", f->creds.secret, sizeof(f->creds.secret), false },
+        { "refresh_token", f->refresh_token, sizeof(f->refresh_token), false },
+        { "username", f->username, sizeof(f->username), false },
+        { "password", f->password, sizeof(f->password), false },
     };
     const char *why = auth_form_parse(ctx, fields, sizeof(fields) / sizeof(fields[0]));
     if (why != NULL || !fields[0].seen) {
@@ -197,6 +207,14 @@ static int token_check_request(struct http_ctx *ctx, struct token_form *f, bool 
     f->creds.has_id = fields[2].seen;
     f->creds.has_secret = fields[3].seen;
     *scope_given = fields[1].seen;
+    bool refresh = strcmp(f->grant_type, "refresh_token") == 0;
+    if (refresh || strcmp(f->grant_type, "password") == 0) {
+        if (*scope_given && !token_scope_valid(f->scope)) {
+            auth_oauth_error(ctx, 400, "invalid_scope", "scope is malformed");
+            return -1;
+        }
+        return refresh ? 1 : 2;
+    }
     int status = auth_client_credentials(ctx, &f->creds, &why);
     if (status != 0) {
         auth_oauth_error(ctx, status, status == 401 ? "invalid_client" : "invalid_request", why);
@@ -228,6 +246,15 @@ static void token_post(struct http_ctx *ctx)
     bool scope_given = false;
     struct auth_rate_check limits;
     int rc = token_check_request(ctx, f, &scope_given);
+    if (rc == 1 || rc == 2) {
+        if (rc == 1)
+            auth_session_refresh(ctx, auth, &f->creds, f->refresh_token, f->scope, scope_given);
+        else
+            auth_login_password_grant(ctx, auth, &f->creds, f->username, f->password, f->scope,
+                                      scope_given);
+        explicit_bzero(f, sizeof(*f));
+        return;
+    }
     if (rc == 0 && !auth_rate_admit(ctx, auth, f->creds.client_id, &limits))
         rc = -1; /* answered 429 */
     struct token_wait *tw = rc == 0 ? auth_park(ctx, auth, sizeof(*tw)) : NULL;

@@ -111,6 +111,7 @@ void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice t
     e->used = false;
     if (!vcache_copy(v->sub, sizeof(v->sub), c->sub) || !vcache_copy(v->client_id, sizeof(v->client_id), c->client_id) ||
         !vcache_copy(v->tid, sizeof(v->tid), c->tid) || !vcache_copy(v->jti, sizeof(v->jti), c->jti) ||
+        !vcache_copy(v->sid, sizeof(v->sid), c->sid) ||
         !vcache_copy(v->scope, sizeof(v->scope), c->scope) || !vcache_copy(e->slug, sizeof(e->slug), slug))
         return;
     v->exp = c->exp;

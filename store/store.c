@@ -78,6 +78,138 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "SELECT seq, tenant_id, kind, value, extract(epoch FROM expires_at)::bigint "
         "FROM revocations WHERE (seq > $1 OR created_at > now() - interval '5 seconds') "
         "AND expires_at > now() ORDER BY seq LIMIT 1000" },
+    /* Login (auth/login.c) reads the primary: a lockout set a moment ago must hold. A
+     * disabled or deleted user is not found (the same answer as an unknown one, SECURITY
+     * P01). One of $3 and $4 is NULL; each branch of the UNION is one index scan
+     * (users_tenant_username, users_tenant_email: an OR of the two, or a LIMIT over it, made
+     * the planner scan the tenant's users, 10 ms at 20,000 users against 0.1 ms). An email may
+     * name two users: both rows come back and the caller refuses. */
+    [STORE_LOGIN_LOOKUP] = {
+        "login_lookup", false,
+        "SELECT t.id, coalesce(c.first_party, false), coalesce(array_to_string(c.scopes, ' '), ''), "
+        "coalesce(c.token_lifetime_s, 0), u.id, u.password_hash, coalesce(u.locked_until > now(), false), "
+        "encode(c.secret_sha256, 'hex'), coalesce('password' = ANY(c.grants), false) "
+        "FROM tenants t "
+        "LEFT JOIN clients c ON c.tenant_id = t.id AND c.client_id = $2 AND c.deleted_at IS NULL "
+        "LEFT JOIN LATERAL (SELECT id, password_hash, locked_until FROM users WHERE tenant_id = t.id "
+        "AND deleted_at IS NULL AND NOT disabled AND lower(username) = lower($3::text) UNION ALL "
+        "SELECT id, password_hash, locked_until FROM users WHERE tenant_id = t.id AND deleted_at IS NULL "
+        "AND NOT disabled AND email IS NOT NULL AND lower(email) = lower($4::text) LIMIT 2) u ON true "
+        "WHERE t.slug = $1 AND t.deleted_at IS NULL" },
+    /* SECURITY P03/P04: consecutive failures counted under the row lock; from the threshold
+     * on, each failure sets a wait that doubles up to a cap (never permanent). Below it
+     * locked_until records the last failure (a past time locks nothing), so a count older
+     * than the reset window starts again at 1. A try during the wait changes nothing: the
+     * victim of a spray gets in once it ends. The audit row commits with the change. */
+    [STORE_LOGIN_FAILED] = {
+        "login_failed", false,
+        "WITH c AS (SELECT id, coalesce(locked_until > now(), false) AS locked, "
+        "CASE WHEN locked_until < now() - make_interval(secs => $9::int) THEN 1 "
+        "ELSE failed_logins + 1 END AS n FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE), "
+        "u AS (UPDATE users SET failed_logins = c.n, locked_until = CASE WHEN c.n >= $6::int "
+        "THEN now() + make_interval(secs => least($7::int * power(2, least(c.n - $6::int, 30)), $8::int)) "
+        "ELSE now() END FROM c WHERE users.id = c.id AND NOT c.locked RETURNING c.n), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT $1, 'user', $2::text, CASE WHEN coalesce((SELECT n FROM u), 0) "
+        ">= $6::int THEN 'locked_out' ELSE 'login_failed' END, 'user', $2::text, $3::inet, $4, "
+        "jsonb_build_object('reason', CASE WHEN coalesce((SELECT locked FROM c), false) THEN 'locked' "
+        "ELSE $5::text END, 'failures', (SELECT n FROM u))) "
+        "SELECT coalesce((SELECT n FROM u), 0)" },
+    /* The user's reset, the session and the audit row commit together; nothing happens when
+     * the user was disabled, locked or given another password since the lookup. */
+    [STORE_LOGIN_SUCCEEDED] = {
+        "login_succeeded", false,
+        "WITH u AS (UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = now(), "
+        "password_hash = coalesce($10, password_hash) WHERE tenant_id = $1 AND id = $2 "
+        "AND password_hash = $11 AND NOT disabled AND deleted_at IS NULL "
+        "AND NOT coalesce(locked_until > now(), false) RETURNING id, tenant_id), "
+        "s AS (INSERT INTO sessions (id, tenant_id, user_id, client_id, refresh_sha256, amr, ip, "
+        "user_agent, expires_at, absolute_expires_at) SELECT $3, u.tenant_id, u.id, $4, "
+        "decode($5, 'hex'), '{pwd}', $6::inet, $7, now() + make_interval(secs => $8::int), "
+        "now() + make_interval(secs => $9::int) FROM u RETURNING id, user_id), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT $1, 'user', s.user_id::text, 'login_succeeded', 'session', "
+        "s.id::text, $6::inet, $12, jsonb_build_object('client_id', $4::text, 'rehashed', "
+        "$10::text IS NOT NULL) FROM s) "
+        "SELECT id FROM s" },
+    /* RFC 9700 §4.14.2 rotation as one conditional UPDATE: under the row lock a second
+     * presentation of the same token (this instance or another) no longer matches, so
+     * exactly one succeeds (SECURITY O16). The caller's client must be the session's
+     * (O18), a public caller only for a public client; the session live (O20) and its
+     * user enabled; the sliding expiry moves up to the absolute cap. */
+    [STORE_SESSION_ROTATE] = {
+        "session_rotate", false,
+        "UPDATE sessions s SET refresh_prev_sha256 = s.refresh_sha256, refresh_sha256 = decode($4, 'hex'), "
+        "last_seen_at = now(), expires_at = least(now() + make_interval(secs => $7::int), "
+        "s.absolute_expires_at) FROM tenants t, users u, clients c "
+        "WHERE s.id = $2 AND t.slug = $1 AND t.deleted_at IS NULL AND s.tenant_id = t.id "
+        "AND s.refresh_sha256 = decode($3, 'hex') AND s.client_id = $5 AND s.revoked_at IS NULL "
+        "AND s.expires_at > now() AND s.absolute_expires_at > now() "
+        "AND u.tenant_id = s.tenant_id AND u.id = s.user_id AND NOT u.disabled AND u.deleted_at IS NULL "
+        "AND c.tenant_id = s.tenant_id AND c.client_id = s.client_id AND c.deleted_at IS NULL "
+        "AND (NOT $6::boolean OR c.secret_sha256 IS NULL) "
+        "RETURNING t.id, s.user_id, array_to_string(c.scopes, ' '), c.token_lifetime_s, "
+        "extract(epoch FROM s.expires_at)::bigint" },
+    /* RFC 9700 §4.14.2 reuse: the previous token presented again (by its own client) revokes
+     * the session and, through a 'sid' revocation, every access token of it (SECURITY
+     * O15); the revocation outlives the longest token the client could have been given. */
+    [STORE_SESSION_REUSE] = {
+        "session_reuse", false,
+        "WITH s AS (UPDATE sessions s SET revoked_at = now() FROM tenants t "
+        "WHERE s.id = $2 AND t.slug = $1 AND s.tenant_id = t.id AND s.client_id = $4 "
+        "AND s.refresh_prev_sha256 = decode($3, 'hex') AND s.revoked_at IS NULL "
+        "RETURNING s.id, s.tenant_id, s.user_id), "
+        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
+        "s.id::text, now() + make_interval(secs => greatest($7::int, coalesce((SELECT c.token_lifetime_s "
+        "FROM clients c WHERE c.tenant_id = s.tenant_id AND c.client_id = $4), 0) + $7::int)) FROM s "
+        "RETURNING seq, extract(epoch FROM expires_at)::bigint AS exp), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT s.tenant_id, 'client', $4, 'refresh_reuse_detected', 'session', "
+        "s.id::text, $6::inet, $5, jsonb_build_object('user_id', s.user_id) FROM s) "
+        "SELECT r.seq, s.tenant_id, s.id, r.exp FROM s, r" },
+    /* Logout: the session ends and, by a 'sid' revocation outliving the longest token its
+     * client could hold, every access token of it; the revocation is written even when the
+     * row was already revoked or expired, since the presented token is still valid. */
+    [STORE_SESSION_LOGOUT] = {
+        "session_logout", false,
+        "WITH s AS (UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND id = $2 "
+        "AND user_id = $3 AND revoked_at IS NULL RETURNING id), "
+        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT $1, 'sid', $2::text, "
+        "now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
+        "WHERE c.tenant_id = $1 AND c.client_id = $4), 0) + $5::int) "
+        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id) SELECT $1, 'user', $3::text, 'logout', 'session', $2::text, $6::inet, $7) "
+        "SELECT seq, tenant_id, value, exp FROM r" },
+    /* Logout everywhere: every session of the user not yet revoked, each with its 'sid'
+     * revocation (an expired session's last access tokens may still be alive). */
+    [STORE_SESSION_LOGOUT_ALL] = {
+        "session_logout_all", false,
+        "WITH s AS (UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND user_id = $2 "
+        "AND revoked_at IS NULL RETURNING id, tenant_id, client_id), "
+        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
+        "s.id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
+        "WHERE c.tenant_id = s.tenant_id AND c.client_id = s.client_id), 0) + $3::int) FROM s "
+        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT $1, 'user', $2::text, 'logout_all', 'user', $2::text, $4::inet, "
+        "$5, jsonb_build_object('sessions', (SELECT count(*) FROM s))) "
+        "SELECT seq, tenant_id, value, exp FROM r" },
+    /* RFC 7009 §2.1: a refresh token revoked by its own client ends its session and every
+     * access token of it. */
+    [STORE_SESSION_REVOKE] = {
+        "session_revoke", false,
+        "WITH s AS (UPDATE sessions s SET revoked_at = now() FROM tenants t WHERE s.id = $2 "
+        "AND t.slug = $1 AND s.tenant_id = t.id AND s.refresh_sha256 = decode($3, 'hex') "
+        "AND s.client_id = $4 AND s.revoked_at IS NULL RETURNING s.id, s.tenant_id, s.user_id), "
+        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
+        "s.id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
+        "WHERE c.tenant_id = s.tenant_id AND c.client_id = $4), 0) + $5::int) FROM s "
+        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT s.tenant_id, 'client', $4, 'session_revoked', 'session', "
+        "s.id::text, $6::inet, $7, jsonb_build_object('user_id', s.user_id) FROM s) "
+        "SELECT seq, tenant_id, value, exp FROM r" },
 };
 
 struct store_pending {

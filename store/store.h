@@ -44,6 +44,35 @@ enum store_stmt {
     STORE_REVOKE,         /* $1 tenant id, $2 kind, $3 value, $4 expires_at (Unix s) → seq */
     STORE_REVOKED_SINCE,  /* $1 seq → seq, tenant id, kind, value, expires_at (Unix s) of the
                            * unexpired revocations after it, in seq order, at most 1,000 */
+    STORE_LOGIN_LOOKUP,   /* $1 tenant slug, $2 client_id, $3 username or NULL, $4 email or NULL
+                           * → tenant id, client first_party (f when no such client), client
+                           * scopes, token lifetime, user id, password hash, locked now (t/f),
+                           * client secret SHA-256 (hex, NULL: public), password grant (t/f);
+                           * one row per matching enabled user (none: NULL user columns) */
+    STORE_LOGIN_FAILED,   /* $1 tenant id, $2 user id or NULL, $3 ip, $4 request id, $5 reason,
+                           * $6 lockout threshold, $7 first wait s, $8 longest wait s, $9 reset
+                           * window s → failures counted (0: none, e.g. already locked); the
+                           * count, the wait and the audit row (login_failed / locked_out) */
+    STORE_LOGIN_SUCCEEDED, /* $1 tenant id, $2 user id, $3 session id, $4 client_id, $5 refresh
+                            * SHA-256 (hex), $6 ip, $7 user agent, $8 idle s, $9 absolute s,
+                            * $10 new hash or NULL, $11 the verified hash, $12 request id →
+                            * session id, or no row when the user changed meanwhile */
+    STORE_SESSION_ROTATE, /* $1 tenant slug, $2 session id, $3 presented SHA-256 (hex), $4 new
+                           * SHA-256 (hex), $5 calling client_id, $6 public caller (t/f), $7 idle
+                           * s → tenant id, user id, client scopes, token lifetime, expires_at;
+                           * no row unless exactly this live token of this client */
+    STORE_SESSION_REUSE,  /* $1 tenant slug, $2 session id, $3 presented SHA-256 (hex), $4
+                           * client_id, $5 request id, $6 ip, $7 shortest revocation life s →
+                           * seq, tenant id, session id, revocation expiry (Unix s) when the
+                           * presented token was the previous one: the session is revoked */
+    STORE_SESSION_LOGOUT, /* $1 tenant id, $2 session id, $3 user id, $4 client_id, $5 slack s,
+                           * $6 ip, $7 request id → seq, tenant id, session id, expiry (Unix s)
+                           * of the session's 'sid' revocation (always one row) */
+    STORE_SESSION_LOGOUT_ALL, /* $1 tenant id, $2 user id, $3 slack s, $4 ip, $5 request id →
+                               * one row as above per session of the user not yet revoked */
+    STORE_SESSION_REVOKE, /* $1 tenant slug, $2 session id, $3 refresh SHA-256 (hex), $4 client_id,
+                           * $5 slack s, $6 ip, $7 request id → a row as above when the token is
+                           * the session's current one and the client its own (RFC 7009) */
     STORE_STMT_COUNT,
 };
 

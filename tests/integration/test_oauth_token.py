@@ -453,8 +453,8 @@ def test_grants_and_scopes(res, world):
     auth = basic(cid, secret)
     cases = [
         ("O25 unknown grant_type", {"grant_type": "urn:example:nope"}, "unsupported_grant_type"),
-        ("O25 grant_type password", {"grant_type": "password", "username": "a",
-                                     "password": "b"}, "unsupported_grant_type"),
+        ("O25 grant_type password by a client not flagged first-party",
+         {"grant_type": "password", "username": "a", "password": "b"}, "unauthorized_client"),
         ("O25 grant_type missing", {"scope": "read"}, "invalid_request"),
         ("O26 scope not a subset", {"grant_type": "client_credentials",
                                     "scope": "read delete"}, "invalid_scope"),

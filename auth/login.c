@@ -1,0 +1,531 @@
+/* auth/login.c: POST /t/{tenant}/api/v1/auth/login, a first-party application's password
+ * login (DESIGN §4, §5).
+ *
+ *   {"username": "..." | "email": "...", "password": "...", "client_id": "..."}
+ *   → 200 {"access_token", "token_type": "Bearer", "expires_in", "refresh_token"}, no-store
+ *   → 401 problem "the username or password is wrong" for every refused login
+ *
+ * client_id must name a client of the tenant flagged first_party (400 otherwise): only the
+ * tenant's own applications collect passwords (RFC 9700 §2.4). The stages: the body checked
+ * on the shard (a password over PASSWORD_INPUT_MAX bytes or holding a NUL is 400 before any
+ * hashing, SECURITY P08/P09) → tenant, client and user read in one statement from the
+ * primary → the tenant's keys → on the worker pool, never on a shard: the password verified
+ * (Argon2id, or an imported bcrypt hash, crypto/password.h; an unknown, disabled, deleted or
+ * locked user is verified against the policy's dummy hash, so each refusal costs the same
+ * and answers the same, SECURITY P01), a bcrypt or outdated hash rehashed (P10) and the
+ * access token signed → one statement commits the outcome with its audit row: on success
+ * the failure count reset, the new session (a fresh id each time, P13) with its refresh
+ * token's SHA-256; on failure the count and the lockout → the answer, only after the commit.
+ * A full worker queue is 503 + Retry-After (SECURITY F15).
+ *
+ * Lockout (SECURITY P03/P04), simpler than Keycloak's: from LOGIN_LOCKOUT_THRESHOLD
+ * consecutive failures on, each failure locks the account for a wait that starts at
+ * LOGIN_LOCKOUT_FIRST_WAIT_S and doubles up to LOGIN_LOCKOUT_MAX_WAIT_S; a try during the
+ * wait is refused like a wrong password and does not lengthen it; the count restarts after
+ * LOGIN_LOCKOUT_RESET_S without failures or at a success. Never permanent: the victim of a
+ * spray gets in at most LOGIN_LOCKOUT_MAX_WAIT_S after it stops.
+ *
+ * The token endpoint's password grant (RFC 6749 §4.3) is the same login reached through
+ * auth/token.c: the client authenticates (or a public one names itself), must be first-party
+ * and allowed the grant; errors are §5.2's, every refused password invalid_grant. */
+#include "auth/auth_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "crypto/jscan.h"
+
+#define LOGIN_NAME_MAX 320             /* a username (128) or an email (RFC 5321 §4.5.3.1) */
+#define LOGIN_AGENT_MAX 128            /* of User-Agent kept with the session: enough to tell
+                                        * devices apart in a session list (display only) */
+#define LOGIN_REQUEST_ID_MAX 64        /* the X-Request-Id kept for the audit row */
+#define LOGIN_NUM_TEXT 16              /* a statement's int parameter as decimal text */
+#define LOGIN_LOCKOUT_THRESHOLD 10     /* NIST SP 800-63B §5.2.2 allows up to 100; 10 keeps an
+                                        * online guesser slow while a typo-prone user is safe */
+#define LOGIN_LOCKOUT_FIRST_WAIT_S 2   /* the first wait: short, so a mistaken lock hurts little */
+#define LOGIN_LOCKOUT_MAX_WAIT_S 900   /* Keycloak's maximum wait (15 min): a spray locks out
+                                        * for at most this long (P04) */
+#define LOGIN_LOCKOUT_RESET_S 43200    /* Keycloak's failure reset time (12 h) */
+
+static const char login_refused[] = "the username or password is wrong";
+
+struct login_wait {
+    struct auth_wait w;
+    struct worker_job job;
+    struct auth_tenant *tenant;
+    bool oauth;                      /* the token endpoint's password grant (RFC 6749 §4.3) */
+    bool public_client;              /* oauth: the client named itself without a secret */
+    bool scope_given;                /* oauth: scope holds the requested scope */
+    uint8_t secret_sha256[HASH_SHA256_BYTES]; /* oauth: of the presented client secret */
+    bool user_known;
+    bool locked;
+    int verify_rc;
+    int rehash_len;
+    int jwt_len;
+    int64_t lifetime_s;
+    size_t password_len;
+    char slug[AUTH_SLUG_MAX + 1];
+    char client_id[AUTH_CLIENT_ID_MAX + 1];
+    char name[LOGIN_NAME_MAX + 1];   /* the username, or the email when by_email */
+    bool by_email;
+    char tenant_id[CT_UUID_TEXT_LEN + 1];
+    char user_id[CT_UUID_TEXT_LEN + 1];
+    char sid[CT_UUID_TEXT_LEN + 1];
+    char stored[PASSWORD_HASH_MAX + 1];
+    char rehash[PASSWORD_HASH_MAX + 1];
+    char refresh[AUTH_REFRESH_TOKEN_LEN + 1];
+    char refresh_sha[2 * HASH_SHA256_BYTES + 1];
+    char ip[AUTH_IP_MAX + 1];
+    char agent[LOGIN_AGENT_MAX + 1];
+    char request_id[LOGIN_REQUEST_ID_MAX + 1];
+    char nums[4][LOGIN_NUM_TEXT];    /* statement parameters as text */
+    char scope[JWT_SCOPE_MAX + 1];
+    char issuer[AUTH_SESSION_ISSUER_MAX + 1];
+    union {                          /* the password until verified, then the access token */
+        char password[PASSWORD_INPUT_MAX + 1];
+        char jwt[AUTH_SESSION_JWT_MAX];
+    } secret;
+};
+
+_Static_assert(sizeof(struct login_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
+
+/* ---- Input ---------------------------------------------------------------------------------- */
+
+static bool login_json_body(const struct http_ctx *ctx)
+{
+    const struct http1_header *h = http1_find_header(ctx->req, "Content-Type");
+    static const char json[] = "application/json";
+    if (h == NULL || h->value.len < sizeof(json) - 1 ||
+        strncasecmp(h->value.ptr, json, sizeof(json) - 1) != 0)
+        return false;
+    char after = h->value.len > sizeof(json) - 1 ? h->value.ptr[sizeof(json) - 1] : ';';
+    return after == ';' || after == ' ';
+}
+
+/* A string member into dst (max bytes); "" when absent. The reason it is refused, or NULL. */
+static const char *login_field(const struct jscan_object *obj, const char *name, char *dst,
+                               size_t max, size_t *len, bool *seen)
+{
+    const struct jscan_value *v = jscan_get(obj, name);
+    *len = 0;
+    dst[0] = '\0';
+    *seen = v != NULL && v->type != JSCAN_NULL;
+    if (!*seen)
+        return NULL;
+    if (v->type != JSCAN_STRING || jscan_string_copy(v, dst, max, len) != 0)
+        return "a member is not a string or is too long"; /* P08: before any hashing */
+    if (strlen(dst) != *len)
+        return "a member holds a NUL character"; /* P09: crypt_r would stop at it */
+    return NULL;
+}
+
+static const char *login_parse(struct login_wait *lw, struct slice body)
+{
+    struct jscan_object obj;
+    if (jscan_object(body.ptr, body.len, &obj) != 0)
+        return "the body is not a JSON object";
+    size_t ulen = 0, elen = 0, clen = 0;
+    bool has_user = false, has_email = false, has_pw = false, has_client = false;
+    char email[LOGIN_NAME_MAX + 1];
+    const char *why = login_field(&obj, "username", lw->name, LOGIN_NAME_MAX, &ulen, &has_user);
+    if (why == NULL)
+        why = login_field(&obj, "email", email, LOGIN_NAME_MAX, &elen, &has_email);
+    if (why == NULL)
+        why = login_field(&obj, "password", lw->secret.password, PASSWORD_INPUT_MAX,
+                          &lw->password_len, &has_pw);
+    if (why == NULL)
+        why = login_field(&obj, "client_id", lw->client_id, AUTH_CLIENT_ID_MAX, &clen, &has_client);
+    if (why != NULL)
+        return why;
+    if (has_user == has_email || (has_user ? ulen : elen) == 0)
+        return "exactly one of username and email is required";
+    if (!has_pw || lw->password_len == 0)
+        return "password is required";
+    if (!has_client || clen == 0)
+        return "client_id is required";
+    if (has_email) {
+        memcpy(lw->name, email, elen + 1);
+        lw->by_email = true;
+    }
+    return NULL;
+}
+
+/* The User-Agent as printable ASCII (a column of text: no invalid UTF-8 reaches Postgres). */
+static void login_agent(const struct http_ctx *ctx, char *dst)
+{
+    const struct http1_header *h = http1_find_header(ctx->req, "User-Agent");
+    size_t len = h == NULL ? 0 : h->value.len < LOGIN_AGENT_MAX ? h->value.len : LOGIN_AGENT_MAX;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)h->value.ptr[i];
+        dst[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    dst[len] = '\0';
+}
+
+/* ---- Answers -------------------------------------------------------------------------------- */
+
+static void login_forget(struct login_wait *lw)
+{
+    explicit_bzero(&lw->secret, sizeof(lw->secret));
+    explicit_bzero(lw->refresh, sizeof(lw->refresh));
+    explicit_bzero(lw->rehash, sizeof(lw->rehash));
+    explicit_bzero(lw->stored, sizeof(lw->stored));
+}
+
+static void login_release(struct login_wait *lw)
+{
+    if (lw->tenant != NULL)
+        auth_tenant_put(lw->w.auth, lw->w.loop, lw->tenant);
+    lw->tenant = NULL;
+}
+
+static void login_respond(struct http_ctx *ctx, void *state)
+{
+    struct login_wait *lw = state;
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"access_token\":");
+    buf_append_json_string(&body, slice_make(lw->secret.jwt, (size_t)lw->jwt_len));
+    buf_printf(&body, ",\"token_type\":\"Bearer\",\"expires_in\":%lld,\"refresh_token\":",
+               (long long)lw->lifetime_s);
+    buf_append_json_string(&body, slice_make(lw->refresh, strlen(lw->refresh)));
+    buf_append_cstr(&body, "}");
+    login_forget(lw);
+    http_scratch_commit(ctx, &body);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store")); /* RFC 6749 §5.1 */
+    http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
+    http_respond(ctx, 200, "application/json", buf_slice(&body));
+}
+
+/* Every refused login, whatever the reason, after its row committed (P01). */
+static void login_refuse(struct auth_wait *w)
+{
+    struct login_wait *lw = (struct login_wait *)w;
+    login_release(lw);
+    login_forget(lw);
+    if (w->outcome != PG_OK) {
+        auth_fail(w, w->outcome);
+        return;
+    }
+    if (lw->oauth)
+        auth_oauth_fail(w, 400, "invalid_grant", login_refused); /* RFC 6749 §5.2 */
+    else
+        auth_answer(w, 401, login_refused);
+}
+
+static void login_committed(struct auth_wait *w)
+{
+    struct login_wait *lw = (struct login_wait *)w;
+    if (w->outcome != PG_OK) {
+        login_release(lw);
+        login_forget(lw);
+        auth_fail(w, w->outcome);
+        return;
+    }
+    if (pg_result_rows(w->result) != 1) { /* disabled, locked or changed since the lookup */
+        login_refuse(w);
+        return;
+    }
+    login_release(lw);
+    http_resume(lw, login_respond);
+}
+
+/* ---- Stages --------------------------------------------------------------------------------- */
+
+/* On a worker thread: the CPU-heavy steps, touching nothing of the shard's. */
+static void login_verify_run(struct worker_job *job)
+{
+    struct login_wait *lw = (struct login_wait *)((char *)job - offsetof(struct login_wait, job));
+    const struct password_policy *policy = &lw->w.auth->passwords;
+    bool real = lw->user_known && !lw->locked && lw->stored[0] != '\0';
+    const char *stored = real ? lw->stored : NULL; /* NULL: the dummy hash (P01) */
+    int rc = password_verify(policy, stored, lw->secret.password, lw->password_len);
+    lw->verify_rc = real ? rc : -TE_INVAL;
+    lw->rehash_len = 0;
+    if (lw->verify_rc == 0 && password_needs_rehash(policy, lw->stored))
+        lw->rehash_len = password_hash(policy, lw->secret.password, lw->password_len, lw->rehash,
+                                       sizeof(lw->rehash));
+    explicit_bzero(&lw->secret, sizeof(lw->secret));
+    if (lw->verify_rc != 0)
+        return;
+    struct auth_user_token t = {
+        .tenant = lw->tenant, .issuer = lw->issuer, .sub = lw->user_id, .client_id = lw->client_id,
+        .scope = lw->scope, .sid = lw->sid, .lifetime_s = lw->lifetime_s,
+    };
+    lw->jwt_len = auth_session_sign(&t, lw->secret.jwt, sizeof(lw->secret.jwt));
+}
+
+static void login_send_failed(struct login_wait *lw)
+{
+    struct pg_query *q = &lw->w.q;
+    snprintf(lw->nums[0], LOGIN_NUM_TEXT, "%d", LOGIN_LOCKOUT_THRESHOLD);
+    snprintf(lw->nums[1], LOGIN_NUM_TEXT, "%d", LOGIN_LOCKOUT_FIRST_WAIT_S);
+    snprintf(lw->nums[2], LOGIN_NUM_TEXT, "%d", LOGIN_LOCKOUT_MAX_WAIT_S);
+    snprintf(lw->nums[3], LOGIN_NUM_TEXT, "%d", LOGIN_LOCKOUT_RESET_S);
+    q->params[0] = lw->tenant_id;
+    q->params[1] = lw->user_known ? lw->user_id : NULL;
+    q->params[2] = lw->ip[0] ? lw->ip : NULL;
+    q->params[3] = lw->request_id;
+    q->params[4] = lw->user_known ? "password" : "unknown_user";
+    for (int i = 0; i < 4; i++)
+        q->params[5 + i] = lw->nums[i];
+    q->params_count = 9;
+    auth_send(NULL, &lw->w, STORE_LOGIN_FAILED, NULL, login_refuse);
+}
+
+static void login_send_succeeded(struct login_wait *lw)
+{
+    struct pg_query *q = &lw->w.q;
+    snprintf(lw->nums[0], LOGIN_NUM_TEXT, "%d", AUTH_SESSION_IDLE_S);
+    snprintf(lw->nums[1], LOGIN_NUM_TEXT, "%d", AUTH_SESSION_ABSOLUTE_S);
+    q->params[0] = lw->tenant_id;
+    q->params[1] = lw->user_id;
+    q->params[2] = lw->sid;
+    q->params[3] = lw->client_id;
+    q->params[4] = lw->refresh_sha;
+    q->params[5] = lw->ip[0] ? lw->ip : NULL;
+    q->params[6] = lw->agent[0] ? lw->agent : NULL;
+    q->params[7] = lw->nums[0];
+    q->params[8] = lw->nums[1];
+    q->params[9] = lw->rehash_len > 0 ? lw->rehash : NULL; /* P10: bcrypt becomes Argon2id */
+    q->params[10] = lw->stored;
+    q->params[11] = lw->request_id;
+    q->params_count = 12;
+    auth_send(NULL, &lw->w, STORE_LOGIN_SUCCEEDED, NULL, login_committed);
+}
+
+/* Back on the shard: commit the outcome. */
+static void login_verify_done(struct worker_job *job)
+{
+    struct login_wait *lw = (struct login_wait *)((char *)job - offsetof(struct login_wait, job));
+    if (lw->verify_rc != 0) {
+        login_send_failed(lw);
+        return;
+    }
+    if (lw->jwt_len <= 0) {
+        login_release(lw);
+        login_forget(lw);
+        log_msg(LOG_ERROR, "signing an access token failed", NULL);
+        auth_answer(&lw->w, 500, "internal error");
+        return;
+    }
+    if (lw->rehash_len < 0)
+        log_msg(LOG_WARN, "rehashing a password failed: the old hash stays", NULL);
+    login_send_succeeded(lw);
+}
+
+/* The keys are held: a fresh session id and refresh token, then the worker. */
+static void login_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    struct login_wait *lw = (struct login_wait *)w;
+    if (tenant == NULL) {
+        login_forget(lw);
+        auth_answer(w, w->status, w->detail);
+        return;
+    }
+    lw->tenant = tenant;
+    uint8_t uuid[CT_UUID_BYTES];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (keyset_signing_key(&tenant->keys) == NULL) {
+        login_release(lw);
+        login_forget(lw);
+        auth_answer(w, 503, "the tenant has no signing key; retry later");
+        return;
+    }
+    uint64_t now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+    if (ct_uuid7(now_ms, uuid) == 0)
+        ct_uuid_format(uuid, lw->sid); /* a new id at every login: no fixation (P13) */
+    if (lw->sid[0] == '\0' || auth_refresh_make(lw->sid, lw->refresh, lw->refresh_sha) != 0) {
+        login_release(lw);
+        login_forget(lw);
+        auth_answer(w, 500, "internal error");
+        return;
+    }
+    lw->job.run = login_verify_run;
+    lw->job.done = login_verify_done;
+    if (workers_submit(w->auth->workers, loop_index(w->loop), &lw->job) != 0) {
+        login_release(lw);
+        login_forget(lw);
+        auth_answer(w, 503, "the server is busy; retry later"); /* SECURITY F15 */
+    }
+}
+
+/* The password grant's client checks (RFC 6749 §4.3.2, §5.2) on the lookup's row: the
+ * client authenticated (its secret's SHA-256 compared in constant time, or a public client
+ * naming itself), first-party and allowed the grant, the scope within its own. False when
+ * answered. */
+static bool login_grant_client_ok(struct login_wait *lw, const struct pg_result *r)
+{
+    char presented[2 * HASH_SHA256_BYTES + 1];
+    for (size_t i = 0; i < HASH_SHA256_BYTES; i++)
+        snprintf(presented + 2 * i, 3, "%02x", lw->secret_sha256[i]);
+    bool known = pg_result_rows(r) > 0 && strcmp(pg_result_value(r, 0, 3), "0") != 0;
+    bool is_public = known && pg_result_is_null(r, 0, 7);
+    const char *stored = known ? pg_result_value(r, 0, 7) : "";
+    bool matches = strlen(stored) == sizeof(presented) - 1 &&
+                   ct_memeq(stored, presented, sizeof(presented) - 1);
+    bool authenticated = known && (lw->public_client ? is_public : !is_public && matches);
+    bool allowed = authenticated && strcmp(pg_result_value(r, 0, 1), "t") == 0 &&
+                   strcmp(pg_result_value(r, 0, 8), "t") == 0;
+    const char *error = NULL, *why = NULL;
+    int status = 400;
+    if (!authenticated)
+        status = 401, error = "invalid_client", why = "client authentication failed";
+    else if (!allowed)
+        error = "unauthorized_client", why = "the client may not use this grant type";
+    else if (lw->scope_given && !auth_words_subset(lw->scope, pg_result_value(r, 0, 2)))
+        error = "invalid_scope", why = "a requested scope is not allowed for this client";
+    if (error == NULL)
+        return true;
+    login_forget(lw);
+    auth_oauth_fail(&lw->w, status, error, why);
+    return false;
+}
+
+/* Columns as STORE_LOGIN_LOOKUP: the client must be first-party; the user may be unknown. */
+static void login_found(struct auth_wait *w)
+{
+    struct login_wait *lw = (struct login_wait *)w;
+    const struct pg_result *r = w->result;
+    if (lw->oauth && w->outcome == PG_OK && !login_grant_client_ok(lw, r))
+        return;
+    bool first_party = w->outcome == PG_OK && pg_result_rows(r) > 0 &&
+                       strcmp(pg_result_value(r, 0, 1), "t") == 0;
+    if (!first_party) {
+        login_forget(lw);
+        if (w->outcome != PG_OK)
+            auth_fail(w, w->outcome);
+        else if (pg_result_rows(r) == 0)
+            auth_answer(w, 404, "no such tenant");
+        else
+            auth_answer(w, 400, "client_id does not name a first-party client of this tenant");
+        return;
+    }
+    snprintf(lw->tenant_id, sizeof(lw->tenant_id), "%s", pg_result_value(r, 0, 0));
+    if (!lw->scope_given)
+        snprintf(lw->scope, sizeof(lw->scope), "%s", pg_result_value(r, 0, 2));
+    lw->lifetime_s = strtoll(pg_result_value(r, 0, 3), NULL, 10);
+    /* Two users with one email: neither is chosen (as unknown: the same answer). */
+    lw->user_known = pg_result_rows(r) == 1 && !pg_result_is_null(r, 0, 4);
+    if (lw->user_known) {
+        snprintf(lw->user_id, sizeof(lw->user_id), "%s", pg_result_value(r, 0, 4));
+        snprintf(lw->stored, sizeof(lw->stored), "%s", pg_result_value(r, 0, 5));
+        lw->locked = strcmp(pg_result_value(r, 0, 6), "t") == 0;
+    }
+    auth_tenant_get(NULL, w, lw->slug, login_keys_ready);
+}
+
+static void login_lookup(struct http_ctx *ctx, struct login_wait *lw)
+{
+    struct pg_query *q = &lw->w.q;
+    q->params[0] = lw->slug;
+    q->params[1] = lw->client_id;
+    q->params[2] = lw->by_email ? NULL : lw->name;
+    q->params[3] = lw->by_email ? lw->name : NULL;
+    q->params_count = 4;
+    if (!auth_send(ctx, &lw->w, STORE_LOGIN_LOOKUP, NULL, login_found) && ctx != NULL)
+        login_forget(lw);
+}
+
+static void login_rate_passed(struct auth_wait *w)
+{
+    login_lookup(NULL, (struct login_wait *)w);
+}
+
+/* What every login keeps of its request, once its input was checked. */
+static void login_keep_request(struct http_ctx *ctx, struct login_wait *lw,
+                               const struct auth_rate_check *limits)
+{
+    struct auth *auth = ctx->route_arg;
+    auth_slug_copy(ctx->params[0], lw->slug);
+    auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
+    login_agent(ctx, lw->agent);
+    size_t id_len = ctx->request_id.len < LOGIN_REQUEST_ID_MAX ? ctx->request_id.len
+                                                               : LOGIN_REQUEST_ID_MAX;
+    memcpy(lw->request_id, ctx->request_id.ptr, id_len);
+    lw->request_id[id_len] = '\0';
+    struct buf issuer;
+    buf_init(&issuer, lw->issuer, sizeof(lw->issuer));
+    auth_issuer(auth, slice_make(lw->slug, strlen(lw->slug)), &issuer);
+    buf_append(&issuer, "", 1);
+    lw->w.rate = *limits;
+}
+
+static void login_begin(struct http_ctx *ctx, struct login_wait *lw)
+{
+    if (!auth_rate_pending(&lw->w.rate))
+        login_lookup(ctx, lw);
+    else if (auth_rate_continue(ctx, &lw->w, login_rate_passed) != 0) {
+        login_forget(lw);
+        auth_answer_now(ctx, 503, "the server is busy; retry later");
+    }
+}
+
+void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
+                               struct auth_client_creds *creds, const char *username,
+                               const char *password, const char *scope, bool scope_given)
+{
+    bool public_client = false;
+    size_t ulen = strlen(username), plen = strlen(password);
+    if (ulen == 0 || plen == 0 || ulen > LOGIN_NAME_MAX || plen > PASSWORD_INPUT_MAX) {
+        auth_oauth_error(ctx, 400, "invalid_request", "username and password are required");
+        return;
+    }
+    struct auth_rate_check limits;
+    if (auth_session_caller(ctx, creds, &public_client) != 0 ||
+        !auth_rate_admit(ctx, auth, creds->client_id, &limits))
+        return; /* answered */
+    struct login_wait *lw = auth_park(ctx, auth, sizeof(*lw));
+    if (lw == NULL)
+        return;
+    lw->oauth = true;
+    lw->public_client = public_client;
+    lw->scope_given = scope_given;
+    snprintf(lw->scope, sizeof(lw->scope), "%s", scope);
+    hash_sha256(creds->secret, strlen(creds->secret), lw->secret_sha256);
+    memcpy(lw->client_id, creds->client_id, sizeof(lw->client_id));
+    memcpy(lw->name, username, ulen + 1);
+    memcpy(lw->secret.password, password, plen + 1);
+    lw->password_len = plen;
+    login_keep_request(ctx, lw, &limits);
+    login_begin(ctx, lw);
+}
+
+static void login_post(struct http_ctx *ctx)
+{
+    struct auth *auth = ctx->route_arg;
+    if (!auth_slug_valid(ctx->params[0])) {
+        http_respond_problem(ctx, 404, "no such tenant");
+        return;
+    }
+    if (!login_json_body(ctx)) {
+        http_respond_problem(ctx, 415, "the body must be application/json");
+        return;
+    }
+    struct login_wait *lw = auth_park(ctx, auth, sizeof(*lw));
+    if (lw == NULL)
+        return;
+    const char *why = login_parse(lw, ctx->body);
+    if (why != NULL) {
+        login_forget(lw);
+        http_respond_problem(ctx, 400, why); /* answered at once: the park is undone */
+        return;
+    }
+    struct auth_rate_check limits;
+    if (!auth_rate_admit(ctx, auth, lw->client_id, &limits)) {
+        login_forget(lw);
+        return; /* answered 429 */
+    }
+    login_keep_request(ctx, lw, &limits);
+    login_begin(ctx, lw);
+}
+
+int auth_login_routes(struct auth *auth, struct http_server *http)
+{
+    return http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/api/v1/auth/login", "login",
+                          login_post, auth);
+}

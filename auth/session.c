@@ -1,0 +1,599 @@
+/* auth/session.c: sessions' refresh tokens (DESIGN §4) and the refresh_token grant of
+ * POST /t/{tenant}/oauth2/token (RFC 6749 §6), dispatched here by auth/token.c.
+ *
+ * A refresh token is rt_<session id>.<32 random bytes, base64url>; only its SHA-256 is
+ * stored (sessions.refresh_sha256). The stages of a refresh: the caller identified (a
+ * confidential client authenticates as at the token endpoint, RFC 6749 §2.3; a public
+ * client, whose row has no secret, names itself by client_id, §3.2.1) and the requested
+ * scope checked against the client's (§6: never wider, SECURITY O19) → the tenant's keys
+ * (a keyless tenant is 503 before the token is spent) → rotation by one conditional UPDATE
+ * (store.c STORE_SESSION_ROTATE: the token, the calling client, the session live and its
+ * user enabled; under the row lock two presentations of one token give one success,
+ * SECURITY O16) → the access token signed on the worker pool → §5.1's answer with the new
+ * refresh token. When the rotation matches nothing and the token was the session's
+ * previous one, the session is revoked with a 'sid' revocation (RFC 9700 §4.14.2, SECURITY
+ * O15), spread as DESIGN §1's protocol says; any failure is invalid_grant (§5.2).
+ *
+ * There is no grace window for a lost response (SECURITY O17): a retry of the previous
+ * token, even a concurrent one, counts as reuse and revokes the session.
+ *
+ * Also here: logout and logout-all (POST /t/{tenant}/api/v1/auth/logout[-all]). */
+#include "auth/auth_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "crypto/b64url.h"
+#include "proto/http_auth.h"
+
+#define SESSION_PAYLOAD_MAX 2048      /* the claims object, as auth/token.c */
+#define SESSION_REQUEST_ID_MAX 64     /* the X-Request-Id kept for audit rows */
+#define SESSION_NUM_TEXT 24           /* an int64 as decimal text */
+
+static const char session_refused[] = "the refresh token is invalid, expired or revoked";
+
+/* ---- Refresh tokens ------------------------------------------------------------------------- */
+
+static void session_hex(const uint8_t *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static void session_sha_hex(const char *token, char *sha_hex)
+{
+    uint8_t digest[HASH_SHA256_BYTES];
+    hash_sha256(token, strlen(token), digest);
+    session_hex(digest, sizeof(digest), sha_hex);
+}
+
+int auth_refresh_make(const char *sid, char *token, char *sha_hex)
+{
+    uint8_t secret[AUTH_REFRESH_SECRET_BYTES];
+    if (strlen(sid) != CT_UUID_TEXT_LEN || ct_random_bytes(secret, sizeof(secret)) != 0)
+        return -TE_IO;
+    memcpy(token, "rt_", 3);
+    memcpy(token + 3, sid, CT_UUID_TEXT_LEN);
+    token[3 + CT_UUID_TEXT_LEN] = '.';
+    char *tail = token + 4 + CT_UUID_TEXT_LEN;
+    size_t tail_len = AUTH_REFRESH_TOKEN_LEN - 4 - CT_UUID_TEXT_LEN;
+    int n = b64url_encode(secret, sizeof(secret), tail, tail_len);
+    explicit_bzero(secret, sizeof(secret));
+    if (n < 0 || (size_t)n != tail_len)
+        return -TE_IO;
+    token[AUTH_REFRESH_TOKEN_LEN] = '\0';
+    session_sha_hex(token, sha_hex);
+    return 0;
+}
+
+/* RFC 9562 §4's text form, lowercase as Postgres and ct_uuid_format write it. */
+static bool session_uuid_valid(const char *s)
+{
+    for (int i = 0; i < CT_UUID_TEXT_LEN; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        char c = s[i];
+        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+int auth_refresh_parse(const char *token, char *sid, char *sha_hex)
+{
+    if (strlen(token) != AUTH_REFRESH_TOKEN_LEN || strncmp(token, "rt_", 3) != 0 ||
+        token[3 + CT_UUID_TEXT_LEN] != '.' || !session_uuid_valid(token + 3))
+        return -TE_INVAL;
+    uint8_t secret[AUTH_REFRESH_SECRET_BYTES];
+    const char *tail = token + 4 + CT_UUID_TEXT_LEN;
+    if (b64url_decode(tail, strlen(tail), secret, sizeof(secret)) != AUTH_REFRESH_SECRET_BYTES)
+        return -TE_INVAL;
+    explicit_bzero(secret, sizeof(secret));
+    memcpy(sid, token + 3, CT_UUID_TEXT_LEN);
+    sid[CT_UUID_TEXT_LEN] = '\0';
+    session_sha_hex(token, sha_hex);
+    return 0;
+}
+
+/* ---- Access tokens -------------------------------------------------------------------------- */
+
+int auth_session_sign(const struct auth_user_token *t, char *out, size_t cap)
+{
+    static _Thread_local char payload_mem[SESSION_PAYLOAD_MAX];
+    uint8_t uuid[CT_UUID_BYTES];
+    char jti[CT_UUID_TEXT_LEN + 1];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (ct_uuid7((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, uuid) != 0)
+        return -TE_IO;
+    ct_uuid_format(uuid, jti);
+    struct buf payload;
+    buf_init(&payload, payload_mem, sizeof(payload_mem));
+    struct jwt_access claims = {
+        .iss = slice_make(t->issuer, strlen(t->issuer)),
+        .sub = slice_make(t->sub, strlen(t->sub)), /* RFC 9068 §2.2: the user */
+        .aud = slice_make(t->issuer, strlen(t->issuer)),
+        .jti = slice_make(jti, strlen(jti)),
+        .client_id = slice_make(t->client_id, strlen(t->client_id)),
+        .scope = slice_make(t->scope, strlen(t->scope)),
+        .sid = slice_make(t->sid, strlen(t->sid)),
+        .tid = slice_make(t->tenant->id, strlen(t->tenant->id)),
+        .iat = now.tv_sec,
+        .lifetime_s = t->lifetime_s,
+    };
+    const struct jwk_key *key = keyset_signing_key(&t->tenant->keys);
+    if (key == NULL || jwt_access_render(&claims, &payload) != 0)
+        return -TE_NOMEM;
+    return jwt_sign(key, "at+jwt", buf_slice(&payload), out, cap);
+}
+
+/* ---- The refresh_token grant ---------------------------------------------------------------- */
+
+struct refresh_wait {
+    struct auth_wait w;
+    struct worker_job job;
+    struct auth_tenant *tenant;
+    struct auth_client_wait cw;
+    bool public_client;
+    bool scope_given;
+    int jwt_len;
+    int64_t lifetime_s;
+    char sid[CT_UUID_TEXT_LEN + 1];
+    char user_id[CT_UUID_TEXT_LEN + 1];
+    char presented_sha[2 * HASH_SHA256_BYTES + 1];
+    char new_sha[2 * HASH_SHA256_BYTES + 1];
+    char refresh[AUTH_REFRESH_TOKEN_LEN + 1];
+    char idle_text[SESSION_NUM_TEXT];
+    char slack_text[SESSION_NUM_TEXT];
+    char ip[AUTH_IP_MAX + 1];
+    char request_id[SESSION_REQUEST_ID_MAX + 1];
+    char scope[JWT_SCOPE_MAX + 1]; /* requested, then granted */
+    char issuer[AUTH_SESSION_ISSUER_MAX + 1];
+    char jwt[AUTH_SESSION_JWT_MAX];
+};
+
+_Static_assert(sizeof(struct refresh_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
+
+#define REFRESH_OF(j) ((struct refresh_wait *)((char *)(j) - offsetof(struct refresh_wait, job)))
+
+static void refresh_forget(struct refresh_wait *rw)
+{
+    explicit_bzero(rw->refresh, sizeof(rw->refresh));
+    explicit_bzero(rw->jwt, sizeof(rw->jwt));
+}
+
+static void refresh_release(struct refresh_wait *rw)
+{
+    if (rw->tenant != NULL)
+        auth_tenant_put(rw->w.auth, rw->w.loop, rw->tenant);
+    rw->tenant = NULL;
+}
+
+/* RFC 6749 §5.2: every refused refresh token looks the same to the caller. */
+static void refresh_invalid(struct refresh_wait *rw)
+{
+    refresh_release(rw);
+    refresh_forget(rw);
+    auth_oauth_fail(&rw->w, 400, "invalid_grant", session_refused);
+}
+
+static void refresh_respond(struct http_ctx *ctx, void *state)
+{
+    struct refresh_wait *rw = state;
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"access_token\":");
+    buf_append_json_string(&body, slice_make(rw->jwt, (size_t)rw->jwt_len));
+    buf_printf(&body, ",\"token_type\":\"Bearer\",\"expires_in\":%" PRId64 ",\"refresh_token\":",
+               rw->lifetime_s);
+    buf_append_json_string(&body, slice_make(rw->refresh, strlen(rw->refresh)));
+    if (rw->scope[0]) {
+        buf_append_cstr(&body, ",\"scope\":");
+        buf_append_json_string(&body, slice_make(rw->scope, strlen(rw->scope)));
+    }
+    buf_append_cstr(&body, "}");
+    refresh_forget(rw);
+    http_scratch_commit(ctx, &body);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store")); /* RFC 6749 §5.1 */
+    http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
+    http_respond(ctx, 200, "application/json", buf_slice(&body));
+}
+
+static void refresh_sign_run(struct worker_job *job)
+{
+    struct refresh_wait *rw = REFRESH_OF(job);
+    struct auth_user_token t = {
+        .tenant = rw->tenant, .issuer = rw->issuer, .sub = rw->user_id,
+        .client_id = rw->cw.client_id,
+        .scope = rw->scope, .sid = rw->sid, .lifetime_s = rw->lifetime_s,
+    };
+    rw->jwt_len = auth_session_sign(&t, rw->jwt, sizeof(rw->jwt));
+}
+
+static void refresh_sign_done(struct worker_job *job)
+{
+    struct refresh_wait *rw = REFRESH_OF(job);
+    refresh_release(rw);
+    if (rw->jwt_len <= 0) {
+        refresh_forget(rw);
+        log_msg(LOG_ERROR, "signing an access token failed", NULL);
+        auth_answer(&rw->w, 500, "internal error");
+        return;
+    }
+    http_resume(rw, refresh_respond);
+}
+
+int auth_session_spread(struct auth_wait *w)
+{
+    int rows = pg_result_rows(w->result);
+    for (int i = 0; i < rows; i++) {
+        int64_t seq = strtoll(pg_result_value(w->result, i, 0), NULL, 10);
+        int64_t exp = strtoll(pg_result_value(w->result, i, 3), NULL, 10);
+        const char *tid = pg_result_value(w->result, i, 1), *sid = pg_result_value(w->result, i, 2);
+        uint64_t key = auth_revoked_key(tid, "sid", sid);
+        auth_revoke_spread(w, key, exp, seq);
+    }
+    return rows;
+}
+
+/* The reuse check's answer: a revoked session is spread like any revocation. */
+static void refresh_reuse_done(struct auth_wait *w)
+{
+    struct refresh_wait *rw = (struct refresh_wait *)w;
+    if (w->outcome != PG_OK) {
+        refresh_release(rw);
+        refresh_forget(rw);
+        auth_fail(w, w->outcome);
+        return;
+    }
+    if (auth_session_spread(w) > 0)
+        log_msg(LOG_WARN, "refresh token reuse: session revoked", "session", rw->sid, NULL);
+    refresh_invalid(rw);
+}
+
+static void refresh_rotated(struct auth_wait *w)
+{
+    struct refresh_wait *rw = (struct refresh_wait *)w;
+    if (w->outcome != PG_OK) {
+        refresh_release(rw);
+        refresh_forget(rw);
+        auth_fail(w, w->outcome);
+        return;
+    }
+    if (pg_result_rows(w->result) != 1) { /* not the current token: was it the previous one? */
+        w->q.params[0] = rw->cw.slug;
+        w->q.params[1] = rw->sid;
+        w->q.params[2] = rw->presented_sha;
+        w->q.params[3] = rw->cw.client_id;
+        w->q.params[4] = rw->request_id;
+        w->q.params[5] = rw->ip[0] ? rw->ip : NULL;
+        w->q.params[6] = rw->slack_text;
+        w->q.params_count = 7;
+        auth_send(NULL, w, STORE_SESSION_REUSE, NULL, refresh_reuse_done);
+        return;
+    }
+    snprintf(rw->user_id, sizeof(rw->user_id), "%s", pg_result_value(w->result, 0, 1));
+    if (!rw->scope_given)
+        snprintf(rw->scope, sizeof(rw->scope), "%s", pg_result_value(w->result, 0, 2));
+    rw->lifetime_s = strtoll(pg_result_value(w->result, 0, 3), NULL, 10);
+    rw->job.run = refresh_sign_run;
+    rw->job.done = refresh_sign_done;
+    if (workers_submit_urgent(w->auth->workers, loop_index(w->loop), &rw->job) != 0) {
+        /* Committed, but no token can be signed now: the new refresh token is lost and the
+         * client logs in again (SECURITY F15 keeps the hot path; the session is unharmed). */
+        refresh_release(rw);
+        refresh_forget(rw);
+        auth_answer(w, 503, "the server is busy; retry later");
+    }
+}
+
+static void refresh_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    struct refresh_wait *rw = (struct refresh_wait *)w;
+    if (tenant == NULL) {
+        refresh_forget(rw);
+        auth_answer(w, w->status, w->detail);
+        return;
+    }
+    rw->tenant = tenant;
+    if (keyset_signing_key(&tenant->keys) == NULL) {
+        refresh_release(rw);
+        refresh_forget(rw);
+        auth_answer(w, 503, "the tenant has no signing key; retry later");
+        return;
+    }
+    if (auth_refresh_make(rw->sid, rw->refresh, rw->new_sha) != 0) {
+        refresh_release(rw);
+        auth_answer(w, 500, "internal error");
+        return;
+    }
+    w->q.params[0] = rw->cw.slug;
+    w->q.params[1] = rw->sid;
+    w->q.params[2] = rw->presented_sha;
+    w->q.params[3] = rw->new_sha;
+    w->q.params[4] = rw->cw.client_id;
+    w->q.params[5] = rw->public_client ? "t" : "f";
+    w->q.params[6] = rw->idle_text;
+    w->q.params_count = 7;
+    auth_send(NULL, w, STORE_SESSION_ROTATE, NULL, refresh_rotated);
+}
+
+/* The caller is known with the client's scopes: the scope may only narrow (RFC 6749 §6). */
+static void refresh_caller_known(struct refresh_wait *rw, const char *client_scopes)
+{
+    if (rw->scope_given && !auth_words_subset(rw->scope, client_scopes)) {
+        refresh_forget(rw);
+        auth_oauth_fail(&rw->w, 400, "invalid_scope", "the scope is wider than the one granted");
+        return;
+    }
+    auth_tenant_get(NULL, &rw->w, rw->cw.slug, refresh_keys_ready);
+}
+
+static void refresh_client_ready(struct auth_wait *w, const struct auth_client *client)
+{
+    struct refresh_wait *rw = (struct refresh_wait *)w;
+    if (client == NULL) {
+        refresh_forget(rw);
+        if (w->status == 401)
+            auth_oauth_fail(w, 401, "invalid_client", w->detail);
+        else
+            auth_answer(w, w->status, w->detail);
+        return;
+    }
+    refresh_caller_known(rw, client->scopes);
+}
+
+/* A public caller: its client row must exist in the tenant and have no secret (a
+ * confidential client must authenticate, RFC 6749 §6). Columns as STORE_CLIENT_BY_ID. */
+static void refresh_public_row(struct auth_wait *w)
+{
+    struct refresh_wait *rw = (struct refresh_wait *)w;
+    if (w->outcome != PG_OK) {
+        refresh_forget(rw);
+        auth_fail(w, w->outcome);
+        return;
+    }
+    if (pg_result_rows(w->result) != 1 || !pg_result_is_null(w->result, 0, 2)) {
+        refresh_forget(rw);
+        auth_oauth_fail(w, 401, "invalid_client", "client authentication failed");
+        return;
+    }
+    char scopes[sizeof(((struct auth_client *)0)->scopes)];
+    snprintf(scopes, sizeof(scopes), "%s", pg_result_value(w->result, 0, 4));
+    refresh_caller_known(rw, scopes);
+}
+
+static void refresh_identify(struct http_ctx *ctx, struct refresh_wait *rw)
+{
+    if (!rw->public_client) {
+        auth_client_authenticate(ctx, &rw->w, &rw->cw, false, refresh_client_ready);
+        return;
+    }
+    rw->w.q.params[0] = rw->cw.client_id;
+    rw->w.q.params[1] = rw->cw.slug;
+    rw->w.q.params_count = 2;
+    auth_send(ctx, &rw->w, STORE_CLIENT_BY_ID, NULL, refresh_public_row);
+}
+
+static void refresh_rate_passed(struct auth_wait *w)
+{
+    refresh_identify(NULL, (struct refresh_wait *)w);
+}
+
+int auth_session_caller(struct http_ctx *ctx, struct auth_client_creds *creds, bool *public_client)
+{
+    const char *why = NULL;
+    *public_client = false;
+    if (!creds->has_secret && http1_find_header(ctx->req, "Authorization") == NULL) {
+        if (!creds->has_id || creds->client_id[0] == '\0') {
+            auth_oauth_error(ctx, 401, "invalid_client", "client authentication is required");
+            return -1;
+        }
+        *public_client = true;
+        return 0;
+    }
+    int status = auth_client_credentials(ctx, creds, &why);
+    if (status != 0) {
+        auth_oauth_error(ctx, status, status == 401 ? "invalid_client" : "invalid_request", why);
+        return -1;
+    }
+    return 0;
+}
+
+void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_client_creds *creds,
+                          const char *refresh_token, const char *scope, bool scope_given)
+{
+    bool public_client = false;
+    if (refresh_token[0] == '\0') {
+        auth_oauth_error(ctx, 400, "invalid_request", "refresh_token is missing");
+        return;
+    }
+    struct auth_rate_check limits;
+    if (auth_session_caller(ctx, creds, &public_client) != 0 ||
+        !auth_rate_admit(ctx, auth, creds->client_id, &limits))
+        return; /* answered */
+    struct refresh_wait *rw = auth_park(ctx, auth, sizeof(*rw));
+    if (rw == NULL)
+        return;
+    if (auth_refresh_parse(refresh_token, rw->sid, rw->presented_sha) != 0) {
+        auth_oauth_error(ctx, 400, "invalid_grant", session_refused);
+        return; /* answered at once: the park is undone */
+    }
+    auth_slug_copy(ctx->params[0], rw->cw.slug);
+    memcpy(rw->cw.client_id, creds->client_id, sizeof(rw->cw.client_id));
+    hash_sha256(creds->secret, strlen(creds->secret), rw->cw.secret_sha256);
+    rw->public_client = public_client;
+    rw->scope_given = scope_given;
+    snprintf(rw->scope, sizeof(rw->scope), "%s", scope);
+    snprintf(rw->idle_text, sizeof(rw->idle_text), "%d", AUTH_SESSION_IDLE_S);
+    snprintf(rw->slack_text, sizeof(rw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
+    auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
+    size_t id_len = ctx->request_id.len < SESSION_REQUEST_ID_MAX ? ctx->request_id.len
+                                                                 : SESSION_REQUEST_ID_MAX;
+    memcpy(rw->request_id, ctx->request_id.ptr, id_len);
+    rw->request_id[id_len] = '\0';
+    struct buf issuer;
+    buf_init(&issuer, rw->issuer, sizeof(rw->issuer));
+    auth_issuer(auth, slice_make(rw->cw.slug, strlen(rw->cw.slug)), &issuer);
+    buf_append(&issuer, "", 1);
+    rw->w.rate = limits;
+    if (!auth_rate_pending(&limits))
+        refresh_identify(ctx, rw);
+    else if (auth_rate_continue(ctx, &rw->w, refresh_rate_passed) != 0)
+        auth_answer_now(ctx, 503, "the server is busy; retry later");
+}
+
+/* ---- Logout --------------------------------------------------------------------------------- */
+
+/* POST /t/{tenant}/api/v1/auth/logout and .../logout-all with the user's access token
+ * (Authorization: Bearer, RFC 6750 §2.1) → 204 once the sessions are revoked in Postgres
+ * and their 'sid' revocations spread (DESIGN §1): every access token of the session (or of
+ * every session of the user) is refused on every shard and instance, every refresh token
+ * is invalid_grant (SECURITY O20). An invalid token is 401; a token of no session (a
+ * client's own) is 400. */
+struct logout_wait {
+    struct auth_wait w;
+    bool all;
+    size_t token_len;
+    char slug[AUTH_SLUG_MAX + 1];
+    char tid[CT_UUID_TEXT_LEN + 1];
+    char sid[CT_UUID_TEXT_LEN + 1];
+    char sub[CT_UUID_TEXT_LEN + 1];
+    char client_id[JWT_ID_MAX + 1];
+    char slack_text[SESSION_NUM_TEXT];
+    char ip[AUTH_IP_MAX + 1];
+    char request_id[SESSION_REQUEST_ID_MAX + 1];
+    char token[AUTH_ACCESS_TOKEN_MAX];
+};
+
+_Static_assert(sizeof(struct logout_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
+
+static void logout_unauthorized(struct http_ctx *ctx, void *state)
+{
+    (void)state;
+    http_header_add(ctx, "WWW-Authenticate", SLICE_LIT("Bearer error=\"invalid_token\""));
+    http_respond_problem(ctx, 401, "the access token is missing, invalid, expired or revoked");
+}
+
+static void logout_respond(struct http_ctx *ctx, void *state)
+{
+    (void)state;
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond(ctx, 204, NULL, slice_make(NULL, 0));
+}
+
+static void logout_committed(struct auth_wait *w)
+{
+    if (w->outcome != PG_OK) {
+        auth_fail(w, w->outcome);
+        return;
+    }
+    auth_session_spread(w);
+    http_resume(w, logout_respond);
+}
+
+static bool logout_uuid(const char *s)
+{
+    return strlen(s) == CT_UUID_TEXT_LEN && session_uuid_valid(s);
+}
+
+/* The token is checked against the tenant's keys; revoke what it names. */
+static void logout_check(struct logout_wait *lw, const struct auth_tenant *tenant)
+{
+    struct auth_wait *w = &lw->w;
+    const struct jwt_claims *c = NULL;
+    struct slice token = slice_make(lw->token, lw->token_len);
+    if (auth_access_check(w->auth, w->loop, lw->slug, tenant, token, &c) != 0) {
+        http_resume(lw, logout_unauthorized);
+        return;
+    }
+    if (!logout_uuid(c->sid) || !logout_uuid(c->sub) || !logout_uuid(c->tid)) {
+        auth_answer(w, 400, "the token belongs to no user session");
+        return;
+    }
+    memcpy(lw->tid, c->tid, sizeof(lw->tid)); /* each checked: 36 characters and a NUL */
+    memcpy(lw->sid, c->sid, sizeof(lw->sid));
+    memcpy(lw->sub, c->sub, sizeof(lw->sub));
+    snprintf(lw->client_id, sizeof(lw->client_id), "%s", c->client_id);
+    const char *ip = lw->ip[0] ? lw->ip : NULL;
+    const char **p = w->q.params;
+    if (lw->all) {
+        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->slack_text, p[3] = ip, p[4] = lw->request_id;
+        w->q.params_count = 5;
+    } else {
+        p[0] = lw->tid, p[1] = lw->sid, p[2] = lw->sub, p[3] = lw->client_id, p[4] = lw->slack_text;
+        p[5] = ip, p[6] = lw->request_id;
+        w->q.params_count = 7;
+    }
+    enum store_stmt stmt = lw->all ? STORE_SESSION_LOGOUT_ALL : STORE_SESSION_LOGOUT;
+    auth_send(NULL, w, stmt, NULL, logout_committed);
+}
+
+static void logout_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    if (tenant == NULL) {
+        auth_answer(w, w->status, w->detail);
+        return;
+    }
+    struct auth *auth = w->auth;
+    struct loop *loop = w->loop;
+    logout_check((struct logout_wait *)w, tenant);
+    auth_tenant_put(auth, loop, tenant);
+}
+
+static void logout_start(struct http_ctx *ctx, bool all)
+{
+    struct auth *auth = ctx->route_arg;
+    if (!auth_slug_valid(ctx->params[0])) {
+        http_respond_problem(ctx, 404, "no such tenant");
+        return;
+    }
+    const struct http1_header *h = http1_find_header(ctx->req, "Authorization");
+    struct slice token = h ? http_auth_bearer(h->value) : slice_make(NULL, 0);
+    if (token.len == 0 || token.len > AUTH_ACCESS_TOKEN_MAX) {
+        logout_unauthorized(ctx, NULL);
+        return;
+    }
+    struct logout_wait *lw = auth_park(ctx, auth, sizeof(*lw));
+    if (lw == NULL)
+        return;
+    lw->all = all;
+    memcpy(lw->token, token.ptr, token.len);
+    lw->token_len = token.len;
+    auth_slug_copy(ctx->params[0], lw->slug);
+    snprintf(lw->slack_text, sizeof(lw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
+    auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
+    size_t id_len = ctx->request_id.len < SESSION_REQUEST_ID_MAX ? ctx->request_id.len
+                                                                 : SESSION_REQUEST_ID_MAX;
+    memcpy(lw->request_id, ctx->request_id.ptr, id_len);
+    lw->request_id[id_len] = '\0';
+    if (auth_tenant_cached(auth, ctx->loop, lw->slug) == NULL)
+        auth_tenant_get(ctx, &lw->w, lw->slug, logout_keys_ready);
+    else
+        logout_check(lw, NULL);
+}
+
+static void logout_post(struct http_ctx *ctx)
+{
+    logout_start(ctx, false);
+}
+
+static void logout_all_post(struct http_ctx *ctx)
+{
+    logout_start(ctx, true);
+}
+
+int auth_logout_routes(struct auth *auth, struct http_server *http)
+{
+    int rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/api/v1/auth/logout", "logout",
+                            logout_post, auth);
+    return rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_POST,
+                                         "/t/{tenant}/api/v1/auth/logout-all", "logout_all",
+                                         logout_all_post, auth);
+}

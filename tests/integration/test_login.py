@@ -1,0 +1,541 @@
+#!/usr/bin/env python3
+"""Password login, POST /t/{tenant}/api/v1/auth/login (issue 6; DESIGN §4; SECURITY P01,
+P03, P04, P08, P09, P10, P12, P13).
+
+Starts its own Postgres cluster and one Tessera instance (two shards); users are made with
+`tessera admin user create` (Argon2id), imported bcrypt hashes are written into the row by
+SQL (made with `htpasswd -nbB` for $2y$ and Python's crypt module for $2b$; $2a$ is the same
+algorithm with the older prefix). Every issued token is checked with the server's own
+/verify and introspection, and against the rows the login committed:
+- a login answers 200 {access_token, token_type Bearer, expires_in, refresh_token} with
+  no-store; the JWT carries sub = the user's id, sid = the session in the refresh token,
+  client_id, tid, the client's scopes; the session row holds only the refresh token's
+  SHA-256, the address, the User-Agent, expiry now+14 d and cap now+30 d; the user's
+  failed_logins is 0 and last_login_at set; an audit row login_succeeded names the session;
+- P13: two logins give two sessions and two refresh tokens;
+- P01: unknown user, wrong password, disabled user, unknown email, an email two users share:
+  the same status, body and headers (X-Request-Id and Date aside); refusals are audited;
+- P08/P09: a 4 KiB password, an empty one, one holding NUL: 400, nothing counted; 1 MiB: 413;
+- P10: $2y$, $2b$, $2a$ users log in and their rows hold $argon2id$ afterwards; the new
+  hash works; a wrong password on a bcrypt user is 401;
+- P12: an Argon2id row with m = 4 GiB or t = 1000: 401, the server stays up;
+- P03/P04: 10 failures lock the account (audit locked_out); during the wait even the right
+  password gets the wrong-password answer and does not lengthen the wait; after the first
+  wait (2 s) the right password works and the count is reset; after the threshold the next
+  failure waits twice as long;
+- a client that is not first-party, or unknown, or missing: 400;
+- the token endpoint's password grant (RFC 6749 §4.3, first-party clients only): 200 with a
+  refresh token for the right password, and the token refreshes; wrong password and unknown
+  user both 400 invalid_grant with the same body (P01); a client without the grant or not
+  first-party 400 unauthorized_client, a wrong secret 401 invalid_client, a wider scope
+  invalid_scope, a narrower one granted;
+- F15: one worker thread and a flood of FLOOD logins at once: the ones the full worker
+  queue refuses answer 503 with Retry-After, every other one 200/401; /verify answers 200
+  meanwhile; sessions exist exactly for the 200s (none half-created by a 503).
+Skips when Postgres (initdb) is not installed.
+"""
+import base64
+import hashlib
+import http.client
+import json
+import os
+import socket
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import warnings
+
+with warnings.catch_warnings():  # crypt leaves Python in 3.13; Debian 12 has 3.11
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
+
+from tessera_harness import Results, Server, check_clean_exit, tessera_bin
+from test_store_faults import Postgres, sh
+
+TENANT = "acme"
+PASSWORD = "correct horse battery staple"
+FAST_RATE = 10000000         # rate limits out of the way
+LOCK_THRESHOLD = 10          # auth/login.c LOGIN_LOCKOUT_THRESHOLD
+LOCK_FIRST_WAIT_S = 2        # auth/login.c LOGIN_LOCKOUT_FIRST_WAIT_S
+IDLE_S = 14 * 86400          # auth/auth_int.h AUTH_SESSION_IDLE_S
+ABSOLUTE_S = 30 * 86400      # auth/auth_int.h AUTH_SESSION_ABSOLUTE_S
+CLOCK_SLACK_S = 120          # database clock vs the expected expiry, and a slow sanitizer build
+VOLATILE_HEADERS = ("x-request-id", "date")
+FLOOD = 1300                 # logins at once: more than the worker queue's 1,024 jobs
+FLOOD_VALID_EVERY = 50       # every fiftieth is a real user's right password (a session)
+FLOOD_ARGON2_M_KIB = 4096    # cheap hashes: one worker drains 1,024 of them well within the
+                             # harness's 60 s idle timeout, yet slower than they arrive
+FLOOD_READ_S = 120
+
+
+# ---------------------------------------------------------------------------- HTTP helpers
+
+def call(port, method, path, body=None, headers=None, timeout=30.0):
+    """(status, headers as a sorted list of (lower name, value), body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, sorted((k.lower(), v) for k, v in resp.getheaders()), data
+    finally:
+        conn.close()
+
+
+def hdr(headers, name):
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+def login(port, body, tenant=TENANT, agent="test-agent/1.0", raw=None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    return call(port, "POST", "/t/%s/api/v1/auth/login" % tenant, data,
+                {"Content-Type": "application/json", "User-Agent": agent})
+
+
+def jbody(data):
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {}
+
+
+def jwt_claims(token):
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def sid_of(refresh):
+    return refresh[3:39]
+
+
+def basic(client):
+    pair = "%s:%s" % (client["client_id"], client["client_secret"])
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def verify(port, token, tenant=TENANT):
+    return call(port, "GET", "/t/%s/verify" % tenant, headers={"Authorization": "Bearer " + token})
+
+
+def introspect(port, token, client, tenant=TENANT):
+    status, _, data = call(port, "POST", "/t/%s/oauth2/introspect" % tenant,
+                           urllib.parse.urlencode({"token": token}),
+                           {"Content-Type": "application/x-www-form-urlencoded",
+                            "Authorization": basic(client)})
+    return status, jbody(data)
+
+
+# ---------------------------------------------------------------------------- environment
+
+class Env:
+    """A private Postgres, the master key, the admin CLI, optionally Redis."""
+
+    def __init__(self, workdir, redis=False):
+        self.workdir = workdir
+        self.pg = Postgres(workdir)
+        self.key = os.path.join(workdir, "master.key")
+        self.clients = {}
+        self.users = {}
+        self.redis_port = None
+        self.redis_dir = os.path.join(workdir, "redis")
+        self.want_redis = redis
+
+    def admin(self, *args, stdin=None):
+        env = dict(os.environ, TESSERA_PG_URL=self.pg.url, TESSERA_MASTER_KEY_FILE=self.key)
+        r = subprocess.run([tessera_bin()] + list(args), env=env, input=stdin, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("tessera %s: %s" % (" ".join(args), r.stderr.decode()))
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    def sql(self, statement):
+        return self.pg.psql(statement)
+
+    def prepare(self):
+        with open(self.key, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(self.key, 0o600)
+        self.pg.init()
+        self.admin("migrate")
+        self.admin("admin", "tenant", "create", TENANT)
+        self.admin("admin", "keys", "rotate", "--tenant", TENANT)
+        self.client("app", "--first-party", "--grant", "refresh_token", "--grant", "password")
+        self.client("other", "--first-party", "--grant", "refresh_token")
+        self.client("svc", "--grant", "client_credentials", "--introspect")
+        if self.want_redis:
+            from test_store_faults import free_port
+            self.redis_port = free_port()
+            r = sh("tessera_redis_start '%s' %d 0" % (self.redis_dir, self.redis_port))
+            if r.returncode != 0:
+                raise RuntimeError("redis: " + r.stderr.decode())
+
+    def client(self, name, *flags):
+        self.clients[name] = self.admin("admin", "client", "create", "--tenant", TENANT, "--name", name,
+                                        "--scope", "read write", *flags)
+        return self.clients[name]
+
+    def user(self, name, password=PASSWORD, email=None):
+        args = ["admin", "user", "create", "--tenant", TENANT, "--username", name, "--password-stdin"]
+        if email:
+            args += ["--email", email]
+        self.users[name] = self.admin(*args, stdin=(password + "\n").encode())["id"]
+        return self.users[name]
+
+    def server(self, **extra):
+        env = dict(TESSERA_SHARDS=2, TESSERA_PG_URL=self.pg.url, TESSERA_MASTER_KEY_FILE=self.key,
+                   TESSERA_RATE_CLIENT_PER_S=FAST_RATE, TESSERA_RATE_ADDRESS_PER_S=FAST_RATE)
+        if self.redis_port:
+            env["TESSERA_REDIS_URL"] = "redis://127.0.0.1:%d" % self.redis_port
+        env.update(extra)
+        srv = Server(**env).start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(call(srv.port, "GET", "/health/ready")[0] == 200 for _ in range(4)):
+                return srv
+            time.sleep(0.1)
+        raise RuntimeError("server not ready")
+
+    def stop(self):
+        if self.redis_port:
+            sh("tessera_redis_stop '%s'" % self.redis_dir)
+        self.pg.stop("fast")
+
+
+def good_login(env, port, username, client="app", agent="test-agent/1.0"):
+    status, headers, data = login(port, {"username": username, "password": PASSWORD,
+                                         "client_id": env.clients[client]["client_id"]}, agent=agent)
+    return status, headers, jbody(data)
+
+
+# ---------------------------------------------------------------------------- the checks
+
+def test_success(res, env, port):
+    uid = env.user("alice", email="alice@example.test")
+    status, headers, body = good_login(env, port, "alice", agent="Mozilla/5.0 (test)")
+    res.check("login: 200", status == 200, "%s %r" % (status, body))
+    res.check("login: exactly access_token, token_type, expires_in, refresh_token",
+              sorted(body) == ["access_token", "expires_in", "refresh_token", "token_type"], repr(body))
+    res.check("login: Bearer, no-store", body.get("token_type") == "Bearer"
+              and hdr(headers, "cache-control") == "no-store", repr(headers))
+    rt = body.get("refresh_token", "")
+    res.check("login: refresh token rt_<session id>.<43 base64url>",
+              rt.startswith("rt_") and len(rt) == 3 + 36 + 1 + 43 and rt[39] == ".", rt)
+    claims = jwt_claims(body["access_token"])
+    tenant_id = env.sql("SELECT id FROM tenants WHERE slug = '%s'" % TENANT)
+    res.check("login: JWT sub = user id, sid = session, client_id, tid, scope, exp-iat = expires_in",
+              claims.get("sub") == uid and claims.get("sid") == sid_of(rt)
+              and claims.get("client_id") == env.clients["app"]["client_id"]
+              and claims.get("tid") == tenant_id and sorted(claims.get("scope", "").split()) == ["read", "write"]
+              and claims["exp"] - claims["iat"] == body.get("expires_in"), repr(claims))
+    vs, vh, _ = verify(port, body["access_token"])
+    res.check("login: /verify 200 with X-Auth-Subject = user id",
+              vs == 200 and hdr(vh, "x-auth-subject") == uid, "%s %r" % (vs, vh))
+    ist, ib = introspect(port, body["access_token"], env.clients["svc"])
+    res.check("login: introspection active, sub = user id", ist == 200 and ib.get("active") is True
+              and ib.get("sub") == uid, repr(ib))
+    sha = hashlib.sha256(rt.encode()).hexdigest()
+    row = env.sql("SELECT encode(refresh_sha256, 'hex'), user_agent, host(ip), "
+                  "extract(epoch FROM expires_at - now())::bigint, "
+                  "extract(epoch FROM absolute_expires_at - now())::bigint, user_id, revoked_at IS NULL "
+                  "FROM sessions WHERE id = '%s'" % sid_of(rt)).split("|")
+    res.check("login: session row holds the SHA-256 only, agent, address, 14 d / 30 d",
+              row[0] == sha and row[1] == "Mozilla/5.0 (test)" and row[2] == "127.0.0.1"
+              and abs(int(row[3]) - IDLE_S) < CLOCK_SLACK_S and abs(int(row[4]) - ABSOLUTE_S) < CLOCK_SLACK_S
+              and row[5] == uid and row[6] == "t", repr(row))
+    user = env.sql("SELECT failed_logins, last_login_at IS NOT NULL FROM users WHERE id = '%s'" % uid)
+    res.check("login: failed_logins 0, last_login_at set", user == "0|t", user)
+    audit = env.sql("SELECT count(*) FROM audit_log WHERE action = 'login_succeeded' AND actor_id = '%s' "
+                    "AND target_id = '%s'" % (uid, sid_of(rt)))
+    res.check("login: audit login_succeeded names the session", audit == "1", audit)
+    status, _, body = login(port, {"email": "ALICE@example.test", "password": PASSWORD,
+                                   "client_id": env.clients["app"]["client_id"]})
+    res.check("login by email (case-insensitive): 200", status == 200, repr(status))
+
+
+def test_p13(res, env, port):
+    s1, _, b1 = good_login(env, port, "alice")
+    s2, _, b2 = good_login(env, port, "alice")
+    res.check("P13: each login makes a new session id and refresh token",
+              s1 == s2 == 200 and sid_of(b1["refresh_token"]) != sid_of(b2["refresh_token"])
+              and b1["refresh_token"] != b2["refresh_token"], "%s %s" % (s1, s2))
+
+
+def refusal(resp):
+    status, headers, data = resp
+    return status, [h for h in headers if h[0] not in VOLATILE_HEADERS], data
+
+
+def test_p01(res, env, port):
+    env.user("bob")
+    env.user("carol")
+    env.admin("admin", "user", "disable", "--tenant", TENANT, "--username", "carol")
+    app = env.clients["app"]["client_id"]
+    wrong = refusal(login(port, {"username": "bob", "password": "not the password", "client_id": app}))
+    unknown = refusal(login(port, {"username": "nobody-here", "password": "not the password", "client_id": app}))
+    disabled = refusal(login(port, {"username": "carol", "password": PASSWORD, "client_id": app}))
+    no_mail = refusal(login(port, {"email": "x@nowhere.test", "password": PASSWORD, "client_id": app}))
+    res.check("P01: wrong password is 401", wrong[0] == 401, repr(wrong))
+    res.check("P01: unknown user: same status, headers and body as a wrong password", unknown == wrong,
+              "%r\n%r" % (unknown, wrong))
+    res.check("P01: disabled user: the same answer", disabled == wrong, repr(disabled))
+    res.check("P01: unknown email: the same answer", no_mail == wrong, repr(no_mail))
+    env.user("dave", email="shared@example.test")
+    env.user("erin", email="shared@example.test")
+    shared = refusal(login(port, {"email": "shared@example.test", "password": PASSWORD, "client_id": app}))
+    res.check("an email two users share picks neither: the same answer", shared == wrong, repr(shared))
+    audit = env.sql("SELECT count(*) FROM audit_log WHERE action = 'login_failed' "
+                    "AND details->>'reason' = 'unknown_user'")
+    res.check("P01: refusals of unknown users are audited", int(audit) >= 3, audit)
+    n = env.sql("SELECT failed_logins FROM users WHERE id = '%s'" % env.users["bob"])
+    res.check("P01: the wrong password was counted", n == "1", n)
+
+
+def test_p08_p09(res, env, port):
+    app = env.clients["app"]["client_id"]
+    before = env.sql("SELECT failed_logins FROM users WHERE id = '%s'" % env.users["bob"])
+    long_pw = login(port, {"username": "bob", "password": "a" * 4096, "client_id": app})
+    res.check("P08: 4 KiB password → 400 before hashing", long_pw[0] == 400, repr(long_pw[0]))
+    huge = login(port, {"username": "bob", "password": "a" * (1 << 20), "client_id": app})
+    res.check("P08: 1 MiB body → 413", huge[0] == 413, repr(huge[0]))
+    empty = login(port, {"username": "bob", "password": "", "client_id": app})
+    res.check("P08: empty password → 400", empty[0] == 400, repr(empty[0]))
+    nul = login(port, {"username": "bob", "password": PASSWORD + "\u0000x", "client_id": app})
+    res.check("P09: password holding NUL → 400", nul[0] == 400, repr(nul))
+    after = env.sql("SELECT failed_logins FROM users WHERE id = '%s'" % env.users["bob"])
+    res.check("P08/P09: nothing counted against the account", before == after, "%s → %s" % (before, after))
+
+
+def bcrypt_hashes():
+    """{prefix: hash of PASSWORD} made by htpasswd ($2y$) and crypt ($2b$, then $2a$)."""
+    out = {}
+    r = subprocess.run(["htpasswd", "-nbB", "-C", "5", "u", PASSWORD], stdout=subprocess.PIPE, timeout=30)
+    out["2y"] = r.stdout.decode().strip().split(":", 1)[1]
+    h = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 5))
+    out["2b"] = h
+    out["2a"] = "$2a$" + h[4:]
+    return out
+
+
+def test_p10(res, env, port):
+    app = env.clients["app"]["client_id"]
+    for prefix, h in sorted(bcrypt_hashes().items()):
+        name = "legacy-" + prefix
+        uid = env.user(name, password="placeholder password")
+        env.sql("UPDATE users SET password_hash = '%s' WHERE id = '%s'" % (h, uid))
+        res.check("P10: $%s$ imported hash is $%s$" % (prefix, prefix), h.startswith("$%s$" % prefix), h)
+        st = login(port, {"username": name, "password": "wrong password", "client_id": app})[0]
+        res.check("P10: $%s$ user, wrong password → 401, hash kept" % prefix, st == 401 and env.sql(
+            "SELECT password_hash FROM users WHERE id = '%s'" % uid) == h, repr(st))
+        st, _, body = good_login(env, port, name)
+        stored = env.sql("SELECT password_hash FROM users WHERE id = '%s'" % uid)
+        res.check("P10: $%s$ user logs in and the row is rehashed to Argon2id" % prefix,
+                  st == 200 and stored.startswith("$argon2id$"), "%s %s" % (st, stored))
+        st2 = good_login(env, port, name)[0]
+        res.check("P10: $%s$ user logs in again with the new hash" % prefix, st2 == 200, repr(st2))
+
+
+def test_p12(res, env, port, srv):
+    app = env.clients["app"]["client_id"]
+    base = env.sql("SELECT password_hash FROM users WHERE id = '%s'" % env.users["bob"])
+    for label, find, repl in (("m = 4 GiB", "m=19456", "m=4194304"), ("t = 1000", "t=2", "t=1000")):
+        uid = env.user("tampered-" + label.split()[0], password=PASSWORD)
+        h = env.sql("SELECT password_hash FROM users WHERE id = '%s'" % uid)
+        bad = h.replace(find, repl, 1)
+        env.sql("UPDATE users SET password_hash = '%s' WHERE id = '%s'" % (bad, uid))
+        st = login(port, {"username": "tampered-" + label.split()[0], "password": PASSWORD, "client_id": app})[0]
+        res.check("P12: stored hash with %s → 401, server alive" % label,
+                  bad != h and st == 401 and srv.alive(), "%s %s" % (st, bad))
+    res.check("P12: the policy's hashes are m=19456,t=2", "m=19456,t=2" in base, base)
+
+
+def test_lockout(res, env, port):
+    uid = env.user("locky")
+    app = env.clients["app"]["client_id"]
+    wrong = None
+    for i in range(LOCK_THRESHOLD):
+        wrong = refusal(login(port, {"username": "locky", "password": "guess %d" % i, "client_id": app}))
+    locked = env.sql("SELECT failed_logins, locked_until > now() FROM users WHERE id = '%s'" % uid)
+    res.check("P03: %d failures lock the account" % LOCK_THRESHOLD, locked == "%d|t" % LOCK_THRESHOLD, locked)
+    audit = env.sql("SELECT count(*) FROM audit_log WHERE action = 'locked_out' AND actor_id = '%s'" % uid)
+    res.check("P03: audit locked_out", audit == "1", audit)
+    until = env.sql("SELECT locked_until FROM users WHERE id = '%s'" % uid)
+    during = refusal(login(port, {"username": "locky", "password": PASSWORD, "client_id": app}))
+    res.check("P03: during the wait the right password gets the wrong-password answer", during == wrong,
+              "%r\n%r" % (during, wrong))
+    res.check("P04: a try during the wait does not lengthen it",
+              env.sql("SELECT locked_until FROM users WHERE id = '%s'" % uid) == until)
+    wait_unlocked(env, uid)
+    st = good_login(env, port, "locky")[0]
+    row = env.sql("SELECT failed_logins, locked_until IS NULL FROM users WHERE id = '%s'" % uid)
+    res.check("P04: after the wait the right password works; the count is reset", st == 200 and row == "0|t",
+              "%s %s" % (st, row))
+    for i in range(LOCK_THRESHOLD):
+        login(port, {"username": "locky", "password": "again %d" % i, "client_id": app})
+    wait_unlocked(env, uid)
+    login(port, {"username": "locky", "password": "one more", "client_id": app})
+    wait = float(env.sql("SELECT extract(epoch FROM locked_until - now()) FROM users WHERE id = '%s'" % uid))
+    res.check("P03: the next failure past the threshold waits longer (about %d s)" % (2 * LOCK_FIRST_WAIT_S),
+              LOCK_FIRST_WAIT_S < wait <= 2 * LOCK_FIRST_WAIT_S, "%.2f s" % wait)
+    wait_unlocked(env, uid)
+    res.check("P04: and it ends too", good_login(env, port, "locky")[0] == 200)
+
+
+def wait_unlocked(env, uid):
+    wait = float(env.sql("SELECT greatest(0, extract(epoch FROM locked_until - now())) FROM users "
+                         "WHERE id = '%s'" % uid) or 0)
+    time.sleep(wait + 0.2)
+
+
+def test_clients(res, env, port):
+    svc = login(port, {"username": "alice", "password": PASSWORD, "client_id": env.clients["svc"]["client_id"]})
+    res.check("a client that is not first-party → 400", svc[0] == 400, repr(svc))
+    unknown = login(port, {"username": "alice", "password": PASSWORD, "client_id": "no-such-client"})
+    res.check("an unknown client → 400", unknown[0] == 400, repr(unknown))
+    missing = login(port, {"username": "alice", "password": PASSWORD})
+    res.check("no client_id → 400", missing[0] == 400, repr(missing))
+    other = login(port, {"username": "alice", "password": PASSWORD,
+                         "client_id": env.clients["app"]["client_id"]}, tenant="nope")
+    res.check("an unknown tenant → 404", other[0] == 404, repr(other))
+    both = login(port, {"username": "alice", "email": "alice@example.test", "password": PASSWORD,
+                        "client_id": env.clients["app"]["client_id"]})
+    res.check("username and email together → 400", both[0] == 400, repr(both))
+    bad = login(port, None, raw=b"{not json")
+    res.check("a body that is not JSON → 400", bad[0] == 400, repr(bad))
+
+
+def grant(port, client, **form):
+    body = dict({"grant_type": "password"}, **form)
+    status, headers, data = call(port, "POST", "/t/%s/oauth2/token" % TENANT, urllib.parse.urlencode(body),
+                                 {"Content-Type": "application/x-www-form-urlencoded",
+                                  "Authorization": basic(client)})
+    return status, headers, jbody(data)
+
+
+def test_password_grant(res, env, port):
+    app, other, svc = env.clients["app"], env.clients["other"], env.clients["svc"]
+    st, headers, body = grant(port, app, username="alice", password=PASSWORD)
+    claims = jwt_claims(body["access_token"]) if st == 200 else {}
+    res.check("password grant: 200 with a refresh token, sub = user, sid, no-store",
+              st == 200 and body.get("refresh_token", "").startswith("rt_")
+              and claims.get("sub") == env.users["alice"] and claims.get("sid") == sid_of(body["refresh_token"])
+              and hdr(headers, "cache-control") == "no-store", "%s %r" % (st, body))
+    form = {"grant_type": "refresh_token", "refresh_token": body.get("refresh_token", "")}
+    rst = call(port, "POST", "/t/%s/oauth2/token" % TENANT, urllib.parse.urlencode(form),
+               {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(app)})[0]
+    res.check("password grant: its refresh token refreshes", rst == 200, repr(rst))
+    wrong = grant(port, app, username="alice", password="not it")
+    unknown = grant(port, app, username="nobody-at-all", password="not it")
+    res.check("password grant: wrong password → 400 invalid_grant", wrong[0] == 400
+              and wrong[2].get("error") == "invalid_grant", repr(wrong))
+    res.check("password grant P01: unknown user → the same answer",
+              (unknown[0], unknown[2]) == (wrong[0], wrong[2])
+              and refusal(unknown)[1] == refusal(wrong)[1], "%r %r" % (unknown, wrong))
+    for label, client in (("a client without the grant", other), ("a client that is not first-party", svc)):
+        st, _, body = grant(port, client, username="alice", password=PASSWORD)
+        res.check("password grant: %s → 400 unauthorized_client" % label,
+                  st == 400 and body.get("error") == "unauthorized_client", "%s %r" % (st, body))
+    st, _, body = grant(port, dict(app, client_secret="wrong"), username="alice", password=PASSWORD)
+    res.check("password grant: a wrong client secret → 401 invalid_client",
+              st == 401 and body.get("error") == "invalid_client", "%s %r" % (st, body))
+    st, _, body = grant(port, app, username="alice", password=PASSWORD, scope="read admin")
+    res.check("password grant: a wider scope → invalid_scope", st == 400 and body.get("error") == "invalid_scope",
+              "%s %r" % (st, body))
+    st, _, body = grant(port, app, username="alice", password=PASSWORD, scope="read")
+    res.check("password grant: a narrower scope is granted", st == 200
+              and jwt_claims(body["access_token"]).get("scope") == "read", "%s %r" % (st, body))
+
+
+def flood_request(env, i):
+    user = "flood" if i % FLOOD_VALID_EVERY == 0 else "ghost-%d" % i
+    body = json.dumps({"username": user, "password": PASSWORD,
+                       "client_id": env.clients["app"]["client_id"]}).encode()
+    head = ("POST /t/%s/api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (TENANT, len(body)))
+    return head.encode() + body
+
+
+def read_status(sock):
+    """(status, has Retry-After) of the one response on sock (Connection: close)."""
+    sock.settimeout(FLOOD_READ_S)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    parts = head.split(" ", 2)
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None), "\r\nretry-after:" in head
+
+
+def test_f15(res, env):
+    srv = env.server(TESSERA_WORKERS=1, TESSERA_ARGON2_M_KIB=FLOOD_ARGON2_M_KIB, TESSERA_ARGON2_T=1)
+    uid = env.user("flood")
+    st, _, body = good_login(env, srv.port, "flood")
+    token = body.get("access_token", "")
+    # Every shard loads the tenant's keys now: a cold shard's load itself needs the worker
+    # pool (auth/tenants.c), which the flood fills (reported to the lead).
+    warm = [verify(srv.port, token)[0] for _ in range(8)]
+    before = int(env.sql("SELECT count(*) FROM sessions WHERE user_id = '%s'" % uid))
+    socks = []
+    for i in range(FLOOD):
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        sock.sendall(flood_request(env, i))
+        socks.append(sock)
+    during = [verify(srv.port, token)[0] for _ in range(4)]
+    answers = [read_status(s) for s in socks]
+    statuses = [a[0] for a in answers]
+    n503 = statuses.count(503)
+    n200 = statuses.count(200)
+    res.check("F15: a full worker queue answers 503 with Retry-After",
+              n503 > 0 and all(a[1] for a in answers if a[0] == 503), "%d of %d were 503" % (n503, FLOOD))
+    res.check("F15: every other login answered 200 or 401",
+              all(s in (200, 401, 503) for s in statuses), repr(sorted(set(map(str, statuses)))))
+    res.check("F15: /verify answers 200 during the flood (keys loaded before)",
+              st == 200 and warm == [200] * 8 and during == [200] * 4, "%r %r" % (warm, during))
+    after = int(env.sql("SELECT count(*) FROM sessions WHERE user_id = '%s'" % uid))
+    res.check("F15: a session for each 200 and none for a 503", after - before == n200,
+              "%d sessions, %d answered 200" % (after - before, n200))
+    print("MEASURE F15: %d logins at once with one worker: %d × 503, %d × 200, %d × 401"
+          % (FLOOD, n503, n200, statuses.count(401)), flush=True)
+    check_clean_exit(res, srv, "F15 server exits 0 on SIGTERM, no sanitizer report")
+
+
+def run_all(res, env):
+    srv = env.server()
+    res.run("success", test_success, res, env, srv.port)
+    res.run("P13", test_p13, res, env, srv.port)
+    res.run("P01", test_p01, res, env, srv.port)
+    res.run("P08/P09", test_p08_p09, res, env, srv.port)
+    res.run("P10", test_p10, res, env, srv.port)
+    res.run("P12", test_p12, res, env, srv.port, srv)
+    res.run("P03/P04", test_lockout, res, env, srv.port)
+    res.run("clients", test_clients, res, env, srv.port)
+    res.run("password grant", test_password_grant, res, env, srv.port)
+    check_clean_exit(res, srv)
+    res.run("F15", test_f15, res, env)
+
+
+def main():
+    res = Results("password login")
+    if sh("tessera_pg_bindir").returncode != 0 or not shutil.which("htpasswd"):
+        print("SKIP: Postgres or htpasswd is not installed")
+        raise SystemExit(77)
+    with tempfile.TemporaryDirectory() as workdir:
+        env = Env(workdir)
+        try:
+            env.prepare()
+            res.run("login", run_all, res, env)
+        finally:
+            env.stop()
+    res.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""Refresh-token rotation at POST /t/{tenant}/oauth2/token, grant_type=refresh_token
+(issue 6; RFC 6749 §6; RFC 9700 §4.14; SECURITY O15, O16, O18, O19, O20, F08).
+
+Starts its own Postgres cluster and Redis, and two Tessera instances A and B (two shards
+each) on them. Sessions come from the password login (auth/login.c). Every issued access
+token is checked with /verify and introspection on fresh connections to both instances:
+- a refresh answers 200 {access_token, token_type, expires_in, refresh_token, scope} with
+  no-store; the new refresh token names the same session, the old SHA-256 moved to
+  refresh_prev_sha256, the sliding expiry moved, never past the absolute cap;
+- O15: the previous token presented again → invalid_grant; the session is revoked
+  (revoked_at, a 'sid' revocation, audit refresh_reuse_detected); the current token is dead
+  too, and every access token of the session (also ones already in the verify caches) is
+  refused by /verify and introspection on every shard of A and of B;
+- O16: one token presented twice at the same moment, on one instance and on A and B at
+  once: exactly one 200, and at most one live successor;
+- O18: another client presents the token → invalid_grant and the token still works;
+- O19: a wider scope → invalid_scope and the token is not spent; a narrower one is granted;
+- O20: idle expiry, absolute cap, revoked session, disabled user → invalid_grant;
+- public clients (no secret) refresh with client_id alone; a confidential client must
+  authenticate (401 invalid_client);
+- logout: the session's access tokens refused on A and B, its refresh token invalid_grant
+  (O20 logout), the user's other session untouched; logout-all: every session of the user
+  ends, another user's stays; no token or a bad one 401, a client's own token 400;
+- RFC 7009: the session's client revoking the refresh token ends the session and its access
+  tokens; another client's revocation answers 200 and changes nothing;
+- F08: kill -9 right after an acknowledged rotation: after restart the new token works and
+  the old one is refused.
+Skips when Postgres (initdb) or redis-server is not installed.
+"""
+import hashlib
+import shutil
+import tempfile
+import threading
+import time
+import urllib.parse
+
+from tessera_harness import Results, check_clean_exit
+from test_login import (Env, basic, call, good_login, hdr, introspect, jbody, jwt_claims, sid_of,
+                        verify)
+from test_store_faults import sh
+
+PROPAGATION_S = 2.0   # a 'sid' revocation reaches B by Redis (ms) or, at worst, the 1 s poll
+FRESH = 6             # fresh connections per instance: both shards with near certainty
+RACES = 6             # concurrent double presentations per setting
+
+
+def refresh(port, rt, client=None, client_id=None, scope=None):
+    form = {"grant_type": "refresh_token", "refresh_token": rt}
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if client is not None:
+        headers["Authorization"] = basic(client)
+    if client_id is not None:
+        form["client_id"] = client_id
+    if scope is not None:
+        form["scope"] = scope
+    status, hdrs, data = call(port, "POST", "/t/acme/oauth2/token", urllib.parse.urlencode(form), headers)
+    return status, hdrs, jbody(data)
+
+
+def sha(rt):
+    return hashlib.sha256(rt.encode()).hexdigest()
+
+
+def everywhere_refused(env, ports, token, deadline_s=PROPAGATION_S):
+    """True once /verify says 401 and introspection inactive on FRESH connections to each port."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        ok = all(verify(p, token)[0] == 401 and introspect(p, token, env.clients["svc"])[1].get("active") is False
+                 for p in ports for _ in range(FRESH))
+        if ok or time.monotonic() > deadline:
+            return ok
+        time.sleep(0.05)
+
+
+def everywhere_valid(env, ports, token):
+    return all(verify(p, token)[0] == 200 and introspect(p, token, env.clients["svc"])[1].get("active") is True
+               for p in ports for _ in range(FRESH))
+
+
+def test_rotation(res, env, a, b):
+    app = env.clients["app"]
+    env.user("rita")
+    st, _, first = good_login(env, a.port, "rita")
+    rt1 = first["refresh_token"]
+    env.sql("UPDATE sessions SET expires_at = now() + interval '1 hour' WHERE id = '%s'" % sid_of(rt1))
+    st, headers, body = refresh(a.port, rt1, client=app)
+    res.check("refresh: 200 with access_token, token_type, expires_in, refresh_token, scope",
+              st == 200 and sorted(body) == ["access_token", "expires_in", "refresh_token", "scope", "token_type"]
+              and hdr(headers, "cache-control") == "no-store", "%s %r" % (st, body))
+    rt2 = body.get("refresh_token", "")
+    claims = jwt_claims(body["access_token"])
+    res.check("refresh: a new token of the same session; the JWT carries its sid and the user",
+              rt2 != rt1 and sid_of(rt2) == sid_of(rt1) and claims.get("sid") == sid_of(rt1)
+              and claims.get("sub") == env.users["rita"], repr(claims))
+    row = env.sql("SELECT encode(refresh_sha256, 'hex'), encode(refresh_prev_sha256, 'hex'), "
+                  "expires_at > now() + interval '13 days', expires_at <= absolute_expires_at "
+                  "FROM sessions WHERE id = '%s'" % sid_of(rt1)).split("|")
+    res.check("refresh: current and previous SHA-256 stored; sliding expiry moved, within the cap",
+              row == [sha(rt2), sha(rt1), "t", "t"], repr(row))
+    res.check("refresh: the new access token verifies on A and B",
+              everywhere_valid(env, (a.port, b.port), body["access_token"]))
+    env.sql("UPDATE sessions SET absolute_expires_at = now() + interval '1 hour' WHERE id = '%s'" % sid_of(rt1))
+    st, _, body3 = refresh(b.port, rt2, client=app)
+    capped = env.sql("SELECT expires_at = absolute_expires_at FROM sessions WHERE id = '%s'" % sid_of(rt1))
+    res.check("refresh on B: 200; the sliding expiry stops at the absolute cap", st == 200 and capped == "t",
+              "%s %s" % (st, capped))
+    return first["access_token"], body["access_token"], rt1, rt2, body3
+
+
+def test_o15(res, env, a, b):
+    app = env.clients["app"]
+    at1, at2, rt1, rt2, last = test_rotation(res, env, a, b)
+    rt3, at3 = last["refresh_token"], last["access_token"]
+    res.check("O15: before the reuse, every access token of the session is valid on A and B (and cached)",
+              all(everywhere_valid(env, (a.port, b.port), tok) for tok in (at1, at2, at3)))
+    st, _, body = refresh(a.port, rt2, client=app)
+    res.check("O15: the previous token again → 400 invalid_grant", st == 400 and body.get("error") == "invalid_grant",
+              "%s %r" % (st, body))
+    sid = sid_of(rt1)
+    row = env.sql("SELECT revoked_at IS NOT NULL FROM sessions WHERE id = '%s'" % sid)
+    rev = env.sql("SELECT count(*) FROM revocations WHERE kind = 'sid' AND value = '%s'" % sid)
+    audit = env.sql("SELECT count(*) FROM audit_log WHERE action = 'refresh_reuse_detected' AND target_id = '%s'" % sid)
+    res.check("O15: session revoked, a 'sid' revocation, audit refresh_reuse_detected",
+              row == "t" and rev == "1" and audit == "1", "%s %s %s" % (row, rev, audit))
+    st, _, body = refresh(b.port, rt3, client=app)
+    res.check("O15: the current token is dead too", st == 400 and body.get("error") == "invalid_grant", repr(body))
+    for name, tok in (("first", at1), ("second", at2), ("latest", at3)):
+        res.check("O15: the session's %s access token is refused on every shard of A and B" % name,
+                  everywhere_refused(env, (a.port, b.port), tok))
+
+
+def race(port_a, port_b, rt, client):
+    """Presents rt on port_a and port_b at the same moment; the two answers."""
+    out = [None, None]
+    gate = threading.Barrier(2)
+
+    def one(i, port):
+        gate.wait()
+        out[i] = refresh(port, rt, client=client)
+    threads = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate((port_a, port_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_o16(res, env, a, b):
+    app = env.clients["app"]
+    env.user("olga")
+    for label, pa, pb in (("one instance", a.port, a.port), ("two instances", a.port, b.port)):
+        bad = []
+        for _ in range(RACES):
+            rt = good_login(env, a.port, "olga")[2]["refresh_token"]
+            answers = race(pa, pb, rt, app)
+            oks = [r for r in answers if r[0] == 200]
+            others = [r for r in answers if r[0] != 200]
+            live = [r[2]["refresh_token"] for r in oks if refresh_alive(env, r[2]["refresh_token"])]
+            if len(oks) != 1 or any(r[2].get("error") != "invalid_grant" for r in others) or len(live) > 1:
+                bad.append([(r[0], r[2]) for r in answers])
+        res.check("O16 (%s): a token presented twice at once → exactly one 200, the other invalid_grant"
+                  % label, not bad, repr(bad[:2]))
+
+
+def refresh_alive(env, rt):
+    return env.sql("SELECT count(*) FROM sessions WHERE id = '%s' AND revoked_at IS NULL AND "
+                   "refresh_sha256 = decode('%s', 'hex')" % (sid_of(rt), sha(rt))) == "1"
+
+
+def test_o18_o19(res, env, a, b):
+    app, other = env.clients["app"], env.clients["other"]
+    env.user("sam")
+    rt = good_login(env, a.port, "sam")[2]["refresh_token"]
+    st, _, body = refresh(a.port, rt, client=other)
+    res.check("O18: another client presents the token → invalid_grant",
+              st == 400 and body.get("error") == "invalid_grant", "%s %r" % (st, body))
+    st, _, body = refresh(a.port, rt, client=dict(app, client_secret="wrong"))
+    res.check("a wrong client secret → 401 invalid_client", st == 401 and body.get("error") == "invalid_client",
+              "%s %r" % (st, body))
+    st, _, body = refresh(a.port, rt, client_id=app["client_id"])
+    res.check("a confidential client without its secret → 401 invalid_client",
+              st == 401 and body.get("error") == "invalid_client", "%s %r" % (st, body))
+    st, _, body = refresh(a.port, rt, client=app, scope="read write admin")
+    res.check("O19: a wider scope → invalid_scope", st == 400 and body.get("error") == "invalid_scope",
+              "%s %r" % (st, body))
+    st, _, body = refresh(a.port, rt, client=app, scope="read")
+    res.check("O18/O19: the token was untouched; a narrower scope is granted",
+              st == 200 and body.get("scope") == "read" and jwt_claims(body["access_token"]).get("scope") == "read",
+              "%s %r" % (st, body))
+    st, _, body = refresh(a.port, body.get("refresh_token", ""), client=app)
+    res.check("RFC 6749 §6: without scope the next refresh has the original scope",
+              st == 200 and sorted(body.get("scope", "").split()) == ["read", "write"], repr(body))
+    for label, tok in (("malformed", "rt_nonsense"), ("unknown", "rt_%s.%s" % (sid_of(rt), "A" * 43))):
+        st, _, body = refresh(a.port, tok, client=app)
+        res.check("a %s refresh token → invalid_grant" % label, st == 400 and body.get("error") == "invalid_grant",
+                  repr(body))
+    st, _, body = refresh(a.port, "", client=app)
+    res.check("an empty refresh_token → invalid_request", st == 400 and body.get("error") == "invalid_request",
+              repr(body))
+
+
+def test_o20(res, env, a, b):
+    app = env.clients["app"]
+    env.user("ida")
+    cases = (
+        ("idle expiry", "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = '%s'"),
+        ("absolute cap", "UPDATE sessions SET absolute_expires_at = now() - interval '1 second' WHERE id = '%s'"),
+        ("revoked session", "UPDATE sessions SET revoked_at = now() WHERE id = '%s'"),
+        ("disabled user", "UPDATE users SET disabled = true WHERE id = (SELECT user_id FROM sessions "
+                          "WHERE id = '%s')"),
+    )
+    for label, statement in cases:
+        rt = good_login(env, a.port, "ida")[2]["refresh_token"]
+        env.sql(statement % sid_of(rt))
+        st, _, body = refresh(b.port, rt, client=app)
+        res.check("O20: %s → invalid_grant" % label, st == 400 and body.get("error") == "invalid_grant",
+                  "%s %r" % (st, body))
+
+
+def test_public(res, env, a, b):
+    pub = env.client("spa", "--first-party", "--grant", "refresh_token")
+    env.sql("UPDATE clients SET secret_sha256 = NULL WHERE client_id = '%s'" % pub["client_id"])
+    env.user("pat")
+    st, _, body = good_login(env, a.port, "pat", client="spa")
+    rt = body.get("refresh_token", "")
+    st, _, body = refresh(b.port, rt, client_id=pub["client_id"])
+    res.check("public client: refresh with client_id alone → 200", st == 200 and "refresh_token" in body,
+              "%s %r" % (st, body))
+    st, _, body2 = refresh(b.port, body.get("refresh_token", ""), client_id=env.clients["app"]["client_id"])
+    res.check("public client's token presented as a confidential client without secret → 401",
+              st == 401, "%s %r" % (st, body2))
+
+
+def test_f08(res, env, a, b):
+    app = env.clients["app"]
+    env.user("fay")
+    rt1 = good_login(env, a.port, "fay")[2]["refresh_token"]
+    st, _, body = refresh(a.port, rt1, client=app)
+    a.proc.kill()  # SIGKILL right after the acknowledged rotation
+    a.proc.wait()
+    rt2 = body.get("refresh_token", "")
+    restarted = env.server()
+    st2, _, body2 = refresh(restarted.port, rt2, client=app)
+    res.check("F08: after kill -9 and restart the new token is accepted",
+              st == 200 and st2 == 200, "%s %s %r" % (st, st2, body2))
+    st3, _, body3 = refresh(restarted.port, rt1, client=app)
+    res.check("F08: and the old one refused", st3 == 400 and body3.get("error") == "invalid_grant", repr(body3))
+    return restarted
+
+
+def bearer_post(port, path, token):
+    headers = {"Authorization": "Bearer " + token} if token is not None else {}
+    return call(port, "POST", "/t/acme/api/v1/auth/%s" % path, b"", headers)
+
+
+def test_logout(res, env, a, b):
+    app = env.clients["app"]
+    env.user("lou")
+    env.user("max")
+    s1, s2, s3 = (good_login(env, a.port, u)[2] for u in ("lou", "lou", "max"))
+    ports = (a.port, b.port)
+    res.check("logout: the tokens are valid first", all(everywhere_valid(env, ports, s["access_token"])
+                                                         for s in (s1, s2, s3)))
+    st, headers, _ = bearer_post(a.port, "logout", None)
+    res.check("logout without a token → 401 with WWW-Authenticate", st == 401
+              and (hdr(headers, "www-authenticate") or "").startswith("Bearer"), repr(st))
+    res.check("logout with a bad token → 401", bearer_post(a.port, "logout", "x.y.z")[0] == 401)
+    svc = env.clients["svc"]
+    _, _, cc = call(a.port, "POST", "/t/acme/oauth2/token", "grant_type=client_credentials",
+                    {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(svc)})
+    st = bearer_post(a.port, "logout", jbody(cc)["access_token"])[0]
+    res.check("logout with a client's own token (no session) → 400", st == 400, repr(st))
+    st = bearer_post(b.port, "logout", s1["access_token"])[0]
+    res.check("logout: 204", st == 204, repr(st))
+    res.check("logout: the session's access token is refused on A and B",
+              everywhere_refused(env, ports, s1["access_token"]))
+    st, _, body = refresh(a.port, s1["refresh_token"], client=app)
+    res.check("O20: refresh after logout → invalid_grant", st == 400 and body.get("error") == "invalid_grant",
+              repr(body))
+    st, _, s2b = refresh(a.port, s2["refresh_token"], client=app)
+    res.check("logout: the user's other session still works", st == 200
+              and everywhere_valid(env, ports, s2["access_token"]), repr(s2b))
+    st = bearer_post(a.port, "logout-all", s2b["access_token"])[0]
+    res.check("logout-all: 204", st == 204, repr(st))
+    res.check("logout-all: every access token of the user's sessions refused on A and B",
+              everywhere_refused(env, ports, s2["access_token"]) and everywhere_refused(env, ports, s2b["access_token"]))
+    st, _, body = refresh(b.port, s2b["refresh_token"], client=app)
+    res.check("O20: refresh after logout-all → invalid_grant", st == 400 and body.get("error") == "invalid_grant",
+              repr(body))
+    open_sessions = env.sql("SELECT count(*) FROM sessions WHERE user_id = '%s' AND revoked_at IS NULL"
+                            % env.users["lou"])
+    res.check("logout-all: no session of the user is left", open_sessions == "0", open_sessions)
+    st, _, body = refresh(a.port, s3["refresh_token"], client=app)
+    res.check("logout-all: another user's session is untouched", st == 200
+              and everywhere_valid(env, ports, s3["access_token"]), repr(body))
+
+
+def revoke(port, token, client):
+    return call(port, "POST", "/t/acme/oauth2/revoke", urllib.parse.urlencode({"token": token}),
+                {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(client)})[0]
+
+
+def test_revoke_refresh(res, env, a, b):
+    app, other = env.clients["app"], env.clients["other"]
+    env.user("rae")
+    s = good_login(env, a.port, "rae")[2]
+    st = revoke(a.port, s["refresh_token"], other)
+    st2, _, body = refresh(a.port, s["refresh_token"], client=app)
+    res.check("RFC 7009: another client revoking the refresh token → 200, nothing changes",
+              st == 200 and st2 == 200, "%s %s %r" % (st, st2, body))
+    rt, at = body["refresh_token"], body["access_token"]
+    res.check("RFC 7009: its own client revokes the refresh token → 200", revoke(b.port, rt, app) == 200)
+    st, _, body = refresh(a.port, rt, client=app)
+    res.check("RFC 7009: the revoked refresh token → invalid_grant", st == 400
+              and body.get("error") == "invalid_grant", repr(body))
+    res.check("RFC 7009: the session's access tokens are refused on A and B",
+              everywhere_refused(env, (a.port, b.port), at)
+              and everywhere_refused(env, (a.port, b.port), s["access_token"]))
+
+
+def run_all(res, env):
+    a = env.server()
+    b = env.server()
+    try:
+        res.run("O15", test_o15, res, env, a, b)
+        res.run("O16", test_o16, res, env, a, b)
+        res.run("O18/O19", test_o18_o19, res, env, a, b)
+        res.run("O20", test_o20, res, env, a, b)
+        res.run("public", test_public, res, env, a, b)
+        res.run("logout", test_logout, res, env, a, b)
+        res.run("RFC 7009", test_revoke_refresh, res, env, a, b)
+        check_clean_exit(res, b, "B exits 0 on SIGTERM, no sanitizer report")
+        a2 = test_f08(res, env, a, b)
+        check_clean_exit(res, a2, "A (restarted) exits 0 on SIGTERM, no sanitizer report")
+    finally:
+        a.kill()
+        b.kill()
+
+
+def main():
+    res = Results("refresh-token rotation")
+    if sh("tessera_pg_bindir").returncode != 0 or not shutil.which("redis-server"):
+        print("SKIP: Postgres or redis-server is not installed")
+        raise SystemExit(77)
+    with tempfile.TemporaryDirectory() as workdir:
+        env = Env(workdir, redis=True)
+        try:
+            env.prepare()
+            res.run("refresh", run_all, res, env)
+        finally:
+            env.stop()
+    res.finish()
+
+
+if __name__ == "__main__":
+    main()
