@@ -36,6 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* Thread names are "tessera-wrk-N" in the kernel's 16 bytes (15 + NUL): N up to 999
@@ -45,6 +47,8 @@
 /* Shards are one per core; the mailbox has the same ceiling (core/ring.c). */
 #define WORKERS_SHARDS_MAX 256
 #define WORKERS_THREAD_NAME_BYTES 16 /* pthread_setname_np's limit, NUL included */
+/* The workers' niceness: below the shards, which run at the process's (usually 0). */
+#define WORKERS_NICE 10
 #define WORKERS_CACHE_LINE_BYTES 64
 
 /* Per shard. The first line is written by workers (pushes, flag sets) and by the
@@ -132,6 +136,11 @@ static struct worker_job *workers_next(struct workers *workers)
 static void *workers_thread_main(void *arg)
 {
     struct workers *workers = arg;
+    /* Linux niceness is per thread: a worker sharing a core with a shard gets about a tenth
+     * of it while the shard is busy (CFS weights 110 vs 1024) and all of it when the shard
+     * idles, so a login flood costs the hot path little (SECURITY F15). Best effort: a
+     * refusal only leaves the default priority. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WORKERS_NICE);
     for (;;) {
         struct worker_job *job = workers_next(workers);
         if (job == NULL)
