@@ -456,10 +456,25 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
  * and their 'sid' revocations spread (DESIGN §1): every access token of the session (or of
  * every session of the user) is refused on every shard and instance, every refresh token
  * is invalid_grant (SECURITY O20). An invalid token is 401; a token of no session (a
- * client's own) is 400. */
+ * client's own) is 400.
+ *
+ * With the same token, GET /t/{tenant}/api/v1/me/sessions lists the user's live sessions
+ * ({"sessions": [{id, client_id, ip, user_agent, created_at, last_seen_at, expires_at,
+ * current}]}, newest first, at most 100) and DELETE .../me/sessions/{id} revokes one of them
+ * like a logout (204; 404 for an id that is not a live session of this user). */
+
+/* What the bearer of a user's access token asks of their sessions. */
+enum logout_mode {
+    LOGOUT_THIS,     /* POST /auth/logout */
+    LOGOUT_ALL,      /* POST /auth/logout-all */
+    SESSIONS_LIST,   /* GET /me/sessions */
+    SESSIONS_REVOKE, /* DELETE /me/sessions/{id} */
+};
+
 struct logout_wait {
     struct auth_wait w;
-    bool all;
+    enum logout_mode mode;
+    char target[CT_UUID_TEXT_LEN + 1]; /* SESSIONS_REVOKE's {id} */
     size_t token_len;
     char slug[AUTH_SLUG_MAX + 1];
     char tid[CT_UUID_TEXT_LEN + 1];
@@ -503,6 +518,69 @@ static bool logout_uuid(const char *s)
     return strlen(s) == CT_UUID_TEXT_LEN && session_uuid_valid(s);
 }
 
+static void sessions_list_respond(struct http_ctx *ctx, void *state)
+{
+    struct logout_wait *lw = state;
+    if (lw->w.outcome != PG_OK || pg_result_rows(lw->w.result) != 1) {
+        auth_respond_store_failure(ctx, lw->w.outcome == PG_OK ? PG_ERROR : lw->w.outcome);
+        return;
+    }
+    const char *list = pg_result_value(lw->w.result, 0, 0); /* Postgres made the JSON */
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"sessions\":");
+    buf_append_cstr(&body, list);
+    buf_append_cstr(&body, "}");
+    http_scratch_commit(ctx, &body);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond(ctx, 200, "application/json", buf_slice(&body));
+}
+
+/* DELETE /me/sessions/{id}: nothing updated means no live session of this user by that id. */
+static void sessions_revoke_committed(struct auth_wait *w)
+{
+    if (w->outcome != PG_OK) {
+        auth_fail(w, w->outcome);
+        return;
+    }
+    if (auth_session_spread(w) == 0) {
+        auth_answer(w, 404, "no such session");
+        return;
+    }
+    http_resume(w, logout_respond);
+}
+
+/* The statement for lw->mode, its parameters from the checked token. */
+static void logout_send(struct logout_wait *lw)
+{
+    struct auth_wait *w = &lw->w;
+    const char *ip = lw->ip[0] ? lw->ip : NULL;
+    const char **p = w->q.params;
+    switch (lw->mode) {
+    case LOGOUT_ALL:
+        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->slack_text, p[3] = ip, p[4] = lw->request_id;
+        w->q.params_count = 5;
+        auth_send(NULL, w, STORE_SESSION_LOGOUT_ALL, NULL, logout_committed);
+        return;
+    case LOGOUT_THIS:
+        p[0] = lw->tid, p[1] = lw->sid, p[2] = lw->sub, p[3] = lw->client_id, p[4] = lw->slack_text;
+        p[5] = ip, p[6] = lw->request_id;
+        w->q.params_count = 7;
+        auth_send(NULL, w, STORE_SESSION_LOGOUT, NULL, logout_committed);
+        return;
+    case SESSIONS_LIST:
+        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->sid;
+        w->q.params_count = 3;
+        auth_send(NULL, w, STORE_SESSIONS_OF_USER, sessions_list_respond, NULL);
+        return;
+    case SESSIONS_REVOKE:
+        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->target, p[3] = lw->slack_text, p[4] = ip;
+        p[5] = lw->request_id;
+        w->q.params_count = 6;
+        auth_send(NULL, w, STORE_SESSION_REVOKE_OWN, NULL, sessions_revoke_committed);
+        return;
+    }
+}
+
 /* The token is checked against the tenant's keys; revoke what it names. */
 static void logout_check(struct logout_wait *lw, const struct auth_tenant *tenant)
 {
@@ -521,18 +599,7 @@ static void logout_check(struct logout_wait *lw, const struct auth_tenant *tenan
     memcpy(lw->sid, c->sid, sizeof(lw->sid));
     memcpy(lw->sub, c->sub, sizeof(lw->sub));
     snprintf(lw->client_id, sizeof(lw->client_id), "%s", c->client_id);
-    const char *ip = lw->ip[0] ? lw->ip : NULL;
-    const char **p = w->q.params;
-    if (lw->all) {
-        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->slack_text, p[3] = ip, p[4] = lw->request_id;
-        w->q.params_count = 5;
-    } else {
-        p[0] = lw->tid, p[1] = lw->sid, p[2] = lw->sub, p[3] = lw->client_id, p[4] = lw->slack_text;
-        p[5] = ip, p[6] = lw->request_id;
-        w->q.params_count = 7;
-    }
-    enum store_stmt stmt = lw->all ? STORE_SESSION_LOGOUT_ALL : STORE_SESSION_LOGOUT;
-    auth_send(NULL, w, stmt, NULL, logout_committed);
+    logout_send(lw);
 }
 
 static void logout_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
@@ -547,12 +614,22 @@ static void logout_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
     auth_tenant_put(auth, loop, tenant);
 }
 
-static void logout_start(struct http_ctx *ctx, bool all)
+static void logout_start(struct http_ctx *ctx, enum logout_mode mode)
 {
     struct auth *auth = ctx->route_arg;
     if (!auth_slug_valid(ctx->params[0])) {
         http_respond_problem(ctx, 404, "no such tenant");
         return;
+    }
+    char target[CT_UUID_TEXT_LEN + 1] = "";
+    if (mode == SESSIONS_REVOKE) {
+        struct slice id = ctx->params[1];
+        if (id.len == CT_UUID_TEXT_LEN)
+            memcpy(target, id.ptr, id.len);
+        if (!logout_uuid(target)) {
+            http_respond_problem(ctx, 404, "no such session");
+            return;
+        }
     }
     const struct http1_header *h = http1_find_header(ctx->req, "Authorization");
     struct slice token = h ? http_auth_bearer(h->value) : slice_make(NULL, 0);
@@ -563,7 +640,8 @@ static void logout_start(struct http_ctx *ctx, bool all)
     struct logout_wait *lw = auth_park(ctx, auth, sizeof(*lw));
     if (lw == NULL)
         return;
-    lw->all = all;
+    lw->mode = mode;
+    memcpy(lw->target, target, sizeof(lw->target));
     memcpy(lw->token, token.ptr, token.len);
     lw->token_len = token.len;
     auth_slug_copy(ctx->params[0], lw->slug);
@@ -581,19 +659,32 @@ static void logout_start(struct http_ctx *ctx, bool all)
 
 static void logout_post(struct http_ctx *ctx)
 {
-    logout_start(ctx, false);
+    logout_start(ctx, LOGOUT_THIS);
 }
 
 static void logout_all_post(struct http_ctx *ctx)
 {
-    logout_start(ctx, true);
+    logout_start(ctx, LOGOUT_ALL);
+}
+
+static void sessions_get(struct http_ctx *ctx)
+{
+    logout_start(ctx, SESSIONS_LIST);
+}
+
+static void sessions_delete(struct http_ctx *ctx)
+{
+    logout_start(ctx, SESSIONS_REVOKE);
 }
 
 int auth_logout_routes(struct auth *auth, struct http_server *http)
 {
     int rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/api/v1/auth/logout", "logout",
                             logout_post, auth);
-    return rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_POST,
-                                         "/t/{tenant}/api/v1/auth/logout-all", "logout_all",
-                                         logout_all_post, auth);
+    rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/api/v1/auth/logout-all",
+                                       "logout_all", logout_all_post, auth);
+    rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/api/v1/me/sessions",
+                                       "sessions_list", sessions_get, auth);
+    return rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_DELETE, "/t/{tenant}/api/v1/me/sessions/{id}",
+                                         "sessions_revoke", sessions_delete, auth);
 }

@@ -210,6 +210,29 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "ip, request_id, details) SELECT s.tenant_id, 'client', $4, 'session_revoked', 'session', "
         "s.id::text, $6::inet, $7, jsonb_build_object('user_id', s.user_id) FROM s) "
         "SELECT seq, tenant_id, value, exp FROM r" },
+    /* GET /me/sessions: what a user sees of their sessions (no secret: no digest). */
+    [STORE_SESSIONS_OF_USER] = {
+        "sessions_of_user", true,
+        "SELECT coalesce(json_agg(json_build_object('id', s.id, 'client_id', s.client_id, "
+        "'ip', host(s.ip), 'user_agent', s.user_agent, 'created_at', s.created_at, "
+        "'last_seen_at', s.last_seen_at, 'expires_at', least(s.expires_at, s.absolute_expires_at), "
+        "'current', s.id = $3::uuid) ORDER BY s.created_at DESC), '[]'::json)::text "
+        "FROM (SELECT * FROM sessions WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL "
+        "AND expires_at > now() AND absolute_expires_at > now() ORDER BY created_at DESC LIMIT 100) s" },
+    /* DELETE /me/sessions/{id}: only a live session of the caller's own user, and the 'sid'
+     * revocation only when that update took (a user cannot revoke another's tokens). */
+    [STORE_SESSION_REVOKE_OWN] = {
+        "session_revoke_own", false,
+        "WITH s AS (UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND user_id = $2 "
+        "AND id = $3 AND revoked_at IS NULL RETURNING id, tenant_id, client_id), "
+        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
+        "s.id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
+        "WHERE c.tenant_id = s.tenant_id AND c.client_id = s.client_id), 0) + $4::int) FROM s "
+        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id) SELECT s.tenant_id, 'user', $2::text, 'session_revoked', 'session', s.id::text, "
+        "$5::inet, $6 FROM s) "
+        "SELECT seq, tenant_id, value, exp FROM r" },
 };
 
 struct store_pending {

@@ -73,6 +73,10 @@ enum store_stmt {
     STORE_SESSION_REVOKE, /* $1 tenant slug, $2 session id, $3 refresh SHA-256 (hex), $4 client_id,
                            * $5 slack s, $6 ip, $7 request id → a row as above when the token is
                            * the session's current one and the client its own (RFC 7009) */
+    STORE_SESSIONS_OF_USER, /* $1 tenant id, $2 user id, $3 the caller's session id → one row:
+                             * the user's live sessions as a JSON array, newest first */
+    STORE_SESSION_REVOKE_OWN, /* $1 tenant id, $2 user id, $3 session id, $4 slack s, $5 ip,
+                               * $6 request id → a row as logout's when it was the user's and live */
     STORE_STMT_COUNT,
 };
 

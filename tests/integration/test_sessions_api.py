@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""A user's own sessions (issue 6): GET /t/{tenant}/api/v1/me/sessions and
+DELETE /t/{tenant}/api/v1/me/sessions/{id} with the user's access token (auth/session.c).
+
+- alice logs in three times (three user agents): the list holds exactly those three sessions,
+  newest first, with their user agents, the address, the client, and `current` true only for the
+  session of the token asking; no refresh-token digest or secret appears; Cache-Control no-store;
+- bob's list holds only bob's session (a user never sees another's);
+- DELETE of one of alice's other sessions: 204; its access token is refused at /verify at once,
+  its refresh token is invalid_grant, the list no longer holds it, the asking session still works,
+  an audit row `session_revoked` names it;
+- DELETE of bob's session with alice's token: 404, and bob's token still verifies (a user cannot
+  revoke another's session, nor plant a 'sid' revocation for it); an id that is not a UUID: 404;
+  a session already revoked: 404;
+- no token, a garbage token, a client's own token (no session): 401, 401, 400.
+Skips when Postgres is not installed.
+"""
+import json
+import tempfile
+import urllib.parse
+
+from tessera_harness import Results, check_clean_exit
+from test_login import (TENANT, Env, basic, call, good_login, hdr, jbody, jwt_claims, sh, sid_of,
+                        verify)
+
+AGENTS = ("phone/1.0", "laptop/2.0", "tablet/3.0")
+SESSIONS = "/t/%s/api/v1/me/sessions" % TENANT
+
+
+def sessions(port, token):
+    status, headers, data = call(port, "GET", SESSIONS, headers={"Authorization": "Bearer " + token})
+    return status, headers, jbody(data), data
+
+
+def delete(port, token, sid):
+    return call(port, "DELETE", "%s/%s" % (SESSIONS, sid), headers={"Authorization": "Bearer " + token})[0]
+
+
+def refresh(port, env, refresh_token):
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    status, _, data = call(port, "POST", "/t/%s/oauth2/token" % TENANT, urllib.parse.urlencode(form),
+                           {"Content-Type": "application/x-www-form-urlencoded",
+                            "Authorization": basic(env.clients["app"])})
+    return status, jbody(data)
+
+
+def logins(res, env, port, user, agents):
+    out = []
+    for agent in agents:
+        status, _, body = good_login(env, port, user, agent=agent)
+        res.check("%s logs in (%s)" % (user, agent), status == 200, repr((status, body)))
+        out.append(body)
+    return out
+
+
+def check_list(res, env, port, alice, bob):
+    status, headers, body, raw = sessions(port, alice[2]["access_token"])
+    listed = body.get("sessions", [])
+    ids = [s.get("id") for s in listed]
+    want = [sid_of(b["refresh_token"]) for b in reversed(alice)]
+    res.check("the list: exactly alice's three sessions, newest first", status == 200 and ids == want,
+              "%r %r" % (status, body))
+    res.check("... user agents, client, address",
+              [s.get("user_agent") for s in listed] == list(reversed(AGENTS)) and
+              all(s.get("client_id") == env.clients["app"]["client_id"] and s.get("ip") == "127.0.0.1"
+                  and s.get("created_at") and s.get("expires_at") for s in listed), repr(listed))
+    res.check("... current only for the asking session",
+              [s.get("current") for s in listed] == [True, False, False], repr(listed))
+    res.check("... no digest or secret, Cache-Control no-store",
+              b"rt_" not in raw and b"sha" not in raw and hdr(headers, "cache-control") == "no-store")
+    status, _, body, _ = sessions(port, bob[0]["access_token"])
+    res.check("bob's list holds only bob's session",
+              status == 200 and [s["id"] for s in body.get("sessions", [])] == [sid_of(bob[0]["refresh_token"])],
+              repr(body))
+
+
+def check_delete(res, env, port, alice, bob):
+    asking, victim = alice[2], alice[0]
+    victim_sid = sid_of(victim["refresh_token"])
+    res.check("DELETE another of alice's sessions: 204", delete(port, asking["access_token"], victim_sid) == 204)
+    res.check("... its access token is refused at once", verify(port, victim["access_token"])[0] == 401)
+    st, body = refresh(port, env, victim["refresh_token"])
+    res.check("... its refresh token is invalid_grant", st == 400 and body.get("error") == "invalid_grant",
+              repr((st, body)))
+    _, _, body, _ = sessions(port, asking["access_token"])
+    res.check("... the list no longer holds it", victim_sid not in [s["id"] for s in body.get("sessions", [])])
+    res.check("... the asking session still works", verify(port, asking["access_token"])[0] == 200)
+    audit = env.sql("SELECT count(*) FROM audit_log WHERE action = 'session_revoked' AND target_id = '%s' "
+                    "AND actor_id = '%s'" % (victim_sid, env.users["alice"]))
+    res.check("... an audit row names it", audit.strip() == "1", audit)
+    res.check("the same session again: 404", delete(port, asking["access_token"], victim_sid) == 404)
+    bob_sid = sid_of(bob[0]["refresh_token"])
+    res.check("bob's session with alice's token: 404", delete(port, asking["access_token"], bob_sid) == 404)
+    res.check("... bob's token still verifies", verify(port, bob[0]["access_token"])[0] == 200)
+    planted = env.sql("SELECT count(*) FROM revocations WHERE kind = 'sid' AND value = '%s'" % bob_sid)
+    res.check("... and no revocation was written for it", planted.strip() == "0", planted)
+    res.check("an id that is not a UUID: 404", delete(port, asking["access_token"], "not-a-uuid") == 404)
+
+
+def check_refusals(res, env, port):
+    st = call(port, "GET", SESSIONS)[0]
+    res.check("no token: 401", st == 401, repr(st))
+    st = call(port, "GET", SESSIONS, headers={"Authorization": "Bearer garbage"})[0]
+    res.check("a garbage token: 401", st == 401, repr(st))
+    form = urllib.parse.urlencode({"grant_type": "client_credentials"})
+    st, _, data = call(port, "POST", "/t/%s/oauth2/token" % TENANT, form,
+                       {"Content-Type": "application/x-www-form-urlencoded",
+                        "Authorization": basic(env.clients["svc"])})
+    token = jbody(data).get("access_token", "")
+    res.check("a client's own token: 400 (no session)", sessions(port, token)[0] == 400, repr(st))
+
+
+def run_all(res, env):
+    env.user("alice")
+    env.user("bob")
+    srv = env.server()
+    try:
+        alice = logins(res, env, srv.port, "alice", AGENTS)
+        bob = logins(res, env, srv.port, "bob", AGENTS[:1])
+        check_list(res, env, srv.port, alice, bob)
+        check_delete(res, env, srv.port, alice, bob)
+        check_refusals(res, env, srv.port)
+        check_clean_exit(res, srv)
+    finally:
+        srv.kill()
+
+
+def main():
+    res = Results("a user's own sessions")
+    if sh("tessera_pg_bindir").returncode != 0:
+        print("SKIP: Postgres is not installed")
+        raise SystemExit(77)
+    with tempfile.TemporaryDirectory() as workdir:
+        env = Env(workdir)
+        try:
+            env.prepare()
+            res.run("sessions", run_all, res, env)
+        finally:
+            env.stop()
+    res.finish()
+
+
+if __name__ == "__main__":
+    main()
