@@ -215,6 +215,22 @@ void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer);
 /* The peer's address without its port, for buckets and audit rows ("" when unknown). */
 void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap);
 
+/* ---- JSON request bodies (auth/input.c) ---- */
+
+#define AUTH_USERNAME_MAX 128 /* bytes; the schema allows 128 characters */
+#define AUTH_EMAIL_MAX 320    /* RFC 5321 §4.5.3.1: 64 + 1 + 255 */
+struct jscan_object;
+/* Content-Type is application/json (parameters allowed). */
+bool auth_json_body(const struct http_ctx *ctx);
+/* A string member into dst (max bytes); "" when absent (*seen false; seen may be NULL).
+ * The reason it is refused (not a string, too long, a NUL inside), or NULL. */
+const char *auth_json_string(const struct jscan_object *obj, const char *name, char *dst, size_t max, size_t *len,
+                             bool *seen);
+/* 1 to AUTH_USERNAME_MAX bytes of printable text without surrounding spaces. */
+bool auth_username_valid(const char *s, size_t len);
+/* One address: local@domain, printable, no space, at most AUTH_EMAIL_MAX bytes. */
+bool auth_email_valid(const char *email, size_t len);
+
 /* ---- Access tokens (auth/access.c) ---- */
 
 #define AUTH_ACCESS_TOKEN_MAX 6144 /* longer is refused: Tessera's own tokens stay under 4 KiB
@@ -399,5 +415,9 @@ void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
  * token, the scope asked for. Answers through ctx (parked or at once). */
 void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_client_creds *creds,
                           const char *refresh_token, const char *scope, bool scope_given);
+
+/* ---- Password reset and email verification (auth/recovery.c) ---- */
+
+int auth_recovery_routes(struct auth *auth, struct http_server *http);
 
 #endif

@@ -95,34 +95,6 @@ _Static_assert(sizeof(struct login_wait) <= HTTP_PARK_STATE_MAX, "fits a parked 
 
 /* ---- Input ---------------------------------------------------------------------------------- */
 
-static bool login_json_body(const struct http_ctx *ctx)
-{
-    const struct http1_header *h = http1_find_header(ctx->req, "Content-Type");
-    static const char json[] = "application/json";
-    if (h == NULL || h->value.len < sizeof(json) - 1 ||
-        strncasecmp(h->value.ptr, json, sizeof(json) - 1) != 0)
-        return false;
-    char after = h->value.len > sizeof(json) - 1 ? h->value.ptr[sizeof(json) - 1] : ';';
-    return after == ';' || after == ' ';
-}
-
-/* A string member into dst (max bytes); "" when absent. The reason it is refused, or NULL. */
-static const char *login_field(const struct jscan_object *obj, const char *name, char *dst,
-                               size_t max, size_t *len, bool *seen)
-{
-    const struct jscan_value *v = jscan_get(obj, name);
-    *len = 0;
-    dst[0] = '\0';
-    *seen = v != NULL && v->type != JSCAN_NULL;
-    if (!*seen)
-        return NULL;
-    if (v->type != JSCAN_STRING || jscan_string_copy(v, dst, max, len) != 0)
-        return "a member is not a string or is too long"; /* P08: before any hashing */
-    if (strlen(dst) != *len)
-        return "a member holds a NUL character"; /* P09: crypt_r would stop at it */
-    return NULL;
-}
-
 static const char *login_parse(struct login_wait *lw, struct slice body)
 {
     struct jscan_object obj;
@@ -131,14 +103,14 @@ static const char *login_parse(struct login_wait *lw, struct slice body)
     size_t ulen = 0, elen = 0, clen = 0;
     bool has_user = false, has_email = false, has_pw = false, has_client = false;
     char email[LOGIN_NAME_MAX + 1];
-    const char *why = login_field(&obj, "username", lw->name, LOGIN_NAME_MAX, &ulen, &has_user);
+    const char *why = auth_json_string(&obj, "username", lw->name, LOGIN_NAME_MAX, &ulen, &has_user);
     if (why == NULL)
-        why = login_field(&obj, "email", email, LOGIN_NAME_MAX, &elen, &has_email);
+        why = auth_json_string(&obj, "email", email, LOGIN_NAME_MAX, &elen, &has_email);
     if (why == NULL)
-        why = login_field(&obj, "password", lw->secret.password, PASSWORD_INPUT_MAX,
+        why = auth_json_string(&obj, "password", lw->secret.password, PASSWORD_INPUT_MAX,
                           &lw->password_len, &has_pw);
     if (why == NULL)
-        why = login_field(&obj, "client_id", lw->client_id, AUTH_CLIENT_ID_MAX, &clen, &has_client);
+        why = auth_json_string(&obj, "client_id", lw->client_id, AUTH_CLIENT_ID_MAX, &clen, &has_client);
     if (why != NULL)
         return why;
     if (has_user == has_email || (has_user ? ulen : elen) == 0)
@@ -502,7 +474,7 @@ static void login_post(struct http_ctx *ctx)
         http_respond_problem(ctx, 404, "no such tenant");
         return;
     }
-    if (!login_json_body(ctx)) {
+    if (!auth_json_body(ctx)) {
         http_respond_problem(ctx, 415, "the body must be application/json");
         return;
     }

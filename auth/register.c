@@ -17,8 +17,6 @@
 #include "core/log.h"
 #include "crypto/jscan.h"
 
-#define REGISTER_USERNAME_MAX 128 /* bytes; the schema allows 128 characters */
-#define REGISTER_EMAIL_MAX 320    /* RFC 5321 §4.5.3.1: 64 + 1 + 255 */
 #define REGISTER_PASSWORD_MIN 8   /* NIST SP 800-63B §5.1.1.2: at least 8 characters */
 #define REGISTER_ID_MAX 64        /* the X-Request-Id kept for the audit row */
 
@@ -28,8 +26,8 @@ struct register_wait {
     int hash_rc;
     char slug[AUTH_SLUG_MAX + 1];
     char tenant_id[40];
-    char username[REGISTER_USERNAME_MAX + 1];
-    char email[REGISTER_EMAIL_MAX + 1];
+    char username[AUTH_USERNAME_MAX + 1];
+    char email[AUTH_EMAIL_MAX + 1];
     char ip[AUTH_IP_MAX + 1];
     char request_id[REGISTER_ID_MAX + 1];
     char hash[PASSWORD_HASH_MAX + 1];
@@ -41,47 +39,13 @@ _Static_assert(sizeof(struct register_wait) <= HTTP_PARK_STATE_MAX, "fits a park
 
 /* ---- Input ---------------------------------------------------------------------------------- */
 
-static bool register_json_body(const struct http_ctx *ctx)
-{
-    const struct http1_header *h = http1_find_header(ctx->req, "Content-Type");
-    static const char json[] = "application/json";
-    if (h == NULL || h->value.len < sizeof(json) - 1 || strncasecmp(h->value.ptr, json, sizeof(json) - 1) != 0)
-        return false;
-    char after = h->value.len > sizeof(json) - 1 ? h->value.ptr[sizeof(json) - 1] : ';';
-    return after == ';' || after == ' ';
-}
-
-static bool register_printable(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f)
-            return false;
-    }
-    return true;
-}
-
-static bool register_email_valid(const char *email, size_t len)
-{
-    const char *at = memchr(email, '@', len);
-    return at != NULL && at != email && at != email + len - 1 && !memchr(at + 1, '@', len - (size_t)(at - email) - 1) &&
-           !memchr(email, ' ', len) && register_printable(email, len);
-}
-
 /* A string member into dst; "" when absent and optional. The reason, or NULL when good. */
 static const char *register_field(const struct jscan_object *obj, const char *name, bool required,
                                   char *dst, size_t max, size_t *len)
 {
-    const struct jscan_value *v = jscan_get(obj, name);
-    *len = 0;
-    dst[0] = '\0';
-    if (v == NULL || v->type == JSCAN_NULL)
-        return required ? "a required member is missing" : NULL;
-    if (v->type != JSCAN_STRING || jscan_string_copy(v, dst, max, len) != 0)
-        return "a member is not a string or is too long";
-    if (strlen(dst) != *len)
-        return "a member holds a NUL character";
-    return NULL;
+    bool seen = false;
+    const char *why = auth_json_string(obj, name, dst, max, len, &seen);
+    return why != NULL ? why : required && !seen ? "a required member is missing" : NULL;
 }
 
 /* Fills the account fields of rw from the body. The reason it is refused, or NULL. */
@@ -91,21 +55,20 @@ static const char *register_parse(struct register_wait *rw, struct slice body)
     if (jscan_object(body.ptr, body.len, &obj) != 0)
         return "the body is not a JSON object";
     size_t ulen = 0, elen = 0;
-    const char *why = register_field(&obj, "username", true, rw->username, REGISTER_USERNAME_MAX, &ulen);
+    const char *why = register_field(&obj, "username", true, rw->username, AUTH_USERNAME_MAX, &ulen);
     if (why == NULL)
         why = register_field(&obj, "password", true, rw->password, PASSWORD_INPUT_MAX, &rw->password_len);
     if (why == NULL)
-        why = register_field(&obj, "email", false, rw->email, REGISTER_EMAIL_MAX, &elen);
+        why = register_field(&obj, "email", false, rw->email, AUTH_EMAIL_MAX, &elen);
     if (why != NULL)
         return why;
-    if (ulen == 0 || !register_printable(rw->username, ulen) || rw->username[0] == ' ' ||
-        rw->username[ulen - 1] == ' ')
+    if (!auth_username_valid(rw->username, ulen))
         return "username must be 1 to 128 bytes of printable text without surrounding spaces";
     if (rw->password_len < REGISTER_PASSWORD_MIN)
         return "password must be at least 8 characters";
     if (pwlist_is_common(rw->password, rw->password_len))
         return "password is too common; choose another"; /* NIST SP 800-63B §5.1.1.2 */
-    if (elen > 0 && !register_email_valid(rw->email, elen))
+    if (elen > 0 && !auth_email_valid(rw->email, elen))
         return "email is not an address";
     return NULL;
 }
@@ -211,7 +174,7 @@ static void register_post(struct http_ctx *ctx)
         http_respond_problem(ctx, 404, "no such tenant");
         return;
     }
-    if (!register_json_body(ctx)) {
+    if (!auth_json_body(ctx)) {
         http_respond_problem(ctx, 415, "the body must be application/json");
         return;
     }

@@ -28,6 +28,7 @@
 
 #include "core/log.h"
 #include "crypto/b64url.h"
+#include "crypto/jscan.h"
 #include "proto/http_auth.h"
 
 #define SESSION_PAYLOAD_MAX 2048      /* the claims object, as auth/token.c */
@@ -461,20 +462,30 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
  * With the same token, GET /t/{tenant}/api/v1/me/sessions lists the user's live sessions
  * ({"sessions": [{id, client_id, ip, user_agent, created_at, last_seen_at, expires_at,
  * current}]}, newest first, at most 100) and DELETE .../me/sessions/{id} revokes one of them
- * like a logout (204; 404 for an id that is not a live session of this user). */
+ * like a logout (204; 404 for an id that is not a live session of this user).
+ *
+ * GET /t/{tenant}/api/v1/me answers the user's profile ({id, username, email, email_verified,
+ * created_at, updated_at, last_login_at}); PATCH with {"username"?, "email"?} changes them (a
+ * new address is unverified; "" removes it; a taken username is 409) and answers the profile,
+ * with an audit row. A disabled or deleted user is 404. */
 
 /* What the bearer of a user's access token asks of their sessions. */
-enum logout_mode {
+enum user_mode {
     LOGOUT_THIS,     /* POST /auth/logout */
     LOGOUT_ALL,      /* POST /auth/logout-all */
     SESSIONS_LIST,   /* GET /me/sessions */
     SESSIONS_REVOKE, /* DELETE /me/sessions/{id} */
+    ME_GET,          /* GET /me */
+    ME_PATCH,        /* PATCH /me */
 };
 
-struct logout_wait {
+struct user_wait {
     struct auth_wait w;
-    enum logout_mode mode;
+    enum user_mode mode;
     char target[CT_UUID_TEXT_LEN + 1]; /* SESSIONS_REVOKE's {id} */
+    bool has_username, has_email;      /* ME_PATCH's members */
+    char username[AUTH_USERNAME_MAX + 1];
+    char email[AUTH_EMAIL_MAX + 1];
     size_t token_len;
     char slug[AUTH_SLUG_MAX + 1];
     char tid[CT_UUID_TEXT_LEN + 1];
@@ -487,9 +498,9 @@ struct logout_wait {
     char token[AUTH_ACCESS_TOKEN_MAX];
 };
 
-_Static_assert(sizeof(struct logout_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
+_Static_assert(sizeof(struct user_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
 
-static void logout_unauthorized(struct http_ctx *ctx, void *state)
+static void user_unauthorized(struct http_ctx *ctx, void *state)
 {
     (void)state;
     http_header_add(ctx, "WWW-Authenticate", SLICE_LIT("Bearer error=\"invalid_token\""));
@@ -513,14 +524,14 @@ static void logout_committed(struct auth_wait *w)
     http_resume(w, logout_respond);
 }
 
-static bool logout_uuid(const char *s)
+static bool user_uuid(const char *s)
 {
     return strlen(s) == CT_UUID_TEXT_LEN && session_uuid_valid(s);
 }
 
 static void sessions_list_respond(struct http_ctx *ctx, void *state)
 {
-    struct logout_wait *lw = state;
+    struct user_wait *lw = state;
     if (lw->w.outcome != PG_OK || pg_result_rows(lw->w.result) != 1) {
         auth_respond_store_failure(ctx, lw->w.outcome == PG_OK ? PG_ERROR : lw->w.outcome);
         return;
@@ -533,6 +544,23 @@ static void sessions_list_respond(struct http_ctx *ctx, void *state)
     http_scratch_commit(ctx, &body);
     http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
     http_respond(ctx, 200, "application/json", buf_slice(&body));
+}
+
+/* GET and PATCH /me: the profile Postgres rendered; no row: the user is gone or disabled. */
+static void me_respond(struct http_ctx *ctx, void *state)
+{
+    struct user_wait *lw = state;
+    if (lw->w.outcome != PG_OK) {
+        auth_respond_store_failure(ctx, lw->w.outcome); /* a taken username: 409 */
+        return;
+    }
+    if (pg_result_rows(lw->w.result) != 1) {
+        http_respond_problem(ctx, 404, "no such user");
+        return;
+    }
+    const char *profile = pg_result_value(lw->w.result, 0, 0);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond(ctx, 200, "application/json", slice_make(profile, strlen(profile)));
 }
 
 /* DELETE /me/sessions/{id}: nothing updated means no live session of this user by that id. */
@@ -550,7 +578,7 @@ static void sessions_revoke_committed(struct auth_wait *w)
 }
 
 /* The statement for lw->mode, its parameters from the checked token. */
-static void logout_send(struct logout_wait *lw)
+static void user_send(struct user_wait *lw)
 {
     struct auth_wait *w = &lw->w;
     const char *ip = lw->ip[0] ? lw->ip : NULL;
@@ -578,20 +606,31 @@ static void logout_send(struct logout_wait *lw)
         w->q.params_count = 6;
         auth_send(NULL, w, STORE_SESSION_REVOKE_OWN, NULL, sessions_revoke_committed);
         return;
+    case ME_GET:
+        p[0] = lw->tid, p[1] = lw->sub;
+        w->q.params_count = 2;
+        auth_send(NULL, w, STORE_USER_ME, me_respond, NULL);
+        return;
+    case ME_PATCH:
+        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->has_username ? lw->username : NULL;
+        p[3] = lw->has_email ? lw->email : NULL, p[4] = ip, p[5] = lw->request_id;
+        w->q.params_count = 6;
+        auth_send(NULL, w, STORE_USER_PATCH, me_respond, NULL);
+        return;
     }
 }
 
 /* The token is checked against the tenant's keys; revoke what it names. */
-static void logout_check(struct logout_wait *lw, const struct auth_tenant *tenant)
+static void user_check(struct user_wait *lw, const struct auth_tenant *tenant)
 {
     struct auth_wait *w = &lw->w;
     const struct jwt_claims *c = NULL;
     struct slice token = slice_make(lw->token, lw->token_len);
     if (auth_access_check(w->auth, w->loop, lw->slug, tenant, token, &c) != 0) {
-        http_resume(lw, logout_unauthorized);
+        http_resume(lw, user_unauthorized);
         return;
     }
-    if (!logout_uuid(c->sid) || !logout_uuid(c->sub) || !logout_uuid(c->tid)) {
+    if (!user_uuid(c->sid) || !user_uuid(c->sub) || !user_uuid(c->tid)) {
         auth_answer(w, 400, "the token belongs to no user session");
         return;
     }
@@ -599,10 +638,10 @@ static void logout_check(struct logout_wait *lw, const struct auth_tenant *tenan
     memcpy(lw->sid, c->sid, sizeof(lw->sid));
     memcpy(lw->sub, c->sub, sizeof(lw->sub));
     snprintf(lw->client_id, sizeof(lw->client_id), "%s", c->client_id);
-    logout_send(lw);
+    user_send(lw);
 }
 
-static void logout_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
+static void user_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
 {
     if (tenant == NULL) {
         auth_answer(w, w->status, w->detail);
@@ -610,11 +649,35 @@ static void logout_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
     }
     struct auth *auth = w->auth;
     struct loop *loop = w->loop;
-    logout_check((struct logout_wait *)w, tenant);
+    user_check((struct user_wait *)w, tenant);
     auth_tenant_put(auth, loop, tenant);
 }
 
-static void logout_start(struct http_ctx *ctx, enum logout_mode mode)
+/* PATCH /me's body: {"username": …, "email": …}, at least one; "" as email removes it. The
+ * reason it is refused, or NULL. */
+static const char *me_patch_parse(const struct http_ctx *ctx, struct user_wait *lw)
+{
+    struct jscan_object obj;
+    if (!auth_json_body(ctx))
+        return "the body must be application/json";
+    if (jscan_object(ctx->body.ptr, ctx->body.len, &obj) != 0)
+        return "the body is not a JSON object";
+    size_t ulen = 0, elen = 0;
+    const char *why = auth_json_string(&obj, "username", lw->username, AUTH_USERNAME_MAX, &ulen, &lw->has_username);
+    if (why == NULL)
+        why = auth_json_string(&obj, "email", lw->email, AUTH_EMAIL_MAX, &elen, &lw->has_email);
+    if (why != NULL)
+        return why;
+    if (!lw->has_username && !lw->has_email)
+        return "nothing to change: give username or email";
+    if (lw->has_username && !auth_username_valid(lw->username, ulen))
+        return "username must be 1 to 128 bytes of printable text without surrounding spaces";
+    if (lw->has_email && elen > 0 && !auth_email_valid(lw->email, elen))
+        return "email is not an address";
+    return NULL;
+}
+
+static void user_start(struct http_ctx *ctx, enum user_mode mode)
 {
     struct auth *auth = ctx->route_arg;
     if (!auth_slug_valid(ctx->params[0])) {
@@ -626,7 +689,7 @@ static void logout_start(struct http_ctx *ctx, enum logout_mode mode)
         struct slice id = ctx->params[1];
         if (id.len == CT_UUID_TEXT_LEN)
             memcpy(target, id.ptr, id.len);
-        if (!logout_uuid(target)) {
+        if (!user_uuid(target)) {
             http_respond_problem(ctx, 404, "no such session");
             return;
         }
@@ -634,14 +697,19 @@ static void logout_start(struct http_ctx *ctx, enum logout_mode mode)
     const struct http1_header *h = http1_find_header(ctx->req, "Authorization");
     struct slice token = h ? http_auth_bearer(h->value) : slice_make(NULL, 0);
     if (token.len == 0 || token.len > AUTH_ACCESS_TOKEN_MAX) {
-        logout_unauthorized(ctx, NULL);
+        user_unauthorized(ctx, NULL);
         return;
     }
-    struct logout_wait *lw = auth_park(ctx, auth, sizeof(*lw));
+    struct user_wait *lw = auth_park(ctx, auth, sizeof(*lw));
     if (lw == NULL)
         return;
     lw->mode = mode;
     memcpy(lw->target, target, sizeof(lw->target));
+    const char *why = mode == ME_PATCH ? me_patch_parse(ctx, lw) : NULL;
+    if (why != NULL) {
+        http_respond_problem(ctx, 400, why); /* the park is undone */
+        return;
+    }
     memcpy(lw->token, token.ptr, token.len);
     lw->token_len = token.len;
     auth_slug_copy(ctx->params[0], lw->slug);
@@ -652,29 +720,39 @@ static void logout_start(struct http_ctx *ctx, enum logout_mode mode)
     memcpy(lw->request_id, ctx->request_id.ptr, id_len);
     lw->request_id[id_len] = '\0';
     if (auth_tenant_cached(auth, ctx->loop, lw->slug) == NULL)
-        auth_tenant_get(ctx, &lw->w, lw->slug, logout_keys_ready);
+        auth_tenant_get(ctx, &lw->w, lw->slug, user_keys_ready);
     else
-        logout_check(lw, NULL);
+        user_check(lw, NULL);
 }
 
 static void logout_post(struct http_ctx *ctx)
 {
-    logout_start(ctx, LOGOUT_THIS);
+    user_start(ctx, LOGOUT_THIS);
 }
 
 static void logout_all_post(struct http_ctx *ctx)
 {
-    logout_start(ctx, LOGOUT_ALL);
+    user_start(ctx, LOGOUT_ALL);
 }
 
 static void sessions_get(struct http_ctx *ctx)
 {
-    logout_start(ctx, SESSIONS_LIST);
+    user_start(ctx, SESSIONS_LIST);
 }
 
 static void sessions_delete(struct http_ctx *ctx)
 {
-    logout_start(ctx, SESSIONS_REVOKE);
+    user_start(ctx, SESSIONS_REVOKE);
+}
+
+static void me_get(struct http_ctx *ctx)
+{
+    user_start(ctx, ME_GET);
+}
+
+static void me_patch(struct http_ctx *ctx)
+{
+    user_start(ctx, ME_PATCH);
 }
 
 int auth_logout_routes(struct auth *auth, struct http_server *http)
@@ -685,6 +763,9 @@ int auth_logout_routes(struct auth *auth, struct http_server *http)
                                        "logout_all", logout_all_post, auth);
     rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/api/v1/me/sessions",
                                        "sessions_list", sessions_get, auth);
-    return rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_DELETE, "/t/{tenant}/api/v1/me/sessions/{id}",
-                                         "sessions_revoke", sessions_delete, auth);
+    rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_DELETE, "/t/{tenant}/api/v1/me/sessions/{id}",
+                                       "sessions_revoke", sessions_delete, auth);
+    rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/api/v1/me", "me", me_get, auth);
+    return rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_PATCH, "/t/{tenant}/api/v1/me", "me_patch", me_patch,
+                                         auth);
 }

@@ -21,6 +21,11 @@ struct store_stmt_def {
 
 /* Every statement filters by tenant (SECURITY T08): by slug, resolved in the same
  * statement, or by the tenant id a previous one returned. */
+/* What a user sees of their own row (GET and PATCH /me): never the hash or the counters. */
+#define STORE_USER_PROFILE                                                                                 \
+    "json_build_object('id', id, 'username', username, 'email', email, 'email_verified', email_verified, " \
+    "'created_at', created_at, 'updated_at', updated_at, 'last_login_at', last_login_at)::text "
+
 static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
     [STORE_TENANT_BY_SLUG] = {
         "tenant_by_slug", true,
@@ -233,6 +238,87 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "ip, request_id) SELECT s.tenant_id, 'user', $2::text, 'session_revoked', 'session', s.id::text, "
         "$5::inet, $6 FROM s) "
         "SELECT seq, tenant_id, value, exp FROM r" },
+    /* GET /me (from the primary: a PATCH just answered is read back as written). */
+    [STORE_USER_ME] = {
+        "user_me", false,
+        "SELECT " STORE_USER_PROFILE "FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL AND NOT disabled" },
+    /* PATCH /me: a new address is unverified until proven again; the audit row with it. */
+    [STORE_USER_PATCH] = {
+        "user_patch", false,
+        "WITH u AS (UPDATE users SET username = coalesce($3, username), "
+        "email = CASE WHEN $4::text IS NULL THEN email ELSE nullif($4, '') END, "
+        "email_verified = CASE WHEN $4::text IS NOT NULL AND lower(nullif($4, '')) IS DISTINCT FROM lower(email) "
+        "THEN false ELSE email_verified END "
+        "WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL AND NOT disabled RETURNING *), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, ip, "
+        "request_id, details) SELECT u.tenant_id, 'user', $2::text, 'profile_updated', 'user', $2::text, "
+        "$5::inet, $6, jsonb_build_object('username', $3::text IS NOT NULL, 'email', $4::text IS NOT NULL) "
+        "FROM u) "
+        "SELECT " STORE_USER_PROFILE "FROM u" },
+    /* Issue 6, SECURITY P02: one statement makes the token, its mail and the audit row, or
+     * nothing when the address names no single live, enabled user (an address shared by two
+     * users names none, as at login). Earlier unused tokens of the purpose end now: only the
+     * newest mail works. Only the token's SHA-256 is stored (P13); the address the token was
+     * sent to is kept so a verification proves that address and no later one. */
+    [STORE_RECOVERY_MAIL] = {
+        "recovery_mail", false,
+        "WITH u AS (SELECT u.id, u.tenant_id, u.email, u.email_verified FROM tenants t JOIN users u "
+        "ON u.tenant_id = t.id WHERE t.slug = $1 AND t.deleted_at IS NULL AND u.deleted_at IS NULL "
+        "AND NOT u.disabled AND u.email IS NOT NULL AND lower(u.email) = lower($2::text) LIMIT 2), "
+        "one AS (SELECT id, tenant_id, email FROM u WHERE (SELECT count(*) FROM u) = 1 "
+        "AND ($3::text <> 'email_verify' OR NOT u.email_verified)), "
+        "x AS (UPDATE one_time_tokens o SET expires_at = now(), updated_at = now() FROM one "
+        "WHERE o.tenant_id = one.tenant_id AND o.user_id = one.id AND o.purpose = $3::text "
+        "AND o.used_at IS NULL AND o.expires_at > now()), "
+        "k AS (INSERT INTO one_time_tokens (tenant_id, user_id, purpose, sha256, data, expires_at) "
+        "SELECT tenant_id, id, $3::text, decode($4, 'hex'), jsonb_build_object('email', email), "
+        "now() + make_interval(secs => $5::int) FROM one), "
+        "m AS (INSERT INTO email_outbox (tenant_id, to_address, subject, body_text) "
+        "SELECT tenant_id, email, $6, $7 FROM one), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id) SELECT tenant_id, 'user', id::text, $3::text || '_requested', 'user', id::text, "
+        "$8::inet, $9 FROM one) "
+        "SELECT count(*) FROM one" },
+    /* SECURITY P13: the token is spent under its row lock (a concurrent replay waits, then
+     * finds it used), the password set and the lockout cleared, every session of the user
+     * revoked with its 'sid' revocation as logout-all does, and the audit row written. */
+    [STORE_RECOVERY_RESET] = {
+        "recovery_reset", false,
+        "WITH k AS (UPDATE one_time_tokens o SET used_at = now(), updated_at = now() "
+        "FROM tenants t, users u WHERE t.slug = $1 AND t.deleted_at IS NULL AND o.tenant_id = t.id "
+        "AND o.sha256 = decode($2, 'hex') AND o.purpose = 'password_reset' AND o.used_at IS NULL "
+        "AND o.expires_at > now() AND u.tenant_id = o.tenant_id AND u.id = o.user_id "
+        "AND u.deleted_at IS NULL AND NOT u.disabled RETURNING o.tenant_id, o.user_id), "
+        "p AS (UPDATE users SET password_hash = $3, failed_logins = 0, locked_until = NULL, "
+        "updated_at = now() FROM k WHERE users.tenant_id = k.tenant_id AND users.id = k.user_id "
+        "RETURNING users.tenant_id, users.id), "
+        "s AS (UPDATE sessions SET revoked_at = now() FROM p WHERE sessions.tenant_id = p.tenant_id "
+        "AND sessions.user_id = p.id AND sessions.revoked_at IS NULL "
+        "RETURNING sessions.id, sessions.tenant_id, sessions.client_id), "
+        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
+        "s.id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
+        "WHERE c.tenant_id = s.tenant_id AND c.client_id = s.client_id), 0) + $4::int) FROM s "
+        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT p.tenant_id, 'user', p.id::text, 'password_reset', 'user', "
+        "p.id::text, $5::inet, $6, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM p) "
+        "SELECT r.seq, r.tenant_id, r.value, r.exp FROM p LEFT JOIN r ON true" },
+    /* The token proves the address it was sent to: spent only while the user still has it. */
+    [STORE_RECOVERY_VERIFY] = {
+        "recovery_verify", false,
+        "WITH k AS (UPDATE one_time_tokens o SET used_at = now(), updated_at = now() "
+        "FROM tenants t, users u WHERE t.slug = $1 AND t.deleted_at IS NULL AND o.tenant_id = t.id "
+        "AND o.sha256 = decode($2, 'hex') AND o.purpose = 'email_verify' AND o.used_at IS NULL "
+        "AND o.expires_at > now() AND u.tenant_id = o.tenant_id AND u.id = o.user_id "
+        "AND u.deleted_at IS NULL AND NOT u.disabled AND u.email IS NOT NULL "
+        "AND lower(u.email) = lower(o.data->>'email') RETURNING o.tenant_id, o.user_id), "
+        "v AS (UPDATE users SET email_verified = true, updated_at = now() FROM k "
+        "WHERE users.tenant_id = k.tenant_id AND users.id = k.user_id "
+        "RETURNING users.tenant_id, users.id, users.email), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT tenant_id, 'user', id::text, 'email_verified', 'user', id::text, "
+        "$3::inet, $4, jsonb_build_object('email', email) FROM v) "
+        "SELECT id FROM v" },
 };
 
 struct store_pending {

@@ -77,6 +77,21 @@ enum store_stmt {
                              * the user's live sessions as a JSON array, newest first */
     STORE_SESSION_REVOKE_OWN, /* $1 tenant id, $2 user id, $3 session id, $4 slack s, $5 ip,
                                * $6 request id → a row as logout's when it was the user's and live */
+    STORE_USER_ME,        /* $1 tenant id, $2 user id → one row: the live user's profile as JSON */
+    STORE_USER_PATCH,     /* $1 tenant id, $2 user id, $3 username or NULL, $4 email or NULL ('' clears
+                           * it), $5 ip, $6 request id → the profile as JSON (a taken username: 409) */
+    STORE_RECOVERY_MAIL,  /* $1 tenant slug, $2 email, $3 purpose ('password_reset' or
+                           * 'email_verify'), $4 token SHA-256 (hex), $5 lifetime s, $6 subject,
+                           * $7 body, $8 ip, $9 request id → one row: mails queued (0 or 1); for
+                           * the one live, enabled user with that address (verification: still
+                           * unverified) the earlier tokens of the purpose end, the token, its
+                           * outbox row and the audit row are inserted (auth/recovery.c) */
+    STORE_RECOVERY_RESET, /* $1 tenant slug, $2 token SHA-256 (hex), $3 new hash, $4 slack s, $5 ip,
+                           * $6 request id → no row when the token is refused; else the token
+                           * spent, the password set, the lockout cleared, and a row as logout's
+                           * per session revoked (one row of NULLs when there was none) */
+    STORE_RECOVERY_VERIFY, /* $1 tenant slug, $2 token SHA-256 (hex), $3 ip, $4 request id → user
+                            * id when the token was spent and the address marked verified */
     STORE_STMT_COUNT,
 };
 

@@ -1,6 +1,12 @@
 #!/usr/bin/env python3
-"""A user's own sessions (issue 6): GET /t/{tenant}/api/v1/me/sessions and
-DELETE /t/{tenant}/api/v1/me/sessions/{id} with the user's access token (auth/session.c).
+"""A user's own profile and sessions (issue 6), with the user's access token (auth/session.c):
+GET/PATCH /t/{tenant}/api/v1/me, GET /t/{tenant}/api/v1/me/sessions and
+DELETE /t/{tenant}/api/v1/me/sessions/{id}.
+
+- GET /me: alice's profile (id = the token's sub, username, email, email_verified), no hash,
+  no-store; PATCH /me: a new email is stored as given, unverified, and audited, a new
+  username is taken, bob's username (any case) is 409 and changes nothing, "" removes the email,
+  a body with nothing to change, a bad address, a non-JSON body: 400; a disabled user: 404;
 
 - alice logs in three times (three user agents): the list holds exactly those three sessions,
   newest first, with their user agents, the address, the client, and `current` true only for the
@@ -25,6 +31,17 @@ from test_login import (TENANT, Env, basic, call, good_login, hdr, jbody, jwt_cl
 
 AGENTS = ("phone/1.0", "laptop/2.0", "tablet/3.0")
 SESSIONS = "/t/%s/api/v1/me/sessions" % TENANT
+ME = "/t/%s/api/v1/me" % TENANT
+
+
+def me(port, token, method="GET", body=None, content_type="application/json"):
+    headers = {"Authorization": "Bearer " + token}
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers["Content-Type"] = content_type
+    status, headers, raw = call(port, method, ME, data, headers)
+    return status, headers, jbody(raw), raw
 
 
 def sessions(port, token):
@@ -110,6 +127,41 @@ def check_refusals(res, env, port):
     res.check("a client's own token: 400 (no session)", sessions(port, token)[0] == 400, repr(st))
 
 
+def check_me(res, env, port, alice, bob):
+    token = alice[2]["access_token"]
+    status, headers, body, raw = me(port, token)
+    res.check("GET /me: alice's profile", status == 200 and body.get("id") == env.users["alice"] and
+              body.get("username") == "alice" and body.get("email_verified") is False, repr((status, body)))
+    res.check("... no hash, no-store", b"argon2" not in raw and b"password" not in raw and
+              hdr(headers, "cache-control") == "no-store")
+    env.sql("UPDATE users SET email = 'alice@example.test', email_verified = true WHERE id = '%s'"
+            % env.users["alice"])
+    status, _, body, _ = me(port, token, "PATCH", {"email": "Alice.New@Example.test"})
+    res.check("PATCH /me email: 200, the new address, unverified",
+              status == 200 and body.get("email") == "Alice.New@Example.test" and body.get("email_verified") is False,
+              repr((status, body)))
+    audit = env.sql("SELECT count(*) FROM audit_log WHERE action = 'profile_updated' AND actor_id = '%s'"
+                    % env.users["alice"])
+    res.check("... audited", audit.strip() == "1", audit)
+    status, _, body, _ = me(port, token, "PATCH", {"username": "BOB"})
+    res.check("PATCH /me username taken by bob (another case): 409", status == 409, repr((status, body)))
+    res.check("... nothing changed", me(port, token)[2].get("username") == "alice")
+    status, _, body, _ = me(port, token, "PATCH", {"username": "alice2"})
+    res.check("PATCH /me username: 200", status == 200 and body.get("username") == "alice2", repr(body))
+    status, _, body, _ = me(port, token, "PATCH", {"email": ""})
+    res.check("PATCH /me email \"\": removed", status == 200 and body.get("email") is None, repr(body))
+    for label, payload, ctype in (("nothing to change", {}, "application/json"),
+                                  ("a bad address", {"email": "not an address"}, "application/json"),
+                                  ("a username with surrounding spaces", {"username": " x "}, "application/json"),
+                                  ("not JSON", b"username=x", "application/x-www-form-urlencoded")):
+        status = me(port, token, "PATCH", payload, ctype)[0]
+        res.check("PATCH /me with %s: 400" % label, status == 400, repr(status))
+    env.sql("UPDATE users SET disabled = true WHERE id = '%s'" % env.users["bob"])
+    res.check("GET /me of a disabled user: 404", me(port, bob[0]["access_token"])[0] == 404)
+    env.sql("UPDATE users SET disabled = false WHERE id = '%s'" % env.users["bob"])
+    res.check("no token: 401", call(port, "GET", ME)[0] == 401)
+
+
 def run_all(res, env):
     env.user("alice")
     env.user("bob")
@@ -120,13 +172,14 @@ def run_all(res, env):
         check_list(res, env, srv.port, alice, bob)
         check_delete(res, env, srv.port, alice, bob)
         check_refusals(res, env, srv.port)
+        check_me(res, env, srv.port, alice, bob)
         check_clean_exit(res, srv)
     finally:
         srv.kill()
 
 
 def main():
-    res = Results("a user's own sessions")
+    res = Results("a user's own profile and sessions")
     if sh("tessera_pg_bindir").returncode != 0:
         print("SKIP: Postgres is not installed")
         raise SystemExit(77)
