@@ -222,6 +222,9 @@ void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap);
 struct jscan_object;
 /* Content-Type is application/json (parameters allowed). */
 bool auth_json_body(const struct http_ctx *ctx);
+/* The start of a JSON endpoint under /t/{tenant} (params[0], route_arg the auth): the slug
+ * and the media type checked (404, 415), then auth_park's state (NULL: answered). */
+void *auth_json_request(struct http_ctx *ctx, size_t bytes);
 /* A string member into dst (max bytes); "" when absent (*seen false; seen may be NULL).
  * The reason it is refused (not a string, too long, a NUL inside), or NULL. */
 const char *auth_json_string(const struct jscan_object *obj, const char *name, char *dst, size_t max, size_t *len,

@@ -57,3 +57,16 @@ bool auth_email_valid(const char *email, size_t len)
            !memchr(at + 1, '@', len - (size_t)(at - email) - 1) && !memchr(email, ' ', len) &&
            auth_printable(email, len);
 }
+
+void *auth_json_request(struct http_ctx *ctx, size_t bytes)
+{
+    if (!auth_slug_valid(ctx->params[0])) {
+        http_respond_problem(ctx, 404, "no such tenant");
+        return NULL;
+    }
+    if (!auth_json_body(ctx)) {
+        http_respond_problem(ctx, 415, "the body must be application/json");
+        return NULL;
+    }
+    return auth_park(ctx, ctx->route_arg, bytes);
+}

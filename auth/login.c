@@ -469,16 +469,7 @@ void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
 
 static void login_post(struct http_ctx *ctx)
 {
-    struct auth *auth = ctx->route_arg;
-    if (!auth_slug_valid(ctx->params[0])) {
-        http_respond_problem(ctx, 404, "no such tenant");
-        return;
-    }
-    if (!auth_json_body(ctx)) {
-        http_respond_problem(ctx, 415, "the body must be application/json");
-        return;
-    }
-    struct login_wait *lw = auth_park(ctx, auth, sizeof(*lw));
+    struct login_wait *lw = auth_json_request(ctx, sizeof(*lw));
     if (lw == NULL)
         return;
     const char *why = login_parse(lw, ctx->body);
@@ -488,7 +479,7 @@ static void login_post(struct http_ctx *ctx)
         return;
     }
     struct auth_rate_check limits;
-    if (!auth_rate_admit(ctx, auth, lw->client_id, &limits)) {
+    if (!auth_rate_admit(ctx, lw->w.auth, lw->client_id, &limits)) {
         login_forget(lw);
         return; /* answered 429 */
     }

@@ -169,16 +169,7 @@ static void register_tenant_found(struct auth_wait *w)
 
 static void register_post(struct http_ctx *ctx)
 {
-    struct auth *auth = ctx->route_arg;
-    if (!auth_slug_valid(ctx->params[0])) {
-        http_respond_problem(ctx, 404, "no such tenant");
-        return;
-    }
-    if (!auth_json_body(ctx)) {
-        http_respond_problem(ctx, 415, "the body must be application/json");
-        return;
-    }
-    struct register_wait *rw = auth_park(ctx, auth, sizeof(*rw));
+    struct register_wait *rw = auth_json_request(ctx, sizeof(*rw));
     if (rw == NULL)
         return;
     const char *why = register_parse(rw, ctx->body);
