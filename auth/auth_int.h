@@ -233,6 +233,10 @@ const char *auth_json_string(const struct jscan_object *obj, const char *name, c
 bool auth_username_valid(const char *s, size_t len);
 /* One address: local@domain, printable, no space, at most AUTH_EMAIL_MAX bytes. */
 bool auth_email_valid(const char *email, size_t len);
+#define AUTH_PASSWORD_MIN 8 /* NIST SP 800-63B §5.1.1.2: at least 8 characters */
+/* Why a password being set (sign-up, reset, change) is refused: too short or on the
+ * common list; NULL when it may be used. Never at login. */
+const char *auth_new_password_refused(const char *pw, size_t len);
 
 /* ---- Access tokens (auth/access.c) ---- */
 

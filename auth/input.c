@@ -1,6 +1,7 @@
 /* auth/input.c: what the JSON endpoints under /api/v1 share to read their bodies: the media
  * type, string members bounded and free of NUL (SECURITY P08/P09), usernames and addresses. */
 #include "auth/auth_int.h"
+#include "auth/pwlist.h"
 
 #include <string.h>
 #include <strings.h>
@@ -69,4 +70,13 @@ void *auth_json_request(struct http_ctx *ctx, size_t bytes)
         return NULL;
     }
     return auth_park(ctx, ctx->route_arg, bytes);
+}
+
+const char *auth_new_password_refused(const char *pw, size_t len)
+{
+    if (len < AUTH_PASSWORD_MIN)
+        return "password must be at least 8 characters";
+    if (pwlist_is_common(pw, len))
+        return "password is too common; choose another"; /* NIST SP 800-63B §5.1.1.2 */
+    return NULL;
 }

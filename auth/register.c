@@ -9,7 +9,6 @@
  * pool is 503 + Retry-After, SECURITY F15) → the user and its audit row inserted in one
  * statement (a taken username is 409) → 201, only after the commit. */
 #include "auth/auth_int.h"
-#include "auth/pwlist.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -17,7 +16,6 @@
 #include "core/log.h"
 #include "crypto/jscan.h"
 
-#define REGISTER_PASSWORD_MIN 8   /* NIST SP 800-63B §5.1.1.2: at least 8 characters */
 #define REGISTER_ID_MAX 64        /* the X-Request-Id kept for the audit row */
 
 struct register_wait {
@@ -64,10 +62,9 @@ static const char *register_parse(struct register_wait *rw, struct slice body)
         return why;
     if (!auth_username_valid(rw->username, ulen))
         return "username must be 1 to 128 bytes of printable text without surrounding spaces";
-    if (rw->password_len < REGISTER_PASSWORD_MIN)
-        return "password must be at least 8 characters";
-    if (pwlist_is_common(rw->password, rw->password_len))
-        return "password is too common; choose another"; /* NIST SP 800-63B §5.1.1.2 */
+    const char *refused = auth_new_password_refused(rw->password, rw->password_len);
+    if (refused != NULL)
+        return refused;
     if (elen > 0 && !auth_email_valid(rw->email, elen))
         return "email is not an address";
     return NULL;
