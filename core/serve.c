@@ -291,8 +291,8 @@ static int serve_build(struct serve *serve)
 
 static void serve_teardown(struct serve *serve)
 {
-    /* Workers first: a queued job still reads its parked request (a loop's block) and auth's
-     * state (the password policy, tenant keys) while it runs. */
+    /* Workers first (queued jobs dropped, running ones finished): a running job reads its
+     * parked request (a loop's block) and auth's state (the password policy, tenant keys). */
     if (serve->shared.workers)
         workers_destroy(serve->shared.workers);
     store_destroy(serve->store);

@@ -144,18 +144,22 @@ static void *workers_thread_main(void *arg)
     for (;;) {
         struct worker_job *job = workers_next(workers);
         if (job == NULL)
-            return NULL; /* stopping, and the queue is empty */
+            return NULL; /* stopping */
         job->next = NULL;
         job->run(job);
         workers_complete(workers, job);
     }
 }
 
-/* Tells the threads to stop once the queue is empty and joins them. */
+/* Drops the queued jobs (their requests are gone: the shards have stopped), lets the
+ * running ones finish and joins the threads. Running the queue out instead could take
+ * WORKERS_JOBS_MAX Argon2id hashes, seconds past the shutdown deadline (SECURITY F16). */
 static void workers_stop(struct workers *workers)
 {
     pthread_mutex_lock(&workers->lock);
     workers->stopping = true;
+    workers->urgent = (struct workers_fifo){ 0 };
+    workers->ordinary = (struct workers_fifo){ 0 };
     pthread_cond_broadcast(&workers->wake);
     pthread_mutex_unlock(&workers->lock);
     for (unsigned i = 0; i < workers->threads_started; i++) {

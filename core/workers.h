@@ -32,8 +32,9 @@ struct workers;
 /* threads worker threads serving shards shards. Returns NULL on failure. */
 struct workers *workers_create(unsigned threads, unsigned shards);
 
-/* Stops the threads after the jobs already queued have run; completions not yet
- * drained are dropped with the pool (call at shutdown only). */
+/* Stops the threads: jobs still queued are dropped (neither run nor done), running ones
+ * finish; completions not yet drained are dropped with the pool (call at shutdown only,
+ * after the shards have stopped). */
 void workers_destroy(struct workers *workers);
 
 /* Called by shard `shard` only. Returns 0, or -TE_FULL when WORKERS_JOBS_MAX jobs

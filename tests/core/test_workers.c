@@ -7,6 +7,7 @@
  *    place a drained job held can be used again;
  *  - routes each completion to the submitting shard only (the other shard's eventfd
  *    stays silent) and writes the eventfd at most once per drain;
+ *  - destroy lets a running job finish and drops the queued ones (run nor done);
  *  - hands completions back in completion order (one worker: submission order),
  *    across drains capped by max, waking the shard itself when it stops at max;
  *  - wakes a sleeping shard for each of 2 x 50,000 jobs submitted one at a time;
@@ -300,23 +301,46 @@ static void test_order(void)
     workers_destroy(pool);
 }
 
-/* Destroy runs what is queued before it stops the threads; dones are not called. */
-static void test_destroy_runs_queued(void)
+/* Destroy lets the running job finish and drops the queued ones; dones are not called. */
+static void *test_gate_opener(void *arg)
+{
+    (void)arg;
+    struct timespec pause = { .tv_nsec = 200 * 1000 * 1000 }; /* orders the events, asserts nothing */
+    nanosleep(&pause, NULL);
+    pthread_mutex_lock(&test_gate_lock);
+    test_gate_open = true;
+    pthread_cond_broadcast(&test_gate_cond);
+    pthread_mutex_unlock(&test_gate_lock);
+    return NULL;
+}
+
+static void test_destroy_drops_queued(void)
 {
     CHECK(workers_create(0, 1) == NULL);
     CHECK(workers_create(1, 0) == NULL);
     struct workers *pool = workers_create(1, 1);
     CHECK(pool != NULL);
+    pthread_mutex_lock(&test_gate_lock);
+    test_gate_open = false;
+    pthread_mutex_unlock(&test_gate_lock);
+    atomic_store(&test_gate_waiting, 0);
     static struct test_job jobs[TEST_ORDER_JOBS];
     for (size_t i = 0; i < TEST_ORDER_JOBS; i++) {
         test_job_init(&jobs[i], i);
+        jobs[i].job.run = i == 0 ? test_gated_run : test_job_run;
         CHECK(workers_submit(pool, 0, &jobs[i].job) == 0);
+        while (i == 0 && atomic_load(&test_gate_waiting) < 1 && !test_deadline_passed())
+            sched_yield(); /* the worker holds job 0 at the gate; the others stay queued */
     }
-    workers_destroy(pool);
-    for (size_t i = 0; i < TEST_ORDER_JOBS; i++) {
-        CHECK(atomic_load(&jobs[i].runs) == 1);
+    pthread_t opener;
+    CHECK(pthread_create(&opener, NULL, test_gate_opener, NULL) == 0);
+    workers_destroy(pool); /* drops 1..99 at once, then waits for job 0 */
+    pthread_join(opener, NULL);
+    CHECK(atomic_load(&jobs[0].runs) == 1);
+    for (size_t i = 0; i < TEST_ORDER_JOBS; i++)
         CHECK(jobs[i].dones == 0);
-    }
+    for (size_t i = 1; i < TEST_ORDER_JOBS; i++)
+        CHECK(atomic_load(&jobs[i].runs) == 0);
 }
 
 /* ---- one job at a time: every completion finds its shard asleep ---- */
@@ -451,7 +475,7 @@ int main(void)
     test_bound();
     test_urgent();
     test_order();
-    test_destroy_runs_queued();
+    test_destroy_drops_queued();
     test_serial();
     test_stress();
     int failures = atomic_load(&test_failures);
