@@ -4,9 +4,12 @@
  * Only an authenticated client (client_secret_basic or _post) flagged can_introspect may
  * ask (§2.1; others: 401 invalid_client, 403 unauthorized_client). The answer is §2.2's:
  * for a valid access token of this tenant active:true with scope, client_id, sub, exp, iat,
- * nbf, jti, iss, aud, token_type and tid; for anything else — another tenant's token
- * (T01), an expired or forged one, a kind not known yet (refresh tokens, API keys) — just
- * {"active":false}, which says nothing about why (§2.2).
+ * nbf, jti, iss, aud, token_type and tid; for a refresh token (rt_…) of a live session whose
+ * current token it is, asked by the session's own client, active:true with scope, client_id,
+ * sub, exp, iat, iss, token_type "refresh_token", sid and tid (read from the primary); for
+ * anything else — another tenant's token (T01), an expired or forged one, another client's
+ * refresh token (O34), a kind not known yet (API keys) — just {"active":false}, which says
+ * nothing about why (§2.2).
  *
  * The hot path (a gateway asking again): the client's result and the token's are both in
  * the shard's caches, so the answer is written without parking, one SHA-256 and one digest.
@@ -23,6 +26,8 @@ struct introspect_wait {
     struct auth_wait w;
     struct auth_client_wait cw;
     struct auth_tenant *tenant; /* loaded for it, held until the answer */
+    char sid[CT_UUID_TEXT_LEN + 1];            /* a refresh token's session */
+    char sha_hex[2 * HASH_SHA256_BYTES + 1];   /* and its digest */
     size_t token_len;
     char token[AUTH_ACCESS_TOKEN_MAX];
 };
@@ -77,6 +82,57 @@ static void introspect_inactive(struct http_ctx *ctx)
     introspect_respond_json(ctx, &body);
 }
 
+static bool introspect_looks_like_refresh(struct slice token)
+{
+    return token.len == AUTH_REFRESH_TOKEN_LEN && memcmp(token.ptr, "rt_", 3) == 0;
+}
+
+/* A refresh token's answer (§2.2): its session's row, read for the asking client. */
+static void introspect_refresh_respond(struct http_ctx *ctx, void *state)
+{
+    struct introspect_wait *iw = state;
+    const struct pg_result *r = iw->w.result;
+    if (iw->w.outcome != PG_OK) {
+        auth_respond_store_failure(ctx, iw->w.outcome);
+        return;
+    }
+    if (pg_result_rows(r) != 1) {
+        introspect_inactive(ctx); /* unknown, rotated, revoked, expired, or another client's */
+        return;
+    }
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"active\":true");
+    introspect_json_field(&body, "scope", pg_result_value(r, 0, 2));
+    introspect_json_field(&body, "client_id", iw->cw.client_id);
+    introspect_json_field(&body, "sub", pg_result_value(r, 0, 1));
+    buf_printf(&body, ",\"exp\":%s,\"iat\":%s", pg_result_value(r, 0, 3), pg_result_value(r, 0, 4));
+    char issuer_mem[INTROSPECT_ISSUER_MAX];
+    struct buf issuer;
+    buf_init(&issuer, issuer_mem, sizeof(issuer_mem));
+    auth_issuer(iw->w.auth, slice_make(iw->cw.slug, strlen(iw->cw.slug)), &issuer);
+    buf_append_cstr(&body, ",\"iss\":");
+    buf_append_json_string(&body, buf_slice(&issuer));
+    buf_append_cstr(&body, ",\"token_type\":\"refresh_token\"");
+    introspect_json_field(&body, "sid", iw->sid);
+    introspect_json_field(&body, "tid", pg_result_value(r, 0, 0));
+    buf_append_cstr(&body, "}");
+    introspect_respond_json(ctx, &body);
+}
+
+/* rt_<session>.<secret> (DESIGN §4): asked of Postgres, with the asking client. False when
+ * the token is not of that form. */
+static bool introspect_refresh(struct introspect_wait *iw)
+{
+    if (!introspect_looks_like_refresh(slice_make(iw->token, iw->token_len)) ||
+        auth_refresh_parse(iw->token, iw->sid, iw->sha_hex) != 0)
+        return false;
+    const char **p = iw->w.q.params;
+    p[0] = iw->cw.slug, p[1] = iw->sid, p[2] = iw->sha_hex, p[3] = iw->cw.client_id;
+    iw->w.q.params_count = 4;
+    auth_send(NULL, &iw->w, STORE_REFRESH_INTROSPECT, introspect_refresh_respond, NULL);
+    return true;
+}
+
 /* A compact JWS has exactly two dots; anything else is a kind this endpoint does not know yet. */
 static bool introspect_looks_like_jwt(struct slice token)
 {
@@ -86,11 +142,14 @@ static bool introspect_looks_like_jwt(struct slice token)
     return dots == 2;
 }
 
-/* Answers from what the shard knows; false when the tenant's keys must be loaded first. */
+/* Answers from what the shard knows; false when the tenant's keys must be loaded first, or
+ * Postgres asked (a refresh token). */
 static bool introspect_answer(struct http_ctx *ctx, const struct auth *auth, const char *slug,
                               const struct auth_tenant *tenant, struct slice token)
 {
     if (!introspect_looks_like_jwt(token)) {
+        if (introspect_looks_like_refresh(token))
+            return false; /* Postgres knows: park */
         introspect_inactive(ctx);
         return true;
     }
@@ -150,6 +209,8 @@ static void introspect_client_ready(struct auth_wait *w, const struct auth_clien
         auth_oauth_fail(w, 403, "unauthorized_client", "the client may not introspect tokens");
         return;
     }
+    if (introspect_refresh(iw))
+        return;
     if (introspect_needs_keys(iw))
         auth_tenant_get(NULL, w, iw->cw.slug, introspect_keys_ready);
     else
@@ -239,7 +300,8 @@ static void introspect_post(struct http_ctx *ctx)
         if (auth_rate_continue(ctx, &iw->w, introspect_rate_passed) != 0)
             auth_answer_now(ctx, 503, "the server is busy; retry later");
     } else if (client != NULL) {
-        auth_tenant_get(ctx, &iw->w, iw->cw.slug, introspect_keys_ready);
+        if (!introspect_refresh(iw))
+            auth_tenant_get(ctx, &iw->w, iw->cw.slug, introspect_keys_ready);
     } else {
         auth_client_authenticate(ctx, &iw->w, &iw->cw, true, introspect_client_ready);
     }

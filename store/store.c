@@ -319,6 +319,19 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "ip, request_id, details) SELECT tenant_id, 'user', id::text, 'email_verified', 'user', id::text, "
         "$3::inet, $4, jsonb_build_object('email', email) FROM v) "
         "SELECT id FROM v" },
+    /* RFC 7662 for a refresh token (auth/introspect.c): from the primary, as rotation changes
+     * the current digest; only its own client learns anything (SECURITY O34). */
+    [STORE_REFRESH_INTROSPECT] = {
+        "refresh_introspect", false,
+        "SELECT t.id, s.user_id, array_to_string(c.scopes, ' '), "
+        "extract(epoch FROM least(s.expires_at, s.absolute_expires_at))::bigint, "
+        "extract(epoch FROM s.created_at)::bigint "
+        "FROM sessions s JOIN tenants t ON t.id = s.tenant_id "
+        "JOIN users u ON u.tenant_id = s.tenant_id AND u.id = s.user_id "
+        "JOIN clients c ON c.tenant_id = s.tenant_id AND c.client_id = s.client_id "
+        "WHERE s.id = $2 AND t.slug = $1 AND t.deleted_at IS NULL AND s.refresh_sha256 = decode($3, 'hex') "
+        "AND s.client_id = $4 AND s.revoked_at IS NULL AND s.expires_at > now() AND s.absolute_expires_at > now() "
+        "AND NOT u.disabled AND u.deleted_at IS NULL AND c.deleted_at IS NULL" },
 };
 
 struct store_pending {

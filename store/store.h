@@ -92,6 +92,9 @@ enum store_stmt {
                            * per session revoked (one row of NULLs when there was none) */
     STORE_RECOVERY_VERIFY, /* $1 tenant slug, $2 token SHA-256 (hex), $3 ip, $4 request id → user
                             * id when the token was spent and the address marked verified */
+    STORE_REFRESH_INTROSPECT, /* $1 tenant slug, $2 session id, $3 presented SHA-256 (hex), $4 the
+                               * asking client_id → tenant id, user id, scope, exp, iat (Unix s)
+                               * when it is the live session's current token and the client its own */
     STORE_STMT_COUNT,
 };
 

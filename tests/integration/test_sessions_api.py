@@ -18,7 +18,11 @@ DELETE /t/{tenant}/api/v1/me/sessions/{id}.
 - DELETE of bob's session with alice's token: 404, and bob's token still verifies (a user cannot
   revoke another's session, nor plant a 'sid' revocation for it); an id that is not a UUID: 404;
   a session already revoked: 404;
-- no token, a garbage token, a client's own token (no session): 401, 401, 400.
+- no token, a garbage token, a client's own token (no session): 401, 401, 400;
+- RFC 7662 for refresh tokens (auth/introspect.c): the session's own client (allowed to
+  introspect) gets active:true with token_type refresh_token, sub, client_id, sid, scope, exp, iat;
+  after a rotation the old token is inactive and the new one active; another client's question
+  (O34), a tampered secret, and the token after logout: {"active": false} and nothing else.
 Skips when Postgres is not installed.
 """
 import json
@@ -162,9 +166,45 @@ def check_me(res, env, port, alice, bob):
     res.check("no token: 401", call(port, "GET", ME)[0] == 401)
 
 
+def introspect_as(port, client, token):
+    status, _, data = call(port, "POST", "/t/%s/oauth2/introspect" % TENANT,
+                           urllib.parse.urlencode({"token": token}),
+                           {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(client)})
+    return status, jbody(data)
+
+
+def check_refresh_introspection(res, env, port):
+    own, other = env.clients["app_i"], env.clients["svc"]
+    status, _, body = good_login(env, port, "alice2", client="app_i")
+    res.check("alice logs in through an introspecting first-party client", status == 200, repr(body))
+    rt = body.get("refresh_token", "")
+    st, got = introspect_as(port, own, rt)
+    res.check("its own client: active, token_type refresh_token, sub, sid, client_id, scope, exp, iat",
+              st == 200 and got.get("active") is True and got.get("token_type") == "refresh_token" and
+              got.get("sub") == env.users["alice"] and got.get("sid") == sid_of(rt) and
+              got.get("client_id") == own["client_id"] and got.get("scope") == "read write" and
+              got.get("exp", 0) > got.get("iat", 0) > 0, repr((st, got)))
+    res.check("O34: another client's question: {\"active\": false} only",
+              introspect_as(port, other, rt) == (200, {"active": False}))
+    tampered = rt[:-1] + ("A" if rt[-1] != "A" else "B")
+    res.check("a tampered secret: inactive", introspect_as(port, own, tampered) == (200, {"active": False}))
+    form = {"grant_type": "refresh_token", "refresh_token": rt}
+    st, _, data = call(port, "POST", "/t/%s/oauth2/token" % TENANT, urllib.parse.urlencode(form),
+                       {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(own)})
+    new = jbody(data)
+    res.check("rotation: 200", st == 200, repr((st, new)))
+    res.check("... the old token inactive", introspect_as(port, own, rt) == (200, {"active": False}))
+    res.check("... the new one active", introspect_as(port, own, new.get("refresh_token", ""))[1].get("active") is True)
+    call(port, "POST", "/t/%s/api/v1/auth/logout" % TENANT,
+         headers={"Authorization": "Bearer " + new.get("access_token", "")})
+    res.check("after logout: inactive",
+              introspect_as(port, own, new.get("refresh_token", "")) == (200, {"active": False}))
+
+
 def run_all(res, env):
     env.user("alice")
     env.user("bob")
+    env.client("app_i", "--first-party", "--grant", "password", "--grant", "refresh_token", "--introspect")
     srv = env.server()
     try:
         alice = logins(res, env, srv.port, "alice", AGENTS)
@@ -173,6 +213,7 @@ def run_all(res, env):
         check_delete(res, env, srv.port, alice, bob)
         check_refusals(res, env, srv.port)
         check_me(res, env, srv.port, alice, bob)
+        check_refresh_introspection(res, env, srv.port)
         check_clean_exit(res, srv)
     finally:
         srv.kill()
