@@ -7,7 +7,7 @@
  * the default, as in Keycloak). The stages: the tenant by slug (Postgres) → the
  * password hashed with Argon2id on the worker pool, never on a shard (DESIGN §1; a full
  * pool is 503 + Retry-After, SECURITY F15) → the user and its audit row inserted in one
- * statement (a taken username is 409) → 201, only after the commit. */
+ * statement (a taken username or address is 409) → 201, only after the commit. */
 #include "auth/auth_int.h"
 
 #include <stdio.h>
@@ -83,7 +83,7 @@ static void register_respond(struct http_ctx *ctx, void *state)
     struct register_wait *rw = state;
     register_forget(rw);
     if (rw->w.outcome == PG_UNIQUE_VIOLATION) {
-        http_respond_problem(ctx, 409, "that username is taken");
+        http_respond_problem(ctx, 409, "that username or email address is taken");
         return;
     }
     if (rw->w.outcome != PG_OK || pg_result_rows(rw->w.result) != 1) {

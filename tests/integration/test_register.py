@@ -4,7 +4,9 @@ its password policy (issue 6; SECURITY P08, P09; NIST SP 800-63B §5.1.1.2):
 
 - 201 with id, username, email, email_verified false, created_at, and no hash in the answer;
   the row holds an Argon2id PHC string;
-- the same username in another case: 409 (usernames are unique per tenant, case-insensitively);
+- the same username, or an address another account holds, in another case: 409 (both are unique
+  per tenant, case-insensitively: an address shared by two accounts would name neither at login
+  and recovery, so a stranger could take both from its owner);
 - a password shorter than 8, one on the common-password list in any ASCII case ("Password",
   "iloveyou", "12345678"), one over 1,024 bytes, one with a NUL: 400 with a problem body, and no
   row written;
@@ -58,6 +60,10 @@ def check_contract(res, pg, port):
     res.check("... the row holds an Argon2id PHC string", stored.startswith("$argon2id$"), stored[:20])
     status, _ = register(port, "open", name.upper(), GOOD_PASSWORD)
     res.check("the same username in another case: 409", status == 409, repr(status))
+    other = "other-" + uuid.uuid4().hex[:8]
+    status, _ = register(port, "open", other, GOOD_PASSWORD, email="someone@example.TEST")
+    res.check("an address another account holds (another case): 409", status == 409, repr(status))
+    res.check("... and no user written", users_named(pg, other) == 0)
 
 
 def check_policy(res, pg, port):
