@@ -402,7 +402,7 @@ int auth_session_sign(const struct auth_user_token *t, char *out, size_t cap);
                                           * lifetime by an hour: a lifetime raised since a
                                           * token was issued, and clock leeway, stay covered */
 /* Spreads every 'sid' revocation of w->result (seq, tenant id, session id, expiry: the
- * session statements' columns) by auth_revoke_spread; how many. */
+ * session statements' columns; a row of NULLs is skipped) by auth_revoke_spread; how many. */
 int auth_session_spread(struct auth_wait *w);
 
 /* The caller of a grant at the token endpoint: 0 with *public_client set when a client names
@@ -426,5 +426,8 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
 /* ---- Password reset and email verification (auth/recovery.c) ---- */
 
 int auth_recovery_routes(struct auth *auth, struct http_server *http);
+
+/* POST /t/{tenant}/api/v1/me/password (auth/password_change.c). */
+int auth_password_change_routes(struct auth *auth, struct http_server *http);
 
 #endif

@@ -232,15 +232,18 @@ static void refresh_sign_done(struct worker_job *job)
 
 int auth_session_spread(struct auth_wait *w)
 {
-    int rows = pg_result_rows(w->result);
+    int rows = pg_result_rows(w->result), spread = 0;
     for (int i = 0; i < rows; i++) {
+        if (pg_result_is_null(w->result, i, 0))
+            continue; /* a statement's "nothing revoked" row */
+        spread++;
         int64_t seq = strtoll(pg_result_value(w->result, i, 0), NULL, 10);
         int64_t exp = strtoll(pg_result_value(w->result, i, 3), NULL, 10);
         const char *tid = pg_result_value(w->result, i, 1), *sid = pg_result_value(w->result, i, 2);
         uint64_t key = auth_revoked_key(tid, "sid", sid);
         auth_revoke_spread(w, key, exp, seq);
     }
-    return rows;
+    return spread;
 }
 
 /* The reuse check's answer: a revoked session is spread like any revocation. */

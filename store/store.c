@@ -332,6 +332,28 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "WHERE s.id = $2 AND t.slug = $1 AND t.deleted_at IS NULL AND s.refresh_sha256 = decode($3, 'hex') "
         "AND s.client_id = $4 AND s.revoked_at IS NULL AND s.expires_at > now() AND s.absolute_expires_at > now() "
         "AND NOT u.disabled AND u.deleted_at IS NULL AND c.deleted_at IS NULL" },
+    /* POST /me/password: the stored hash the current password is checked against. */
+    [STORE_USER_PASSWORD_HASH] = {
+        "user_password_hash", false,
+        "SELECT password_hash FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL "
+        "AND NOT disabled" },
+    /* ... and the change: the new hash, the lockout cleared, every other session revoked with
+     * its 'sid' revocation (the asking one stays), the audit row. */
+    [STORE_USER_PASSWORD_SET] = {
+        "user_password_set", false,
+        "WITH p AS (UPDATE users SET password_hash = $3, failed_logins = 0, locked_until = NULL "
+        "WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL AND NOT disabled RETURNING tenant_id, id), "
+        "s AS (UPDATE sessions SET revoked_at = now() FROM p WHERE sessions.tenant_id = p.tenant_id "
+        "AND sessions.user_id = p.id AND sessions.id <> $4::uuid AND sessions.revoked_at IS NULL "
+        "RETURNING sessions.id, sessions.tenant_id, sessions.client_id), "
+        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
+        "s.id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
+        "WHERE c.tenant_id = s.tenant_id AND c.client_id = s.client_id), 0) + $5::int) FROM s "
+        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT p.tenant_id, 'user', p.id::text, 'password_changed', 'user', "
+        "p.id::text, $6::inet, $7, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM p) "
+        "SELECT r.seq, r.tenant_id, r.value, r.exp FROM p LEFT JOIN r ON true" },
 };
 
 struct store_pending {

@@ -95,6 +95,10 @@ enum store_stmt {
     STORE_REFRESH_INTROSPECT, /* $1 tenant slug, $2 session id, $3 presented SHA-256 (hex), $4 the
                                * asking client_id → tenant id, user id, scope, exp, iat (Unix s)
                                * when it is the live session's current token and the client its own */
+    STORE_USER_PASSWORD_HASH, /* $1 tenant id, $2 user id → the live, enabled user's password_hash */
+    STORE_USER_PASSWORD_SET,  /* $1 tenant id, $2 user id, $3 new hash, $4 the asking session (kept),
+                               * $5 slack s, $6 ip, $7 request id → none when the user is gone; else a
+                               * row as logout's per other session revoked (one of NULLs for none) */
     STORE_STMT_COUNT,
 };
 

@@ -19,6 +19,11 @@ DELETE /t/{tenant}/api/v1/me/sessions/{id}.
   revoke another's session, nor plant a 'sid' revocation for it); an id that is not a UUID: 404;
   a session already revoked: 404;
 - no token, a garbage token, a client's own token (no session): 401, 401, 400;
+- POST /me/password (auth/password_change.c): a wrong current password 403, a common or too short
+  new one, the same one, a missing member 400, no token 401; then 204: every other session's
+  access token refused at once and its refresh token invalid_grant, the asking session kept
+  (its access token verifies, its refresh token refreshes), the old password refused at login and
+  the new one accepted, an audit row password_changed counting the revoked session;
 - RFC 7662 for refresh tokens (auth/introspect.c): the session's own client (allowed to
   introspect) gets active:true with token_type refresh_token, sub, client_id, sid, scope, exp, iat;
   after a rotation the old token is inactive and the new one active; another client's question
@@ -30,8 +35,8 @@ import tempfile
 import urllib.parse
 
 from tessera_harness import Results, check_clean_exit
-from test_login import (TENANT, Env, basic, call, good_login, hdr, jbody, jwt_claims, sh, sid_of,
-                        verify)
+from test_login import (PASSWORD, TENANT, Env, basic, call, good_login, hdr, jbody, jwt_claims, login, sh,
+                        sid_of, verify)
 
 AGENTS = ("phone/1.0", "laptop/2.0", "tablet/3.0")
 SESSIONS = "/t/%s/api/v1/me/sessions" % TENANT
@@ -204,9 +209,49 @@ def check_refresh_introspection(res, env, port):
               introspect_as(port, own, new.get("refresh_token", "")) == (200, {"active": False}))
 
 
+def change_password(port, token, body):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    return call(port, "POST", "/t/%s/api/v1/me/password" % TENANT, json.dumps(body).encode(), headers)[0]
+
+
+def check_password_change(res, env, port):
+    a = good_login(env, port, "carol", agent="a/1")[2]
+    b = good_login(env, port, "carol", agent="b/1")[2]
+    token = a.get("access_token", "")
+    new_password = "a much better passphrase"
+    cases = (("a wrong current password: 403", {"current_password": "not it", "new_password": new_password}, 403),
+             ("a common new password: 400", {"current_password": PASSWORD, "new_password": "iloveyou"}, 400),
+             ("a too short new password: 400", {"current_password": PASSWORD, "new_password": "short"}, 400),
+             ("the same password: 400", {"current_password": PASSWORD, "new_password": PASSWORD}, 400),
+             ("no current_password: 400", {"new_password": new_password}, 400))
+    for label, body, want in cases:
+        got = change_password(port, token, body)
+        res.check("POST /me/password with %s" % label, got == want, repr(got))
+    res.check("POST /me/password without a token: 401",
+              change_password(port, None, {"current_password": PASSWORD, "new_password": new_password}) == 401)
+    got = change_password(port, token, {"current_password": PASSWORD, "new_password": new_password})
+    res.check("POST /me/password: 204", got == 204, repr(got))
+    res.check("... the other session's access token is refused", verify(port, b["access_token"])[0] == 401)
+    st, body = refresh(port, env, b["refresh_token"])
+    res.check("... its refresh token is invalid_grant", st == 400 and body.get("error") == "invalid_grant",
+              repr((st, body)))
+    res.check("... the asking session's access token still verifies", verify(port, token)[0] == 200)
+    res.check("... and its refresh token refreshes", refresh(port, env, a["refresh_token"])[0] == 200)
+    res.check("... the old password is refused at login", good_login(env, port, "carol")[0] == 401)
+    status = login(port, {"username": "carol", "password": new_password,
+                          "client_id": env.clients["app"]["client_id"]})[0]
+    res.check("... the new one logs in", status == 200, repr(status))
+    audit = env.sql("SELECT details->>'sessions' FROM audit_log WHERE action = 'password_changed' "
+                    "AND actor_id = '%s'" % env.users["carol"])
+    res.check("... an audit row password_changed, one session revoked", audit.strip() == "1", audit)
+
+
 def run_all(res, env):
     env.user("alice")
     env.user("bob")
+    env.user("carol")
     env.client("app_i", "--first-party", "--grant", "password", "--grant", "refresh_token", "--introspect")
     srv = env.server()
     try:
@@ -217,6 +262,7 @@ def run_all(res, env):
         check_refusals(res, env, srv.port)
         check_me(res, env, srv.port, alice, bob)
         check_refresh_introspection(res, env, srv.port)
+        check_password_change(res, env, srv.port)
         check_clean_exit(res, srv)
     finally:
         srv.kill()
