@@ -2,7 +2,9 @@
  * in PHC string format, default m = 19 MiB, t = 2, p = 1 (OWASP Password Storage
  * Cheat Sheet's first Argon2id setting); bcrypt $2a$ $2b$ $2y$ hashes imported from
  * another system verify through crypt_r and report needs_rehash, so they are
- * replaced by Argon2id at the next successful login. An unknown user is verified
+ * replaced by Argon2id at the next successful login. bcrypt reads only the first 72
+ * bytes of a password (SECURITY P11): until that rehash any password sharing them
+ * verifies; the rehash keeps the exact one that logged in. An unknown user is verified
  * against a dummy hash made with the same parameters, so it costs the same as a
  * wrong password and gives the same answer. */
 #ifndef TESSERA_CRYPTO_PASSWORD_H

@@ -342,6 +342,26 @@ def test_p10(res, env, port):
         res.check("P10: $%s$ user logs in again with the new hash" % prefix, st2 == 200, repr(st2))
 
 
+def test_p11(res, env, port):
+    """bcrypt reads only the first 72 bytes: documented, and ended by the first rehash."""
+    app = env.clients["app"]["client_id"]
+    exact = "x" * 72 + "-exact-8"
+    twin = "x" * 72 + "-twin-80"
+    r = subprocess.run(["htpasswd", "-nbB", "-C", "5", "u", exact], stdout=subprocess.PIPE, timeout=30)
+    h = r.stdout.decode().strip().split(":", 1)[1]
+    for label, first in (("the exact password", exact), ("a password with the same first 72 bytes", twin)):
+        name = "legacy-72-" + ("exact" if first is exact else "twin")
+        uid = env.user(name, password="placeholder password")
+        env.sql("UPDATE users SET password_hash = '%s' WHERE id = '%s'" % (h, uid))
+        st = login(port, {"username": name, "password": first, "client_id": app})[0]
+        stored = env.sql("SELECT password_hash FROM users WHERE id = '%s'" % uid)
+        res.check("P11: a bcrypt user logs in with %s (bcrypt truncates at 72 bytes), rehashed" % label,
+                  st == 200 and stored.startswith("$argon2id$"), "%s %s" % (st, stored[:12]))
+        other = twin if first is exact else exact
+        st = login(port, {"username": name, "password": other, "client_id": app})[0]
+        res.check("P11: ... after the rehash only that exact password works", st == 401, repr(st))
+
+
 def test_p12(res, env, port, srv):
     app = env.clients["app"]["client_id"]
     base = env.sql("SELECT password_hash FROM users WHERE id = '%s'" % env.users["bob"])
@@ -517,6 +537,7 @@ def run_all(res, env):
     res.run("P01", test_p01, res, env, srv.port)
     res.run("P08/P09", test_p08_p09, res, env, srv.port)
     res.run("P10", test_p10, res, env, srv.port)
+    res.run("P11", test_p11, res, env, srv.port)
     res.run("P12", test_p12, res, env, srv.port, srv)
     res.run("P03/P04", test_lockout, res, env, srv.port)
     res.run("clients", test_clients, res, env, srv.port)
