@@ -12,6 +12,10 @@ token is checked with /verify and introspection on fresh connections to both ins
   (revoked_at, a 'sid' revocation, audit refresh_reuse_detected); the current token is dead
   too, and every access token of the session (also ones already in the verify caches) is
   refused by /verify and introspection on every shard of A and of B;
+- O17: a refresh whose answer is lost (the connection closed unread once Postgres shows the
+  rotation): the rotation stands; the client's retry of the same token is treated as reuse
+  (Tessera has no grace window: RFC 9700 §4.14.2 lets the server revoke the family) →
+  invalid_grant, the session revoked and its access token refused on A and B;
 - O16: one token presented twice at the same moment, on one instance and on A and B at
   once: exactly one 200, and at most one live successor;
 - O18: another client presents the token → invalid_grant and the token still works;
@@ -29,6 +33,7 @@ token is checked with /verify and introspection on fresh connections to both ins
 Skips when Postgres (initdb) or redis-server is not installed.
 """
 import hashlib
+import socket
 import shutil
 import tempfile
 import threading
@@ -128,6 +133,46 @@ def test_o15(res, env, a, b):
     for name, tok in (("first", at1), ("second", at2), ("latest", at3)):
         res.check("O15: the session's %s access token is refused on every shard of A and B" % name,
                   everywhere_refused(env, (a.port, b.port), tok))
+
+
+def lost_refresh(env, port, rt, client):
+    """Presents rt, waits until Postgres shows it rotated, and closes the connection without
+    reading the answer: the response carrying the successor is lost in transit. True once the
+    rotation was seen committed."""
+    form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": rt}).encode()
+    head = ("POST /t/acme/oauth2/token HTTP/1.1\r\nHost: localhost\r\nAuthorization: %s\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n"
+            % (basic(client), len(form))).encode()
+    rotated = ("SELECT count(*) FROM sessions WHERE id = '%s' AND refresh_prev_sha256 = decode('%s', 'hex')"
+               % (sid_of(rt), sha(rt)))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head + form)
+        deadline = time.monotonic() + PROPAGATION_S
+        while env.sql(rotated) != "1":
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+    return True
+
+
+def test_o17(res, env, a, b):
+    app = env.clients["app"]
+    env.user("otto")
+    st, _, first = good_login(env, a.port, "otto")
+    rt1, at1 = first["refresh_token"], first["access_token"]
+    res.check("O17: the rotation commits although its answer is never read", lost_refresh(env, a.port, rt1, app))
+    res.check("O17: the session's access token is still valid before the retry",
+              everywhere_valid(env, (a.port, b.port), at1))
+    st, _, body = refresh(b.port, rt1, client=app)
+    res.check("O17: the retry of the rotated token → 400 invalid_grant (no grace window)",
+              st == 400 and body.get("error") == "invalid_grant", "%s %r" % (st, body))
+    sid = sid_of(rt1)
+    res.check("O17: the retry revoked the family: session revoked, audit refresh_reuse_detected",
+              env.sql("SELECT revoked_at IS NOT NULL FROM sessions WHERE id = '%s'" % sid) == "t"
+              and env.sql("SELECT count(*) FROM audit_log WHERE action = 'refresh_reuse_detected' "
+                          "AND target_id = '%s'" % sid) == "1")
+    res.check("O17: the session's access token is refused on every shard of A and B",
+              everywhere_refused(env, (a.port, b.port), at1))
 
 
 def race(port_a, port_b, rt, client):
@@ -325,6 +370,7 @@ def run_all(res, env):
     try:
         res.run("O15", test_o15, res, env, a, b)
         res.run("O16", test_o16, res, env, a, b)
+        res.run("O17", test_o17, res, env, a, b)
         res.run("O18/O19", test_o18_o19, res, env, a, b)
         res.run("O20", test_o20, res, env, a, b)
         res.run("public", test_public, res, env, a, b)
