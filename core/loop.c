@@ -24,7 +24,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +104,14 @@ struct block_class {
     char *free[LOOP_BLOCKS_CACHED_MAX];
 };
 
+/* Every block a loop has malloc'ed, cached or handed out, is on the loop's ring of blocks
+ * until freed, so loop_destroy frees the ones still out: a parked request whose worker job
+ * was dropped at shutdown never hears its answer, and nothing else would free its state. */
+struct block_head {
+    alignas(max_align_t) struct block_head *prev;
+    struct block_head *next;
+};
+
 struct loop {
     struct loop_shared *shared;
     const struct config *cfg;
@@ -121,6 +131,7 @@ struct loop {
     struct conn *rearm_head; /* recv failed for want of buffers: retried next iteration */
     struct timer_list timers[TIMER_LISTS];
     struct block_class blocks[LOOP_BLOCK_CLASSES];
+    struct block_head blocks_owned; /* the ring's sentinel */
     uint64_t now_ms;
     time_t date_sec;
     char date[32];
@@ -172,7 +183,22 @@ char *loop_block_get(struct loop *loop, size_t bytes)
         if (bc->bytes == bytes && bc->cached > 0)
             return bc->free[--bc->cached];
     }
-    return malloc(bytes);
+    struct block_head *head = malloc(sizeof(*head) + bytes);
+    if (head == NULL)
+        return NULL;
+    head->prev = &loop->blocks_owned;
+    head->next = loop->blocks_owned.next;
+    head->next->prev = head;
+    loop->blocks_owned.next = head;
+    return (char *)(head + 1);
+}
+
+static void loop_block_free(char *block)
+{
+    struct block_head *head = (struct block_head *)block - 1;
+    head->prev->next = head->next;
+    head->next->prev = head->prev;
+    free(head);
 }
 
 void loop_block_put(struct loop *loop, char *block, size_t bytes)
@@ -191,15 +217,16 @@ void loop_block_put(struct loop *loop, char *block, size_t bytes)
         }
         break;
     }
-    free(block);
+    loop_block_free(block);
 }
 
+/* The cached blocks and those still out. */
 static void loop_blocks_free(struct loop *loop)
 {
-    for (int i = 0; i < LOOP_BLOCK_CLASSES; i++) {
-        while (loop->blocks[i].cached > 0)
-            free(loop->blocks[i].free[--loop->blocks[i].cached]);
-    }
+    for (int i = 0; i < LOOP_BLOCK_CLASSES; i++)
+        loop->blocks[i].cached = 0;
+    while (loop->blocks_owned.next != &loop->blocks_owned)
+        loop_block_free((char *)(loop->blocks_owned.next + 1));
 }
 
 /* ---- 3. Submissions ----------------------------------------------------------------------- */
@@ -936,6 +963,7 @@ struct loop *loop_create(struct loop_shared *shared, unsigned index)
     loop->cfg = shared->cfg;
     loop->index = index;
     loop->listen_fd = -1;
+    loop->blocks_owned.prev = loop->blocks_owned.next = &loop->blocks_owned;
     /* The slab is reserved whole but touched slot by slot: idle capacity costs no RSS. */
     loop->slots = calloc(loop->cfg->connections_max, sizeof(struct conn));
     loop->free_slots = calloc(loop->cfg->connections_max, sizeof(uint32_t));

@@ -178,7 +178,8 @@ bool loop_timer_active(const struct loop_timer *timer);
 /* The loop's cached monotonic time in milliseconds (refreshed every iteration). */
 uint64_t loop_now_ms(const struct loop *loop);
 
-/* Request-sized blocks from the shard's pool (process lifetime, cached). */
+/* Request-sized blocks from the shard's pool (cached); loop_destroy frees every block the
+ * loop handed out, given back or not. */
 char *loop_block_get(struct loop *loop, size_t bytes);
 void loop_block_put(struct loop *loop, char *block, size_t bytes);
 
