@@ -3,6 +3,7 @@
 #include "auth/auth_int.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,11 +172,64 @@ bool auth_shard_ready(const struct auth *auth, const struct loop *loop)
     return auth_revoked_ready(auth->shards[loop_index(loop)]->revoked);
 }
 
+static void auth_stat_add(uint64_t *counter, uint64_t n)
+{
+    /* Owner-only write; a relaxed store so a scrape's relaxed load is race-free. */
+    __atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
+}
+
+static const uint64_t auth_fanout_bounds_us[AUTH_FANOUT_BUCKETS] = AUTH_FANOUT_BOUNDS_US;
+
+/* Another local shard's revocation: applied, and its ring hop counted. */
+static void auth_fanout_heard(struct auth_shard *shard, const struct ring_msg *msg)
+{
+    uint64_t hop_us = 0;
+    auth_revoked_add(shard->revoked, msg->a, auth_revoked_unpack(msg->b, &hop_us));
+    size_t bucket = 0;
+    while (bucket < AUTH_FANOUT_BUCKETS && hop_us > auth_fanout_bounds_us[bucket])
+        bucket++;
+    auth_stat_add(&shard->stats.fanout[bucket], 1);
+    auth_stat_add(&shard->stats.fanout_sum_us, hop_us);
+}
+
+/* One counter of every shard, summed: the counter at byte offset `at` of the stats. */
+static uint64_t auth_stat_sum(const struct auth *auth, size_t at)
+{
+    uint64_t total = 0;
+    for (unsigned s = 0; s < auth->cfg->shards; s++) {
+        const uint64_t *counter = (const uint64_t *)((const char *)&auth->shards[s]->stats + at);
+        total += __atomic_load_n(counter, __ATOMIC_RELAXED);
+    }
+    return total;
+}
+
+void auth_render_metrics(struct auth *auth, struct buf *out)
+{
+    buf_append_cstr(out, "# HELP tessera_revocation_fanout_seconds A revocation's ring hop from the "
+                         "revoking shard to another shard of the instance, as the receiver timed it.\n"
+                         "# TYPE tessera_revocation_fanout_seconds histogram\n");
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b <= AUTH_FANOUT_BUCKETS; b++) {
+        size_t at = offsetof(struct auth_shard_stats, fanout) + b * sizeof(uint64_t);
+        cumulative += auth_stat_sum(auth, at);
+        if (b < AUTH_FANOUT_BUCKETS)
+            buf_printf(out, "tessera_revocation_fanout_seconds_bucket{le=\"%g\"} %llu\n",
+                       (double)auth_fanout_bounds_us[b] / 1e6, (unsigned long long)cumulative);
+        else
+            buf_printf(out, "tessera_revocation_fanout_seconds_bucket{le=\"+Inf\"} %llu\n",
+                       (unsigned long long)cumulative);
+    }
+    uint64_t sum_us = auth_stat_sum(auth, offsetof(struct auth_shard_stats, fanout_sum_us));
+    buf_printf(out, "tessera_revocation_fanout_seconds_sum %.6f\n"
+                    "tessera_revocation_fanout_seconds_count %llu\n",
+               (double)sum_us / 1e6, (unsigned long long)cumulative);
+}
+
 bool auth_handle_message(struct auth *auth, struct loop *loop, const struct ring_msg *msg)
 {
     struct auth_shard *shard = auth->shards[loop_index(loop)];
     if (msg->kind == AUTH_MSG_REVOKED)
-        auth_revoked_add(shard->revoked, msg->a, (int64_t)msg->b);
+        auth_fanout_heard(shard, msg);
     else if (msg->kind == AUTH_MSG_RATE_ASK)
         auth_rate_on_ask(shard->rate, msg);
     else if (msg->kind == AUTH_MSG_RATE_ANSWER)

@@ -38,5 +38,7 @@ void auth_shard_stop(struct auth *auth, struct loop *loop);
 bool auth_shard_ready(const struct auth *auth, const struct loop *loop);
 /* The loop's message hook hands auth's messages here; false when msg is not auth's. */
 bool auth_handle_message(struct auth *auth, struct loop *loop, const struct ring_msg *msg);
+/* auth's /metrics families (Prometheus text format 0.0.4), from any shard. */
+void auth_render_metrics(struct auth *auth, struct buf *out);
 
 #endif

@@ -91,7 +91,12 @@ void auth_client_cache_destroy(struct auth_client_cache *cache);
 #define AUTH_REVOKED_MAX (4u << 20)   /* DESIGN §6: 4M entries per shard */
 #define AUTH_REVOKED_POLL_MS 1000     /* catch-up from Postgres at least this often */
 #define AUTH_EVENT_REVOKED 1u         /* store event: a revocation with this seq committed */
-#define AUTH_MSG_REVOKED 0x41550001u  /* ring message: a = key, b = exp (the local fan-out) */
+#define AUTH_MSG_REVOKED 0x41550001u  /* ring message: a = key, b = auth_revoked_pack's word
+                                       * (the local fan-out) */
+/* The fan-out's ring hop as the receiving shard measures it (/metrics:
+ * tessera_revocation_fanout_seconds): bucket upper bounds in µs. */
+#define AUTH_FANOUT_BUCKETS 10
+#define AUTH_FANOUT_BOUNDS_US { 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000 }
 
 struct auth_revoked;
 struct auth_revoked *auth_revoked_create(struct auth *auth);
@@ -104,6 +109,11 @@ bool auth_revoked_ready(const struct auth_revoked *r);
 uint64_t auth_revoked_key(const char *tenant_id, const char *kind, const char *value);
 bool auth_revoked_has(const struct auth_revoked *r, uint64_t key, int64_t now);
 void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp);
+/* The fan-out message's b: the revoked token's exp and the sending moment, so the receiver
+ * can time the hop without a wider ring message. */
+uint64_t auth_revoked_pack(int64_t exp);
+/* The exp of a packed word, and the µs since it was packed (recorded on r's shard). */
+int64_t auth_revoked_unpack(uint64_t packed, uint64_t *hop_us);
 /* An event said revocation seq committed somewhere: catch up if it is news. */
 void auth_revoked_heard(struct auth_revoked *r, int64_t seq);
 struct auth_wait;
@@ -111,7 +121,14 @@ struct auth_wait;
  * local shard, published for the other instances (DESIGN §1's protocol, steps 2 and 3). */
 void auth_revoke_spread(struct auth_wait *w, uint64_t key, int64_t exp, int64_t seq);
 
+/* Counters written by their shard only (relaxed stores), read by a scrape on any shard. */
+struct auth_shard_stats {
+    uint64_t fanout[AUTH_FANOUT_BUCKETS + 1]; /* the last: over the largest bound */
+    uint64_t fanout_sum_us;
+};
+
 struct auth_shard {
+    struct auth_shard_stats stats;
     struct auth_rate *rate;
     unsigned rate_asks; /* asks out to other shards' buckets */
     struct auth_revoked *revoked;

@@ -76,7 +76,7 @@ void auth_revoke_spread(struct auth_wait *w, uint64_t key, int64_t exp, int64_t 
 {
     unsigned self = loop_index(w->loop);
     auth_revoked_add(w->auth->shards[self]->revoked, key, exp);
-    struct ring_msg msg = { .kind = AUTH_MSG_REVOKED, .a = key, .b = (uint64_t)exp };
+    struct ring_msg msg = { .kind = AUTH_MSG_REVOKED, .a = key, .b = auth_revoked_pack(exp) };
     for (unsigned to = 0; to < w->auth->cfg->shards; to++) {
         if (to != self && loop_send_message(w->loop, to, &msg) != 0)
             log_msg(LOG_WARN, "ring full: a shard learns of a revocation by its poll", NULL);

@@ -138,6 +138,34 @@ void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp)
         r->exp[i] = exp;
 }
 
+/* ---- The fan-out message ----------------------------------------------------------------- */
+
+#define REVOKED_EXP_BITS 40   /* Unix seconds: until the year 36812 */
+#define REVOKED_SENT_BITS 24  /* µs modulo 2^24: a hop is timed right up to 16.7 s; a longer
+                               * one (a ring that full is logged by its sender) would wrap */
+
+static uint64_t revoked_monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* one clock for every thread of the process */
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t auth_revoked_pack(int64_t exp)
+{
+    uint64_t exp_mask = (UINT64_C(1) << REVOKED_EXP_BITS) - 1;
+    uint64_t e = exp < 0 ? 0 : (uint64_t)exp > exp_mask ? exp_mask : (uint64_t)exp;
+    uint64_t sent = revoked_monotonic_us() & ((UINT64_C(1) << REVOKED_SENT_BITS) - 1);
+    return e | sent << REVOKED_EXP_BITS;
+}
+
+int64_t auth_revoked_unpack(uint64_t packed, uint64_t *hop_us)
+{
+    uint64_t sent = packed >> REVOKED_EXP_BITS;
+    *hop_us = (revoked_monotonic_us() - sent) & ((UINT64_C(1) << REVOKED_SENT_BITS) - 1);
+    return (int64_t)(packed & ((UINT64_C(1) << REVOKED_EXP_BITS) - 1));
+}
+
 /* ---- Catch-up ---------------------------------------------------------------------------- */
 
 static void revoked_catch_up(struct auth_revoked *r);

@@ -187,6 +187,8 @@ static void serve_metrics(struct http_ctx *ctx)
     serve_render_loop_counters(serve, &body);
     http_server_render_metrics(serve->http, &body);
     store_render_metrics(serve->store, &body);
+    if (serve->auth != NULL)
+        auth_render_metrics(serve->auth, &body);
     if (body.overflow) {
         http_respond_problem(ctx, 500, "metrics exceed the response limit");
         return;

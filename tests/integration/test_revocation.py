@@ -143,6 +143,24 @@ def accepted(port):
     return {int(s): int(v) for s, v in pattern.findall(body.decode())}
 
 
+def fanout(port):
+    """A's /metrics histogram of revocation ring hops: (count, {le: cumulative})."""
+    _, _, body = call(port, "GET", "/metrics")
+    text = body.decode()
+    count = re.search(r"^tessera_revocation_fanout_seconds_count (\d+)$", text, re.M)
+    buckets = re.findall(r'^tessera_revocation_fanout_seconds_bucket\{le="([^"]+)"\} (\d+)$', text, re.M)
+    return (int(count.group(1)) if count else -1), {le: int(v) for le, v in buckets}
+
+
+def bucket_of(buckets, before, share):
+    """The smallest bound holding `share` of the hops counted since `before`."""
+    total = buckets["+Inf"] - before["+Inf"]
+    for le, v in sorted(buckets.items(), key=lambda kv: float(kv[0])):
+        if total > 0 and (v - before.get(le, 0)) >= share * total:
+            return le
+    return "none"
+
+
 def both_shards(before, after):
     """The connections accepted between two /metrics reads reached every shard. The second
     read's own connection is counted on one shard, so each needs 2."""
@@ -366,6 +384,7 @@ def test_propagation(res, env, pins):
     svc, gw = env.clients["svc"], env.clients["gw"]
     a_conns, b_conns = pins
     a_times, b_times, failures, not_at_once = [], [], [], 0
+    (a_hops0, a_buckets0), (b_hops0, _) = fanout(env.a.port), fanout(env.b.port)
     for i in range(REVOCATIONS):
         tok = token(env.a.port, svc)
         if not (prime(tok, a_conns, gw) and prime(tok, b_conns, gw)):
@@ -381,6 +400,12 @@ def test_propagation(res, env, pins):
         env.revoked.append(tok)
     res.check("every revocation answered 200 and reached every pinned connection", not failures,
               repr(failures[:5]))
+    (a_hops, a_buckets), (b_hops, _) = fanout(env.a.port), fanout(env.b.port)
+    res.check("/metrics: each revocation on A crossed A's ring to its other shard once; B heard none "
+              "by ring", a_hops - a_hops0 == len(a_times) * (SHARDS - 1) and b_hops == b_hops0,
+              "A %d -> %d for %d, B %d -> %d" % (a_hops0, a_hops, len(a_times), b_hops0, b_hops))
+    print("MEASURE ring hop revoking shard -> other shard of A (in-server, %d): p50 <= %s s, p99 <= %s s"
+          % (a_hops - a_hops0, bucket_of(a_buckets, a_buckets0, 0.5), bucket_of(a_buckets, a_buckets0, 0.99)))
     if not b_times:
         return
     ms = lambda v: "%.2f ms" % (v * 1000)  # noqa: E731
