@@ -556,8 +556,8 @@ static void http_request_end(struct conn *conn, struct http_conn *hc, struct htt
 }
 
 /* An answer that no parsed request asked for (framing error, timeout): always closes. */
-static void http_answer_and_close(struct conn *conn, struct http_conn *hc, int status,
-                                  const char *detail)
+static void http_answer_and_close_after(struct conn *conn, struct http_conn *hc, int status,
+                                        const char *detail, struct slice retry_after)
 {
     struct http1_request *req = &hc->shard->req;
     memset(req, 0, offsetof(struct http1_request, headers));
@@ -567,14 +567,33 @@ static void http_answer_and_close(struct conn *conn, struct http_conn *hc, int s
     struct http_ctx ctx;
     http_ctx_init(&ctx, conn, hc, req, slice_make(NULL, 0));
     hc->close_requested = true; /* framing can no longer be trusted (RFC 9112 §11.2) */
+    if (retry_after.len > 0)
+        http_header_add(&ctx, "Retry-After", retry_after);
     http_respond_problem(&ctx, status, detail);
     if (!hc->request_started)
         hc->start_us = loop_now_us();
     http_request_end(conn, hc, &ctx);
 }
 
+static void http_answer_and_close(struct conn *conn, struct http_conn *hc, int status,
+                                  const char *detail)
+{
+    http_answer_and_close_after(conn, hc, status, detail, slice_make(NULL, 0));
+}
+
+/* A parked request outlived the idle deadline, the backstop of waits without a budget of
+ * their own (a long worker queue): the client hears 503 with Retry-After (RFC 9110
+ * §15.6.4) rather than a silent close, and the answer, when it comes, finds nobody. */
+static void http_parked_expired(struct conn *conn, struct http_conn *hc)
+{
+    hc->parked->conn = NULL;
+    hc->parked = NULL;
+    http_answer_and_close_after(conn, hc, 503, "the answer took too long; retry later", SLICE_LIT("1"));
+}
+
 /* The handler parked the request: keep the connection quiet until http_resume. Its
- * deadline is the handler's (every wait has a budget); the idle deadline is a backstop. */
+ * deadline is the handler's (every wait has a budget); the idle deadline is a backstop
+ * (http_parked_expired). */
 static void http_request_park(struct conn *conn, struct http_conn *hc, struct http_ctx *ctx)
 {
     hc->parked = ctx->parked;
@@ -896,6 +915,11 @@ static void http_on_sent(struct conn *conn)
 static void http_on_timeout(struct conn *conn, enum conn_timer timer)
 {
     struct http_conn *hc = conn_proto(conn);
+    if (hc->parked != NULL) {
+        http_parked_expired(conn, hc);
+        http_settle(conn, hc);
+        return;
+    }
     if (timer == CONN_TIMER_IDLE || !hc->request_started) {
         conn_close(conn, true); /* nothing was asked: nothing to answer */
         return;

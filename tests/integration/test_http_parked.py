@@ -9,7 +9,10 @@ checks send it with other requests behind it and prove:
   sanitizer report, and the parked work still commits (the user exists);
 - HEAD on a parked route: headers and no body;
 - SIGTERM while a request is parked: the answer is still written, then the server exits 0
-  (SECURITY F16).
+  (SECURITY F16);
+- a request parked past the idle deadline (the backstop of a wait without its own budget: here
+  a worker queue of slow hashes) is answered 503 with Retry-After and the connection closed,
+  never dropped silently; the server stays up and exits clean.
 Needs TESSERA_TEST_PG_URL (tests/run exports it); skips otherwise.
 """
 import json
@@ -122,6 +125,40 @@ def test_sigterm_while_parked(res, url):
         srv.kill()
 
 
+PAST_IDLE_MS = 300        # the server's idle deadline in this check
+PAST_IDLE_SIGNUPS = 4     # at once, on one worker: the later ones wait seconds in its queue
+
+
+def test_parked_past_idle(res, url):
+    srv = Server(TESSERA_PG_URL=url, TESSERA_ARGON2_M_KIB=65536, TESSERA_ARGON2_T=3, TESSERA_WORKERS=1,
+                 TESSERA_IDLE_TIMEOUT_MS=PAST_IDLE_MS).start()
+    try:
+        res.check("ready", wait_ready(srv))
+        socks = [connect(srv.port, timeout=30) for _ in range(PAST_IDLE_SIGNUPS)]
+        for i, sock in enumerate(socks):
+            sock.sendall(signup_request("idle%d" % i))
+        answers = []
+        for sock in socks:
+            resp = Reader(sock).read_response()
+            answers.append((resp.status, resp.header("Retry-After"), resp.header("Connection"),
+                            sock.recv(1) if resp.status == 503 else None))
+            sock.close()
+        late = [a for a in answers if a[0] == 503]
+        res.check("a request parked past the idle deadline: 503 with Retry-After, Connection: close, "
+                  "then the connection closes", late and all(a[1] == "1" and (a[2] or "").lower() == "close"
+                                                            and a[3] == b"" for a in late), repr(answers))
+        res.check("... every other sign-up answered 201", all(a[0] in (201, 503) for a in answers), repr(answers))
+        sock = connect(srv.port)
+        reader = Reader(sock)
+        sock.sendall(get_request("/health/live"))
+        res.check("... and the server still answers", reader.read_response().status == 200)
+        sock.close()
+        time.sleep(PAST_IDLE_SIGNUPS * 1.0)  # the queued hashes run out; their answers find nobody
+        check_clean_exit(res, srv, "past the idle deadline: the server exits 0 with no sanitizer report")
+    finally:
+        srv.kill()
+
+
 def main():
     res = Results("parked requests")
     base = os.environ.get("TESSERA_TEST_PG_URL")
@@ -146,6 +183,7 @@ def main():
         finally:
             srv.kill()
         res.run("SIGTERM while parked", test_sigterm_while_parked, res, url)
+        res.run("parked past the idle deadline", test_parked_past_idle, res, url)
     finally:
         psql(base, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
     res.finish()
