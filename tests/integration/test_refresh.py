@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Refresh-token rotation at POST /t/{tenant}/oauth2/token, grant_type=refresh_token
-(issue 6; RFC 6749 §6; RFC 9700 §4.14; SECURITY O15, O16, O18, O19, O20, F08).
+(issue 6; RFC 6749 §6; RFC 9700 §4.14; SECURITY O15–O20, F08, F09).
 
 Starts its own Postgres cluster and Redis, and two Tessera instances A and B (two shards
 each) on them. Sessions come from the password login (auth/login.c). Every issued access
@@ -29,7 +29,9 @@ token is checked with /verify and introspection on fresh connections to both ins
 - RFC 7009: the session's client revoking the refresh token ends the session and its access
   tokens; another client's revocation answers 200 and changes nothing;
 - F08: kill -9 right after an acknowledged rotation: after restart the new token works and
-  the old one is refused.
+  the old one is refused;
+- F09: kill -9 after a rotation committed, its answer never read: the client's retry of the
+  old token after restart revokes the family (no grace window, as O17).
 Skips when Postgres (initdb) or redis-server is not installed.
 """
 import hashlib
@@ -135,10 +137,10 @@ def test_o15(res, env, a, b):
                   everywhere_refused(env, (a.port, b.port), tok))
 
 
-def lost_refresh(env, port, rt, client):
+def lost_refresh(env, port, rt, client, server=None):
     """Presents rt, waits until Postgres shows it rotated, and closes the connection without
-    reading the answer: the response carrying the successor is lost in transit. True once the
-    rotation was seen committed."""
+    reading the answer: the response carrying the successor is lost in transit (with server,
+    that process is SIGKILLed first). True once the rotation was seen committed."""
     form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": rt}).encode()
     head = ("POST /t/acme/oauth2/token HTTP/1.1\r\nHost: localhost\r\nAuthorization: %s\r\n"
             "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n"
@@ -152,6 +154,9 @@ def lost_refresh(env, port, rt, client):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
+        if server is not None:
+            server.proc.kill()
+            server.proc.wait()
     return True
 
 
@@ -294,6 +299,27 @@ def test_f08(res, env, a, b):
     return restarted
 
 
+def test_f09(res, env, a):
+    """kill -9 after the rotation's commit, its answer never read; the client retries the old
+    token on the restarted server. Returns the restarted server."""
+    app = env.clients["app"]
+    env.user("finn")
+    st, _, first = good_login(env, a.port, "finn")
+    rt1 = first["refresh_token"]
+    res.check("F09: the rotation committed, then the server was killed (-9) before its answer was read",
+              lost_refresh(env, a.port, rt1, app, server=a))
+    restarted = env.server()
+    st, _, body = refresh(restarted.port, rt1, client=app)
+    sid = sid_of(rt1)
+    res.check("F09: after restart the retried old token → invalid_grant (the family revocation)",
+              st == 400 and body.get("error") == "invalid_grant", "%s %r" % (st, body))
+    res.check("F09: never two live successors: the session is revoked, audit refresh_reuse_detected present",
+              env.sql("SELECT revoked_at IS NOT NULL FROM sessions WHERE id = '%s'" % sid) == "t"
+              and env.sql("SELECT count(*) FROM audit_log WHERE action = 'refresh_reuse_detected' "
+                          "AND target_id = '%s'" % sid) == "1")
+    return restarted
+
+
 def bearer_post(port, path, token):
     headers = {"Authorization": "Bearer " + token} if token is not None else {}
     return call(port, "POST", "/t/acme/api/v1/auth/%s" % path, b"", headers)
@@ -378,7 +404,8 @@ def run_all(res, env):
         res.run("RFC 7009", test_revoke_refresh, res, env, a, b)
         check_clean_exit(res, b, "B exits 0 on SIGTERM, no sanitizer report")
         a2 = test_f08(res, env, a, b)
-        check_clean_exit(res, a2, "A (restarted) exits 0 on SIGTERM, no sanitizer report")
+        a3 = test_f09(res, env, a2)
+        check_clean_exit(res, a3, "A (restarted twice) exits 0 on SIGTERM, no sanitizer report")
     finally:
         a.kill()
         b.kill()
