@@ -27,12 +27,15 @@
 
 /* One tenant's keys as a shard holds them. Reference-counted on the shard's thread only: a
  * request signing on the worker pool holds a reference, so a reload never frees a key in use. */
-/* A tenant's own rate limits (settings.rate_limit: client_per_s, address_per_s, burst_s);
- * a member left out keeps the server's default (TESSERA_RATE_*). */
+/* A tenant's own rate limits (settings.rate_limit: client_per_s, address_per_s, burst_s,
+ * account_per_min, account_burst); a member left out keeps the server's default
+ * (TESSERA_RATE_*, AUTH_RATE_ACCOUNT_*). */
 struct auth_rate_policy {
     int64_t client_per_s;  /* -1: the default */
     int64_t address_per_s;
     int64_t burst_s;
+    int64_t account_per_min;
+    int64_t account_burst;
 };
 
 struct auth_tenant {
@@ -152,14 +155,25 @@ struct auth {
 /* Rate limits (auth/ratelimit.c). */
 #define AUTH_RATE_SLOTS 65536        /* buckets per shard (two candidate slots per key) */
 #define AUTH_RATE_ASKS_MAX 1024      /* asks a shard may have out to owners at once: past it 503 */
-#define AUTH_RATE_BUCKETS 2          /* per source address, per client */
-#define AUTH_MSG_RATE_ASK 0x41550002u    /* a = key, b = per_s << 32 | burst, ptr = the waiting request */
+#define AUTH_RATE_BUCKETS 3          /* per source address, per client, per account (login) */
+#define AUTH_RATE_ACCOUNT 2          /* the index of the per-account bucket (SECURITY P05) */
+/* SECURITY P05, the per-account login bucket keyed on the normalised submitted name: one
+ * try per 2 s (TESSERA_RATE_ACCOUNT_PER_MIN, default 30 a minute, core/config.c) with a
+ * burst of 10. A person retyping a password never waits; 10,000 guesses at one account take
+ * 5.5 hours however many addresses send them, where NIST SP 800-63B §5.2.2 asks that online
+ * guessing be limited per account; the refusal is 429 + Retry-After (RFC 6585 §4). A
+ * tenant's settings.rate_limit {account_per_min, account_burst} overrides them. */
+#define AUTH_RATE_ACCOUNT_BURST 10
+#define AUTH_RATE_ACCOUNT_WINDOW_S 60 /* account_per_min counts over a minute */
+#define AUTH_MSG_RATE_ASK 0x41550002u    /* a = key, b = interval_us << 32 | burst, ptr = the
+                                          * waiting request */
 #define AUTH_MSG_RATE_ANSWER 0x41550003u /* a = retry-after in us (0: allowed), b = key, ptr as asked */
 
 /* One request's buckets: prepared, then decided where owned, then asked elsewhere. */
 struct auth_rate_check {
     uint64_t keys[AUTH_RATE_BUCKETS];
-    uint32_t per_s[AUTH_RATE_BUCKETS]; /* 0: that limit is off */
+    uint32_t per_s[AUTH_RATE_BUCKETS]; /* the quota per second (per AUTH_RATE_ACCOUNT_WINDOW_S
+                                        * for the account); 0: that limit is off */
     uint32_t burst[AUTH_RATE_BUCKETS];
     bool remote[AUTH_RATE_BUCKETS];
     int denied;                        /* the bucket that said no */
@@ -198,11 +212,13 @@ unsigned auth_rate_owner(const struct auth *auth, uint64_t key);
 /* GCRA on this shard's bucket: 0 (allowed, counted) or the microseconds to wait. */
 uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, uint32_t burst);
 void auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask);
-int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t per_s, uint32_t burst);
-/* The buckets of a request to tenant slug from peer_ip presenting client_id ("" skips one),
- * with the tenant's own limits when the shard holds them (policy may be NULL). */
+int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t interval_us, uint32_t burst);
+/* The buckets of a request to tenant slug from peer_ip presenting client_id for account (the
+ * normalised submitted username or email at login; "" skips one), with the tenant's own
+ * limits when the shard holds them (policy may be NULL). */
 void auth_rate_prepare(const struct auth *auth, const char *slug, const struct auth_rate_policy *policy,
-                       const char *peer_ip, const char *client_id, struct auth_rate_check *chk);
+                       const char *peer_ip, const char *client_id, const char *account,
+                       struct auth_rate_check *chk);
 /* Reads settings.rate_limit (JSON text); members missing or malformed keep the default. */
 void auth_rate_policy_parse(const char *json, struct auth_rate_policy *out);
 /* Decides the buckets this shard owns (false: denied, chk says which and for how long) and
@@ -221,6 +237,10 @@ int auth_rate_continue(struct http_ctx *ctx, struct auth_wait *w, void (*next)(s
  * hold the tenant (its limits), nothing is decided yet: auth_rate_pending says so. */
 bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
                      struct auth_rate_check *limits);
+/* The same with the per-account bucket of a login (SECURITY P05): account is the normalised
+ * submitted name, whether or not such an account exists; the 429 is the same either way. */
+bool auth_rate_admit_account(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
+                             const char *account, struct auth_rate_check *limits);
 /* 429 with Retry-After, RateLimit-Policy and RateLimit for a denied check. */
 void auth_rate_respond(struct http_ctx *ctx, const struct auth_rate_check *chk);
 /* For a parked request whose w->rate has remote buckets: asks their owners; next(w) runs
@@ -246,14 +266,31 @@ void *auth_json_request(struct http_ctx *ctx, size_t bytes);
  * The reason it is refused (not a string, too long, a NUL inside), or NULL. */
 const char *auth_json_string(const struct jscan_object *obj, const char *name, char *dst, size_t max, size_t *len,
                              bool *seen);
-/* 1 to AUTH_USERNAME_MAX bytes of printable text without surrounding spaces. */
-bool auth_username_valid(const char *s, size_t len);
+/* A username being set (sign-up, PATCH /me) into its one stored form (core/precis.h
+ * precis_username: RFC 8265 §3.3 UsernameCaseMapped; spaces, surrounding ones too, refused
+ * as before), in place in name (AUTH_USERNAME_MAX + 1 bytes), *len updated: the reason it is
+ * refused (SECURITY P06), or NULL. */
+const char *auth_username_normalise(char *name, size_t *len);
 /* One address: local@domain, printable, no space, at most AUTH_EMAIL_MAX bytes. */
 bool auth_email_valid(const char *email, size_t len);
 #define AUTH_PASSWORD_MIN 8 /* NIST SP 800-63B §5.1.1.2: at least 8 characters */
-/* Why a password being set (sign-up, reset, change) is refused: too short or on the
- * common list; NULL when it may be used. Never at login. */
-const char *auth_new_password_refused(const char *pw, size_t len);
+/* A password being set (sign-up, reset, change): normalised in place (pw: PASSWORD_INPUT_MAX
+ * + 1 bytes; core/precis.h precis_password, RFC 8265 §4.2 OpaqueString, SECURITY P07), then
+ * checked. Why it is refused (invalid UTF-8, a control character, too long once normalised,
+ * too short, on the common list), or NULL when it may be used. Never at login. */
+const char *auth_new_password_refused(char *pw, size_t *len);
+/* On a worker thread: pw as submitted against stored (NULL: the dummy, and a mismatch), as
+ * password_verify answers. An imported bcrypt hash ($2a$, $2b$, $2y$) was made from the raw
+ * bytes another system was given, so it is verified with the bytes as submitted and with
+ * nothing else; every other hash with pw normalised as when it was set (SECURITY P07), and
+ * a password that cannot be normalised (invalid UTF-8, a control character) is refused
+ * like a wrong one, after the same work (the dummy hash, P01). */
+int auth_password_verify(const struct password_policy *policy, const char *stored, const char *pw,
+                         size_t len);
+/* On a worker thread: the Argon2id hash of pw normalised (a rehash after a login), as
+ * password_hash answers; -TE_INVAL when pw cannot be normalised. */
+int auth_password_rehash(const struct password_policy *policy, const char *pw, size_t len,
+                         char *out, size_t cap);
 
 /* ---- Access tokens (auth/access.c) ---- */
 

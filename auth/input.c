@@ -1,12 +1,18 @@
 /* auth/input.c: what the JSON endpoints under /api/v1 share to read their bodies: the media
- * type, string members bounded and free of NUL (SECURITY P08/P09), usernames and addresses. */
+ * type, string members bounded and free of NUL (SECURITY P08/P09), usernames and addresses;
+ * and the one normalisation of usernames and passwords wherever they are set or compared
+ * (SECURITY P06/P07, core/precis.h). */
 #include "auth/auth_int.h"
 #include "auth/pwlist.h"
 
 #include <string.h>
 #include <strings.h>
 
+#include "core/precis.h"
 #include "crypto/jscan.h"
+
+_Static_assert(PASSWORD_INPUT_MAX <= PRECIS_INPUT_MAX, "every password can be normalised");
+_Static_assert(AUTH_EMAIL_MAX <= PRECIS_INPUT_MAX, "every login name can be normalised");
 
 bool auth_json_body(const struct http_ctx *ctx)
 {
@@ -46,9 +52,19 @@ static bool auth_printable(const char *s, size_t len)
     return true;
 }
 
-bool auth_username_valid(const char *s, size_t len)
+const char *auth_username_normalise(char *name, size_t *len)
 {
-    return len > 0 && len <= AUTH_USERNAME_MAX && auth_printable(s, len) && s[0] != ' ' && s[len - 1] != ' ';
+    char out[AUTH_USERNAME_MAX + 1];
+    size_t out_len = 0;
+    int rc = precis_username(name, *len, out, sizeof(out), &out_len);
+    if (rc == -TE_NOMEM)
+        return "username must be at most 128 bytes";
+    if (rc != 0)
+        return "username must be letters, digits or ASCII symbols, without spaces or control "
+               "characters (RFC 8265 §3.3)";
+    memcpy(name, out, out_len + 1);
+    *len = out_len;
+    return NULL;
 }
 
 bool auth_email_valid(const char *email, size_t len)
@@ -72,11 +88,58 @@ void *auth_json_request(struct http_ctx *ctx, size_t bytes)
     return auth_park(ctx, ctx->route_arg, bytes);
 }
 
-const char *auth_new_password_refused(const char *pw, size_t len)
+const char *auth_new_password_refused(char *pw, size_t *len)
 {
-    if (len < AUTH_PASSWORD_MIN)
+    char out[PASSWORD_INPUT_MAX + 1];
+    size_t out_len = 0;
+    int rc = precis_password(pw, *len, out, sizeof(out), &out_len);
+    if (rc == 0)
+        memcpy(pw, out, out_len + 1);
+    explicit_bzero(out, sizeof(out));
+    if (rc == -TE_NOMEM)
+        return "password is too long";
+    if (rc != 0)
+        return "password must be valid UTF-8 without control characters (RFC 8265 §4.2)";
+    *len = out_len;
+    if (out_len < AUTH_PASSWORD_MIN)
         return "password must be at least 8 characters";
-    if (pwlist_is_common(pw, len))
+    if (pwlist_is_common(pw, out_len))
         return "password is too common; choose another"; /* NIST SP 800-63B §5.1.1.2 */
     return NULL;
+}
+
+/* An imported hash: crypt(3)'s bcrypt prefixes (crypto/password.h). */
+static bool auth_password_is_bcrypt(const char *stored)
+{
+    return stored != NULL && strncmp(stored, "$2", 2) == 0;
+}
+
+int auth_password_verify(const struct password_policy *policy, const char *stored, const char *pw,
+                         size_t len)
+{
+    if (auth_password_is_bcrypt(stored))
+        return password_verify(policy, stored, pw, len); /* the raw bytes, nothing else */
+    char norm[PASSWORD_INPUT_MAX + 1];
+    size_t norm_len = 0;
+    int rc;
+    if (precis_password(pw, len, norm, sizeof(norm), &norm_len) != 0) {
+        (void)password_verify(policy, NULL, pw, len); /* the same work as a wrong one (P01) */
+        rc = -TE_INVAL;
+    } else {
+        rc = password_verify(policy, stored, norm, norm_len);
+    }
+    explicit_bzero(norm, sizeof(norm));
+    return rc;
+}
+
+int auth_password_rehash(const struct password_policy *policy, const char *pw, size_t len,
+                         char *out, size_t cap)
+{
+    char norm[PASSWORD_INPUT_MAX + 1];
+    size_t norm_len = 0;
+    int rc = precis_password(pw, len, norm, sizeof(norm), &norm_len);
+    if (rc == 0)
+        rc = password_hash(policy, norm, norm_len, out, cap);
+    explicit_bzero(norm, sizeof(norm));
+    return rc;
 }

@@ -25,6 +25,19 @@
  * LOGIN_LOCKOUT_RESET_S without failures or at a success. Never permanent: the victim of a
  * spray gets in at most LOGIN_LOCKOUT_MAX_WAIT_S after it stops.
  *
+ * Names and passwords (SECURITY P05-P07): a username is looked up in the form sign-up stored
+ * (core/precis.h, RFC 8265 §3.3): "Alice", " alice " (trimmed: no stored name has surrounding
+ * spaces) and fullwidth "ａｌｉｃｅ" are "alice"; a name the profile refuses is looked up as
+ * "", which no account has, so it is an unknown user (same work, same answer, P01). The
+ * password is verified as it was set, normalised (RFC 8265 §4.2), except against an imported
+ * bcrypt hash, made from raw bytes elsewhere: that one sees the bytes as submitted and
+ * nothing else (auth_password_verify). A password the profile refuses (a control character;
+ * invalid UTF-8 in a password grant's form) is a wrong password, never a 400, so the answer
+ * says nothing more; a JSON body must be UTF-8 (RFC 8259 §8.1) and one that is not is a
+ * malformed body, 400 whatever the name. Before any lookup a per-account GCRA bucket
+ * (auth/ratelimit.c) keyed on the normalised submitted name, account or not, joins the
+ * per-address and per-client ones: 429 + Retry-After, the same for every name.
+ *
  * The token endpoint's password grant (RFC 6749 §4.3) is the same login reached through
  * auth/token.c: the client authenticates (or a public one names itself), must be first-party
  * and allowed the grant; errors are §5.2's, every refused password invalid_grant. */
@@ -37,6 +50,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/precis.h"
 #include "crypto/jscan.h"
 
 #define LOGIN_NAME_MAX 320             /* a username (128) or an email (RFC 5321 §4.5.3.1) */
@@ -124,6 +138,24 @@ static const char *login_parse(struct login_wait *lw, struct slice body)
         lw->by_email = true;
     }
     return NULL;
+}
+
+/* The submitted name into its normalised form (SECURITY P06), and the key of its account
+ * bucket (P05) into key (LOGIN_NAME_MAX + 1 bytes): that form, an email's too (case folded:
+ * "Bob@x" and "bob@x" are one bucket, as Postgres' lower() makes them one account), or the
+ * bytes as submitted when the profile refuses them. A refused username becomes "". */
+static void login_name_normalise(struct login_wait *lw, char *key)
+{
+    size_t len = strlen(lw->name), key_len = 0;
+    bool normal = precis_username_lookup(lw->name, len, key, LOGIN_NAME_MAX + 1, &key_len) == 0;
+    if (!normal)
+        memcpy(key, lw->name, len + 1);
+    if (lw->by_email)
+        return; /* looked up as given: lower(email) in STORE_LOGIN_LOOKUP */
+    if (normal && key_len <= AUTH_USERNAME_MAX)
+        memcpy(lw->name, key, key_len + 1);
+    else
+        lw->name[0] = '\0'; /* no account has it: an unknown user (P01) */
 }
 
 /* The User-Agent as printable ASCII (a column of text: no invalid UTF-8 reaches Postgres). */
@@ -214,12 +246,12 @@ static void login_verify_run(struct worker_job *job)
     const struct password_policy *policy = &lw->w.auth->passwords;
     bool real = lw->user_known && !lw->locked && lw->stored[0] != '\0';
     const char *stored = real ? lw->stored : NULL; /* NULL: the dummy hash (P01) */
-    int rc = password_verify(policy, stored, lw->secret.password, lw->password_len);
+    int rc = auth_password_verify(policy, stored, lw->secret.password, lw->password_len); /* P07 */
     lw->verify_rc = real ? rc : -TE_INVAL;
     lw->rehash_len = 0;
     if (lw->verify_rc == 0 && password_needs_rehash(policy, lw->stored))
-        lw->rehash_len = password_hash(policy, lw->secret.password, lw->password_len, lw->rehash,
-                                       sizeof(lw->rehash));
+        lw->rehash_len = auth_password_rehash(policy, lw->secret.password, lw->password_len,
+                                              lw->rehash, sizeof(lw->rehash)); /* normalised */
     explicit_bzero(&lw->secret, sizeof(lw->secret));
     if (lw->verify_rc != 0)
         return;
@@ -447,20 +479,23 @@ void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
         auth_oauth_error(ctx, 400, "invalid_request", "username and password are required");
         return;
     }
-    struct auth_rate_check limits;
-    if (auth_session_caller(ctx, creds, &public_client) != 0 ||
-        !auth_rate_admit(ctx, auth, creds->client_id, &limits))
+    if (auth_session_caller(ctx, creds, &public_client) != 0)
         return; /* answered */
     struct login_wait *lw = auth_park(ctx, auth, sizeof(*lw));
     if (lw == NULL)
         return;
+    memcpy(lw->name, username, ulen + 1);
+    char key[LOGIN_NAME_MAX + 1];
+    login_name_normalise(lw, key);
+    struct auth_rate_check limits;
+    if (!auth_rate_admit_account(ctx, auth, creds->client_id, key, &limits))
+        return; /* answered 429: the park is undone */
     lw->oauth = true;
     lw->public_client = public_client;
     lw->scope_given = scope_given;
     snprintf(lw->scope, sizeof(lw->scope), "%s", scope);
     hash_sha256(creds->secret, strlen(creds->secret), lw->secret_sha256);
     memcpy(lw->client_id, creds->client_id, sizeof(lw->client_id));
-    memcpy(lw->name, username, ulen + 1);
     memcpy(lw->secret.password, password, plen + 1);
     lw->password_len = plen;
     login_keep_request(ctx, lw, &limits);
@@ -478,8 +513,10 @@ static void login_post(struct http_ctx *ctx)
         http_respond_problem(ctx, 400, why); /* answered at once: the park is undone */
         return;
     }
+    char key[LOGIN_NAME_MAX + 1];
+    login_name_normalise(lw, key);
     struct auth_rate_check limits;
-    if (!auth_rate_admit(ctx, lw->w.auth, lw->client_id, &limits)) {
+    if (!auth_rate_admit_account(ctx, lw->w.auth, lw->client_id, key, &limits)) {
         login_forget(lw);
         return; /* answered 429 */
     }

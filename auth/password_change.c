@@ -7,7 +7,9 @@
  *     (the asking one stays: OWASP Session Management Cheat Sheet, "renew after privilege
  *     change"; SECURITY P13)
  *   → 401 (WWW-Authenticate Bearer) for a missing, invalid or session-less token; 400 for a
- *     malformed body or a refused new password (length, the common list, P08/P09); 403 when
+ *     malformed body or a refused new password (length, the common list, P08/P09; invalid
+ *     UTF-8 or a control character, P07: both passwords are normalised as RFC 8265 §4.2
+ *     OpaqueString, auth/input.c); 403 when
  *     the current password is wrong; 404 for a user disabled or deleted meanwhile; 415
  *     without application/json; 503 when Postgres or the worker pool is busy.
  *
@@ -103,7 +105,9 @@ static void pwchange_run(struct worker_job *job)
     struct pwchange_wait *pw = PWCHANGE_OF(job);
     const struct password_policy *policy = &pw->w.auth->passwords;
     /* No stored hash (an account without a password): the dummy is verified, and fails. */
-    pw->verify_rc = password_verify(policy, pw->stored[0] ? pw->stored : NULL, pw->current, pw->current_len);
+    /* The current password as login verifies it (SECURITY P07); the new one was normalised. */
+    pw->verify_rc = auth_password_verify(policy, pw->stored[0] ? pw->stored : NULL, pw->current,
+                                         pw->current_len);
     pw->hash_rc = pw->verify_rc == 0 ? password_hash(policy, pw->next, pw->new_len, pw->hash, sizeof(pw->hash))
                                      : -TE_INVAL;
     explicit_bzero(pw->current, sizeof(pw->current));
@@ -209,7 +213,7 @@ static const char *pwchange_parse(struct pwchange_wait *pw, struct slice body)
         return "current_password and new_password are required";
     if (pw->new_len == pw->current_len && memcmp(pw->next, pw->current, pw->new_len) == 0)
         return "the new password must differ from the current one";
-    return auth_new_password_refused(pw->next, pw->new_len);
+    return auth_new_password_refused(pw->next, &pw->new_len); /* normalised: P07 */
 }
 
 static void pwchange_keep_request(struct http_ctx *ctx, struct pwchange_wait *pw, struct slice token)

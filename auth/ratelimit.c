@@ -17,7 +17,15 @@
  * with a burst of TESSERA_RATE_BURST_S seconds' worth (0 turns a limit off); a tenant's
  * settings.rate_limit overrides them ({"client_per_s", "address_per_s", "burst_s"}) once a
  * shard holds the tenant's keys (before that, for a tenant's first requests on a shard, the
- * defaults apply). */
+ * defaults apply).
+ *
+ * Logins add a third bucket per account (SECURITY P05): keyed on the tenant and the
+ * normalised submitted username or email, whether or not the account exists (so its 429
+ * says nothing about existence), TESSERA_RATE_ACCOUNT_PER_MIN a minute (default 30; 0 turns
+ * it off) with a burst of AUTH_RATE_ACCOUNT_BURST tries; settings.rate_limit
+ * {"account_per_min", "account_burst"} overrides them. A
+ * bucket's quota counts over a window (a second, a minute for the account): the emission
+ * interval window / quota travels to the owner in microseconds. */
 #include "auth/auth_int.h"
 
 #include <assert.h>
@@ -33,6 +41,13 @@
 #define RATE_USEC 1000000ull
 #define RATE_REPLY_RETRY_MS 1 /* a reply a full ring refused is sent again this soon */
 #define RATE_POLICY_MAX 10000000 /* a tenant's per-second limit or burst seconds, at most */
+#define RATE_POLICY_FIELDS 5     /* the members of settings.rate_limit */
+#define RATE_KEY_TEXT_MAX (AUTH_SLUG_MAX + 16 + AUTH_EMAIL_MAX + 2) /* slug, kind, the longest
+                                                                    * value: an address */
+_Static_assert(AUTH_EMAIL_MAX >= AUTH_CLIENT_ID_MAX && AUTH_EMAIL_MAX >= AUTH_USERNAME_MAX,
+               "a key's longest value is an email address");
+_Static_assert((uint64_t)AUTH_RATE_ACCOUNT_WINDOW_S * RATE_USEC <= UINT32_MAX,
+               "the longest interval (one per window) fits the ask's 32 bits");
 
 struct rate_bucket {
     uint64_t key; /* 0: never used */
@@ -91,7 +106,7 @@ void auth_rate_stop(struct auth_rate *rate)
 
 uint64_t auth_rate_key(const char *tenant, const char *kind, const char *value)
 {
-    char buf[AUTH_SLUG_MAX + 16 + AUTH_CLIENT_ID_MAX + 2];
+    char buf[RATE_KEY_TEXT_MAX];
     int n = snprintf(buf, sizeof(buf), "%s%c%s%c%s", tenant, 0, kind, 0, value);
     if (n < 0 || (size_t)n >= sizeof(buf))
         n = (int)sizeof(buf) - 1;
@@ -118,10 +133,12 @@ static struct rate_bucket *rate_bucket(struct auth_rate *rate, uint64_t key, uin
     return take;
 }
 
-uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, uint32_t burst)
+/* GCRA with emission interval interval_us (per_s or window / quota). */
+static uint64_t rate_take_interval(struct auth_rate *rate, uint64_t key, uint64_t interval,
+                                   uint32_t burst)
 {
+    assert(interval > 0);
     uint64_t now = loop_now_us();
-    uint64_t interval = RATE_USEC / per_s;
     uint64_t tolerance = interval * burst;
     struct rate_bucket *bucket = rate_bucket(rate, key, now);
     uint64_t tat = bucket->tat_us > now ? bucket->tat_us : now;
@@ -129,6 +146,25 @@ uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, ui
         return tat - now - tolerance; /* denied: retry after this many microseconds */
     bucket->tat_us = tat + interval;
     return 0;
+}
+
+uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, uint32_t burst)
+{
+    assert(per_s > 0);
+    return rate_take_interval(rate, key, RATE_USEC / per_s, burst);
+}
+
+/* The seconds bucket i's quota counts over. */
+static uint32_t rate_window_s(int i)
+{
+    return i == AUTH_RATE_ACCOUNT ? AUTH_RATE_ACCOUNT_WINDOW_S : 1;
+}
+
+/* The emission interval of bucket i of chk: its window over its quota (at least 1 us). */
+static uint32_t rate_interval_us(const struct auth_rate_check *chk, int i)
+{
+    uint64_t interval = (uint64_t)rate_window_s(i) * RATE_USEC / chk->per_s[i];
+    return interval > 0 ? (uint32_t)interval : 1;
 }
 
 /* ---- Asking another shard ------------------------------------------------------------------ */
@@ -146,10 +182,10 @@ static void rate_resend(struct loop_timer *timer)
         loop_timer_start(rate->loop, &rate->resend, RATE_REPLY_RETRY_MS);
 }
 
-/* On the owner: decide and answer. The policy travels in b: per_s (high 32 bits), burst. */
+/* On the owner: decide and answer. The policy travels in b: interval_us (high 32 bits), burst. */
 void auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask)
 {
-    uint64_t retry = auth_rate_take(rate, ask->a, (uint32_t)(ask->b >> 32), (uint32_t)ask->b);
+    uint64_t retry = rate_take_interval(rate, ask->a, ask->b >> 32, (uint32_t)ask->b);
     struct ring_msg answer = { .kind = AUTH_MSG_RATE_ANSWER, .a = retry, .b = ask->a, .ptr = ask->ptr };
     if (loop_send_message(rate->loop, ask->from, &answer) == 0)
         return;
@@ -159,23 +195,28 @@ void auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask)
         loop_timer_start(rate->loop, &rate->resend, RATE_REPLY_RETRY_MS);
 }
 
-int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t per_s, uint32_t burst)
+int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t interval_us, uint32_t burst)
 {
-    struct ring_msg ask = { .kind = AUTH_MSG_RATE_ASK, .a = key, .b = (uint64_t)per_s << 32 | burst, .ptr = w };
+    assert(interval_us > 0);
+    struct ring_msg ask = { .kind = AUTH_MSG_RATE_ASK, .a = key,
+                            .b = (uint64_t)interval_us << 32 | burst, .ptr = w };
     return loop_send_message(w->loop, auth_rate_owner(w->auth, key), &ask);
 }
 
 /* ---- A request's limits ------------------------------------------------------------------- */
 
-static const char *const rate_bucket_names[AUTH_RATE_BUCKETS] = { "address", "client" };
+static const char *const rate_bucket_names[AUTH_RATE_BUCKETS] = { "address", "client", "account" };
 
 void auth_rate_policy_parse(const char *json, struct auth_rate_policy *out)
 {
-    static const char *const names[] = { "client_per_s", "address_per_s", "burst_s" };
-    int64_t *fields[] = { &out->client_per_s, &out->address_per_s, &out->burst_s };
+    static const char *const names[RATE_POLICY_FIELDS] = { "client_per_s", "address_per_s",
+                                                           "burst_s", "account_per_min",
+                                                           "account_burst" };
+    int64_t *fields[RATE_POLICY_FIELDS] = { &out->client_per_s, &out->address_per_s, &out->burst_s,
+                                            &out->account_per_min, &out->account_burst };
     struct jscan_object obj;
     bool parsed = jscan_object(json, strlen(json), &obj) == 0;
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < RATE_POLICY_FIELDS; i++) {
         const struct jscan_value *v = parsed ? jscan_get(&obj, names[i]) : NULL;
         int64_t n = -1;
         if (v == NULL || jscan_integer(v, &n) != 0 || n < 0 || n > RATE_POLICY_MAX)
@@ -192,25 +233,30 @@ static uint32_t rate_pick(int64_t tenant, uint32_t fallback)
 /* The limits of chk's buckets under the tenant's policy (NULL: the server's defaults). */
 static void rate_apply(const struct auth *auth, const struct auth_rate_policy *policy, struct auth_rate_check *chk)
 {
-    static const struct auth_rate_policy defaults = { -1, -1, -1 };
+    static const struct auth_rate_policy defaults = { -1, -1, -1, -1, -1 };
     const struct auth_rate_policy *p = policy ? policy : &defaults;
     uint32_t rates[AUTH_RATE_BUCKETS] = { rate_pick(p->address_per_s, auth->cfg->rate_address_per_s),
-                                          rate_pick(p->client_per_s, auth->cfg->rate_client_per_s) };
+                                          rate_pick(p->client_per_s, auth->cfg->rate_client_per_s),
+                                          rate_pick(p->account_per_min, auth->cfg->rate_account_per_min) };
     uint32_t burst_s = rate_pick(p->burst_s, auth->cfg->rate_burst_s);
     for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
         chk->per_s[i] = chk->keys[i] ? rates[i] : 0;
-        chk->burst[i] = chk->per_s[i] * burst_s;
+        if (i == AUTH_RATE_ACCOUNT)
+            chk->burst[i] = rate_pick(p->account_burst, AUTH_RATE_ACCOUNT_BURST);
+        else
+            chk->burst[i] = chk->per_s[i] * burst_s;
         if (chk->burst[i] == 0 && chk->per_s[i] > 0)
             chk->burst[i] = 1;
     }
 }
 
 void auth_rate_prepare(const struct auth *auth, const char *slug, const struct auth_rate_policy *policy,
-                       const char *peer_ip, const char *client_id, struct auth_rate_check *chk)
+                       const char *peer_ip, const char *client_id, const char *account,
+                       struct auth_rate_check *chk)
 {
     memset(chk, 0, sizeof(*chk));
     snprintf(chk->slug, sizeof(chk->slug), "%s", slug);
-    const char *values[AUTH_RATE_BUCKETS] = { peer_ip, client_id };
+    const char *values[AUTH_RATE_BUCKETS] = { peer_ip, client_id, account };
     for (int i = 0; i < AUTH_RATE_BUCKETS; i++)
         chk->keys[i] = values[i][0] ? auth_rate_key(slug, rate_bucket_names[i], values[i]) : 0;
     rate_apply(auth, policy, chk);
@@ -226,7 +272,8 @@ bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct au
             chk->remote[i] = true;
             continue;
         }
-        uint64_t retry = auth_rate_take(rate, chk->keys[i], chk->per_s[i], chk->burst[i]);
+        uint64_t retry = rate_take_interval(rate, chk->keys[i], rate_interval_us(chk, i),
+                                            chk->burst[i]);
         if (retry > 0) {
             chk->denied = i;
             chk->retry_us = retry;
@@ -238,7 +285,11 @@ bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct au
 
 bool auth_rate_has_remote(const struct auth_rate_check *chk)
 {
-    return chk->remote[0] || chk->remote[1];
+    for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
+        if (chk->remote[i])
+            return true;
+    }
+    return false;
 }
 
 bool auth_rate_pending(const struct auth_rate_check *chk)
@@ -258,7 +309,8 @@ void auth_rate_respond(struct http_ctx *ctx, const struct auth_rate_check *chk)
     char *text = http_scratch_alloc(ctx, 3 * 64);
     if (text != NULL) {
         int a = snprintf(text, 64, "%llu", secs);
-        int b = snprintf(text + 64, 64, "\"%s\";q=%u;w=1", rate_bucket_names[i], (unsigned)chk->per_s[i]);
+        int b = snprintf(text + 64, 64, "\"%s\";q=%u;w=%u", rate_bucket_names[i],
+                         (unsigned)chk->per_s[i], (unsigned)rate_window_s(i));
         int c = snprintf(text + 128, 64, "\"%s\";r=0;t=%llu", rate_bucket_names[i], secs);
         http_header_add(ctx, "Retry-After", slice_make(text, (size_t)a));
         http_header_add(ctx, "RateLimit-Policy", slice_make(text + 64, (size_t)b));
@@ -270,11 +322,17 @@ void auth_rate_respond(struct http_ctx *ctx, const struct auth_rate_check *chk)
 bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
                      struct auth_rate_check *limits)
 {
+    return auth_rate_admit_account(ctx, auth, client_id, "", limits);
+}
+
+bool auth_rate_admit_account(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
+                             const char *account, struct auth_rate_check *limits)
+{
     char slug[AUTH_SLUG_MAX + 1], ip[AUTH_IP_MAX + 1];
     auth_slug_copy(ctx->params[0], slug);
     auth_peer_ip(ctx, ip, sizeof(ip));
     const struct auth_tenant *tenant = auth_tenant_cached(auth, ctx->loop, slug);
-    auth_rate_prepare(auth, slug, tenant ? &tenant->rate : NULL, ip, client_id, limits);
+    auth_rate_prepare(auth, slug, tenant ? &tenant->rate : NULL, ip, client_id, account, limits);
     if (tenant == NULL) {
         limits->later = true; /* the tenant's own limits are not known here yet */
         return true;
@@ -301,7 +359,8 @@ int auth_rate_remote(struct auth_wait *w, void (*next)(struct auth_wait *w))
         if (!w->rate.remote[i])
             continue;
         if (shard->rate_asks >= AUTH_RATE_ASKS_MAX ||
-            auth_rate_ask(w, w->rate.keys[i], w->rate.per_s[i], w->rate.burst[i]) != 0) {
+            auth_rate_ask(w, w->rate.keys[i], rate_interval_us(&w->rate, i),
+                          w->rate.burst[i]) != 0) {
             w->rate_failed = true; /* an owner's ring is full: back-pressure */
             continue;
         }
@@ -340,7 +399,10 @@ void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer)
     w->rate_pending--;
     if (answer->a > 0 && answer->a > w->rate.retry_us) {
         w->rate.retry_us = answer->a;
-        w->rate.denied = answer->b == w->rate.keys[0] ? 0 : 1; /* the answer names its key */
+        for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
+            if (answer->b == w->rate.keys[i])
+                w->rate.denied = i; /* the answer names its key */
+        }
     }
     if (w->rate_pending > 0)
         return;

@@ -152,9 +152,9 @@ static const char *recovery_field(const struct jscan_object *obj, const char *na
 }
 
 /* A new password, checked as at registration (NIST SP 800-63B §5.1.1.2). */
-static const char *recovery_password_check(const struct recovery_wait *rw)
+static const char *recovery_password_check(struct recovery_wait *rw)
 {
-    return auth_new_password_refused(rw->password, rw->password_len);
+    return auth_new_password_refused(rw->password, &rw->password_len); /* normalised: P07 */
 }
 
 static const char *recovery_parse(struct recovery_wait *rw, struct slice body)

@@ -4,7 +4,10 @@
  *   → 201 {"id", "username", "email", "email_verified": false, "created_at"}
  *
  * Only for a tenant whose settings say "registration": "open" (403 otherwise: closed is
- * the default, as in Keycloak). The stages: the tenant by slug (Postgres) → the
+ * the default, as in Keycloak). The username is stored normalised (RFC 8265 §3.3, SECURITY
+ * P06: "Alice" and fullwidth "ａｌｉｃｅ" are "alice"; surrounding spaces are refused, as
+ * before, and trimmed at login) and the password is hashed normalised (RFC 8265 §4.2, P07);
+ * invalid UTF-8 in either is 400. The stages: the tenant by slug (Postgres) → the
  * password hashed with Argon2id on the worker pool, never on a shard (DESIGN §1; a full
  * pool is 503 + Retry-After, SECURITY F15) → the user and its audit row inserted in one
  * statement (a taken username or address is 409) → 201, only after the commit. */
@@ -60,9 +63,10 @@ static const char *register_parse(struct register_wait *rw, struct slice body)
         why = register_field(&obj, "email", false, rw->email, AUTH_EMAIL_MAX, &elen);
     if (why != NULL)
         return why;
-    if (!auth_username_valid(rw->username, ulen))
-        return "username must be 1 to 128 bytes of printable text without surrounding spaces";
-    const char *refused = auth_new_password_refused(rw->password, rw->password_len);
+    why = auth_username_normalise(rw->username, &ulen); /* the form stored (SECURITY P06) */
+    if (why != NULL)
+        return why;
+    const char *refused = auth_new_password_refused(rw->password, &rw->password_len); /* P07 */
     if (refused != NULL)
         return refused;
     if (elen > 0 && !auth_email_valid(rw->email, elen))

@@ -673,8 +673,8 @@ static const char *me_patch_parse(const struct http_ctx *ctx, struct user_wait *
         return why;
     if (!lw->has_username && !lw->has_email)
         return "nothing to change: give username or email";
-    if (lw->has_username && !auth_username_valid(lw->username, ulen))
-        return "username must be 1 to 128 bytes of printable text without surrounding spaces";
+    if (lw->has_username && (why = auth_username_normalise(lw->username, &ulen)) != NULL)
+        return why; /* stored normalised, as at sign-up (SECURITY P06) */
     if (lw->has_email && elen > 0 && !auth_email_valid(lw->email, elen))
         return "email is not an address";
     return NULL;

@@ -55,6 +55,10 @@ static const struct config_uint config_uints[] = {
       "the same per source address; 0: no limit" },
     { "TESSERA_RATE_BURST_S", CONFIG_FIELD(rate_burst_s), 2, 0, 3600,
       "a burst of this many seconds' worth of requests passes at once" },
+    /* SECURITY P05 (auth/auth_int.h AUTH_RATE_ACCOUNT_BURST has the reasoning): a person
+     * retyping a password never waits; 10,000 guesses at one account take 5.5 hours. */
+    { "TESSERA_RATE_ACCOUNT_PER_MIN", CONFIG_FIELD(rate_account_per_min), 30, 0, 1000000,
+      "login tries per submitted username or email per minute, whatever the address; 0: no limit" },
 };
 
 static int config_parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)

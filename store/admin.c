@@ -20,6 +20,7 @@
 
 #include "core/buf.h"
 #include "core/err.h"
+#include "core/precis.h"
 #include "crypto/ct.h"
 #include "crypto/jwk.h"
 #include "crypto/password.h"
@@ -664,26 +665,61 @@ static int admin_user_insert(PGconn *conn, const char *tenant_id, const struct a
     return rc;
 }
 
-static int admin_user_create(PGconn *conn, const char *tenant_id, const struct admin_args *args)
+/* The username as sign-up stores it (core/precis.h, RFC 8265 §3.3, SECURITY P06): the one
+ * form login looks up. 0, or ADMIN_EXIT_USAGE with a message. */
+static int admin_username_normalise(const char *username, char *out, size_t cap)
+{
+    size_t len = 0;
+    if (precis_username(username, strlen(username), out, cap, &len) == 0)
+        return 0;
+    return admin_usage_error("invalid --username \"%s\": letters, digits or ASCII symbols, "
+                             "no spaces (RFC 8265 §3.3)", username);
+}
+
+/* The password from stdin normalised as the server normalises it at sign-up and login
+ * (RFC 8265 §4.2, SECURITY P07), then hashed into hash. 0, or an exit code (message printed). */
+static int admin_password_hash(char *hash, size_t cap)
 {
     static char pw[PASSWORD_INPUT_MAX + 3];
+    static char norm[PASSWORD_INPUT_MAX + 1];
     static struct password_policy policy;
-    char hash[PASSWORD_HASH_MAX + 1];
+    size_t norm_len = 0;
     int len = admin_read_password(pw, sizeof(pw));
-    if (len < 0) {
-        explicit_bzero(pw, sizeof(pw));
+    int rc = len < 0 ? -TE_INVAL : precis_password(pw, (size_t)len, norm, sizeof(norm), &norm_len);
+    explicit_bzero(pw, sizeof(pw));
+    if (rc != 0 || norm_len < ADMIN_PASSWORD_MIN) {
+        explicit_bzero(norm, sizeof(norm));
+        if (len >= 0)
+            fprintf(stderr, "tessera admin: the password on stdin must be valid UTF-8 without "
+                            "control characters, at least %d bytes once normalised\n",
+                    ADMIN_PASSWORD_MIN);
         return ADMIN_EXIT_USAGE;
     }
     const struct password_params params = PASSWORD_PARAMS_DEFAULT;
-    int rc = password_policy_init(&policy, &params);
+    rc = password_policy_init(&policy, &params);
     if (rc == 0)
-        rc = password_hash(&policy, pw, (size_t)len, hash, sizeof(hash));
-    explicit_bzero(pw, sizeof(pw));
+        rc = password_hash(&policy, norm, norm_len, hash, cap);
+    explicit_bzero(norm, sizeof(norm));
     if (rc < 0) {
         fprintf(stderr, "tessera admin: hashing the password failed\n");
         return ADMIN_EXIT_REFUSED;
     }
-    rc = admin_user_insert(conn, tenant_id, args, hash);
+    return 0;
+}
+
+static int admin_user_create(PGconn *conn, const char *tenant_id, const struct admin_args *args)
+{
+    char hash[PASSWORD_HASH_MAX + 1];
+    char username[ADMIN_USERNAME_MAX + 1];
+    int rc = admin_username_normalise(args->username, username, sizeof(username));
+    if (rc != 0)
+        return rc;
+    rc = admin_password_hash(hash, sizeof(hash));
+    if (rc != 0)
+        return rc;
+    struct admin_args normal = *args;
+    normal.username = username;
+    rc = admin_user_insert(conn, tenant_id, &normal, hash);
     explicit_bzero(hash, sizeof(hash));
     return rc;
 }

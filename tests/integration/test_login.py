@@ -31,7 +31,24 @@ algorithm with the older prefix). Every issued token is checked with the server'
   invalid_scope, a narrower one granted;
 - F15: one worker thread and a flood of FLOOD logins at once: the ones the full worker
   queue refuses answer 503 with Retry-After, every other one 200/401; /verify answers 200
-  meanwhile; sessions exist exactly for the 200s (none half-created by a 503).
+  meanwhile; sessions exist exactly for the 200s (none half-created by a 503);
+- P06 (RFC 8265 §3.3): a user created as "Bob-P06" is stored "bob-p06" and logs in as
+  "BOB-P06", " bob-p06 " and fullwidth "ｂｏｂ－ｐ０６" (one sub), at /auth/login and by the
+  password grant; Cyrillic-о "bоb-p06" and "bob p06" get the unknown user's 401 (not a 400);
+- P07 (RFC 8265 §4.2): a password set as NFD logs in typed as NFC and as NFD; non-ASCII
+  spaces are spaces; a control character in a login password is the wrong password's 401,
+  same headers and body; invalid UTF-8 is a malformed JSON body (400, the same for every
+  name, nothing counted) and, in a password grant's form, the wrong password's
+  invalid_grant; an imported bcrypt hash of NFD bytes verifies the
+  raw bytes only (NFC refused), then is rehashed from the normalised password (NFC works);
+- P05, on a server with the default per-account limit (30 a minute, burst 10): 11 tries at
+  one unknown name, then 429 with Retry-After and RateLimit-Policy "account";q=30;w=60; the
+  same for a known name with the same answer (no enumeration); case and width variants
+  share the bucket, and so does the token endpoint's password grant; tries spread over 16
+  source addresses are stopped the same; other names from the same address are not; a
+  tenant's settings.rate_limit turns it off (account_per_min 0) or tightens it.
+Every other server here runs with TESSERA_RATE_ACCOUNT_PER_MIN=0 (the lockout and flood
+checks log in to one account many times a second).
 Skips when Postgres (initdb) is not installed.
 """
 import base64
@@ -57,6 +74,10 @@ from test_store_faults import Postgres, sh
 TENANT = "acme"
 PASSWORD = "correct horse battery staple"
 FAST_RATE = 10000000         # rate limits out of the way
+ACCOUNT_PER_MIN = 30         # core/config.c TESSERA_RATE_ACCOUNT_PER_MIN's default (SECURITY P05)
+ACCOUNT_BURST = 10           # auth/auth_int.h AUTH_RATE_ACCOUNT_BURST: burst + 1 tries at once
+P05_TRIES = 16               # more than the burst allows at once
+P05_ADDRESSES = 16           # 127.0.0.2 .. 127.0.0.17: loopback answers for all of 127/8
 LOCK_THRESHOLD = 10          # auth/login.c LOGIN_LOCKOUT_THRESHOLD
 LOCK_FIRST_WAIT_S = 2        # auth/login.c LOGIN_LOCKOUT_FIRST_WAIT_S
 IDLE_S = 14 * 86400          # auth/auth_int.h AUTH_SESSION_IDLE_S
@@ -65,16 +86,19 @@ CLOCK_SLACK_S = 120          # database clock vs the expected expiry, and a slow
 VOLATILE_HEADERS = ("x-request-id", "date")
 FLOOD = 1300                 # logins at once: more than the worker queue's 1,024 jobs
 FLOOD_VALID_EVERY = 50       # every fiftieth is a real user's right password (a session)
-FLOOD_ARGON2_M_KIB = 4096    # cheap hashes: one worker drains 1,024 of them well within the
-                             # harness's 60 s idle timeout, yet slower than they arrive
-FLOOD_READ_S = 120
+FLOOD_ARGON2_M_KIB = 4096    # cheap hashes: one worker drains 1,024 of them in seconds, yet
+                             # slower than they arrive
+FLOOD_READ_S = 300           # a socket's wait for its answer: the whole queue on a slow machine
+FLOOD_IDLE_MS = FLOOD_READ_S * 1000
 
 
 # ---------------------------------------------------------------------------- HTTP helpers
 
-def call(port, method, path, body=None, headers=None, timeout=30.0):
-    """(status, headers as a sorted list of (lower name, value), body bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def call(port, method, path, body=None, headers=None, timeout=30.0, source=None):
+    """(status, headers as a sorted list of (lower name, value), body bytes); source: the
+    local address to connect from."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                      source_address=(source, 0) if source else None)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -91,10 +115,10 @@ def hdr(headers, name):
     return None
 
 
-def login(port, body, tenant=TENANT, agent="test-agent/1.0", raw=None):
+def login(port, body, tenant=TENANT, agent="test-agent/1.0", raw=None, source=None):
     data = raw if raw is not None else json.dumps(body).encode()
     return call(port, "POST", "/t/%s/api/v1/auth/login" % tenant, data,
-                {"Content-Type": "application/json", "User-Agent": agent})
+                {"Content-Type": "application/json", "User-Agent": agent}, source=source)
 
 
 def jbody(data):
@@ -188,11 +212,15 @@ class Env:
 
     def server(self, **extra):
         env = dict(TESSERA_SHARDS=2, TESSERA_PG_URL=self.pg.url, TESSERA_MASTER_KEY_FILE=self.key,
-                   TESSERA_RATE_CLIENT_PER_S=FAST_RATE, TESSERA_RATE_ADDRESS_PER_S=FAST_RATE)
+                   TESSERA_RATE_CLIENT_PER_S=FAST_RATE, TESSERA_RATE_ADDRESS_PER_S=FAST_RATE,
+                   TESSERA_RATE_ACCOUNT_PER_MIN=0)
         if self.redis_port:
             env["TESSERA_REDIS_URL"] = "redis://127.0.0.1:%d" % self.redis_port
         env.update(extra)
-        srv = Server(**env).start()
+        srv = Server(**{k: v for k, v in env.items() if v is not None})
+        for k in [k for k, v in env.items() if v is None]:
+            srv.env.pop(k, None)  # None: the server's own default, whatever this environment says
+        srv.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if all(call(srv.port, "GET", "/health/ready")[0] == 200 for _ in range(4)):
@@ -498,7 +526,11 @@ def read_status(sock):
 
 
 def test_f15(res, env):
-    srv = env.server(TESSERA_WORKERS=1, TESSERA_ARGON2_M_KIB=FLOOD_ARGON2_M_KIB, TESSERA_ARGON2_T=1)
+    # The idle deadline is the backstop of a parked request's wait (proto/http_server.c): on a
+    # loaded machine the queue's last logins wait longer than the default 60 s, and a silent
+    # close would read as a lost answer. The flood tests the queue's bound, not that backstop.
+    srv = env.server(TESSERA_WORKERS=1, TESSERA_ARGON2_M_KIB=FLOOD_ARGON2_M_KIB, TESSERA_ARGON2_T=1,
+                     TESSERA_IDLE_TIMEOUT_MS=FLOOD_IDLE_MS)
     uid = env.user("flood")
     st, _, body = good_login(env, srv.port, "flood")
     token = body.get("access_token", "")
@@ -530,6 +562,174 @@ def test_f15(res, env):
     check_clean_exit(res, srv, "F15 server exits 0 on SIGTERM, no sanitizer report")
 
 
+# ---------------------------------------------------------------------------- P05, P06, P07
+
+def fullwidth(text):
+    """ASCII 0x21..0x7E as the fullwidth forms U+FF01..U+FF5E."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def test_p06(res, env, port):
+    uid = env.user("Bob-P06")
+    stored = env.sql("SELECT username FROM users WHERE id = '%s'" % uid)
+    res.check("P06: a username is stored normalised (Bob-P06 → bob-p06)", stored == "bob-p06", stored)
+    for label, name in (("BOB-P06", "BOB-P06"), ("bob-p06", "bob-p06"), ("' bob-p06 '", " bob-p06 "),
+                        ("fullwidth", fullwidth("bob-p06"))):
+        st, _, body = good_login(env, port, name)
+        sub = jwt_claims(body["access_token"]).get("sub") if st == 200 else None
+        res.check("P06: %s logs in to the same account" % label, st == 200 and sub == uid, "%s %r" % (st, sub))
+    st, _, body = grant(port, env.clients["app"], username=fullwidth("BOB-P06"), password=PASSWORD)
+    res.check("P06: the password grant normalises the same way", st == 200, "%s %r" % (st, body))
+    app = env.clients["app"]["client_id"]
+    unknown = refusal(login(port, {"username": "nobody-p06", "password": PASSWORD, "client_id": app}))
+    cyrillic = refusal(login(port, {"username": "b\u043eb-p06", "password": PASSWORD, "client_id": app}))
+    spaced = refusal(login(port, {"username": "bob p06", "password": PASSWORD, "client_id": app}))
+    res.check("P06: Cyrillic-о 'bоb-p06' is another (unknown) account: the unknown user's 401",
+              cyrillic == unknown and unknown[0] == 401, "%r\n%r" % (cyrillic, unknown))
+    res.check("P06: a name the profile refuses (space inside) is an unknown user, not a 400",
+              spaced == unknown, repr(spaced))
+    try:
+        env.user(fullwidth("BOB-P06"))
+        duplicate = True
+    except RuntimeError:
+        duplicate = False
+    res.check("P06: admin user create of fullwidth 'ＢＯＢ－Ｐ０６' is the same name: refused", not duplicate)
+
+
+def test_p07(res, env, port):
+    nfc = "Cr\u00e8me br\u00fbl\u00e9e, s'il vous pla\u00eet"
+    nfd = "Cre\u0300me bru\u0302le\u0301e, s'il vous plai\u0302t"
+    app = env.clients["app"]["client_id"]
+    env.user("p07-nfd", password=nfd)
+    for label, pw in (("NFC", nfc), ("NFD", nfd), ("NBSP for spaces", nfc.replace(" ", "\u00a0"))):
+        st = login(port, {"username": "p07-nfd", "password": pw, "client_id": app})[0]
+        res.check("P07: a password set as NFD logs in typed as %s" % label, st == 200, repr(st))
+    wrong = refusal(login(port, {"username": "p07-nfd", "password": "not the password", "client_id": app}))
+    ctl = refusal(login(port, {"username": "p07-nfd", "password": nfc + "\t", "client_id": app}))
+    res.check("P07: a control character in a login password is the wrong password's answer", ctl == wrong,
+              "%r\n%r" % (ctl, wrong))
+    # JSON must be UTF-8 (RFC 8259 §8.1): the body parser refuses invalid bytes and lone
+    # surrogates as a malformed body, before any name is looked at, so the 400 is the same
+    # for every name and nothing is counted.
+    before = env.sql("SELECT failed_logins FROM users WHERE username = 'p07-nfd'")
+    answers = []
+    for user in ("p07-nfd", "nobody-p07"):
+        raw = b'{"username": "%s", "password": "caf\xe9 \xff\xfe bytes", "client_id": "%s"}' % (
+            user.encode(), app.encode())
+        answers.append(refusal(login(port, None, raw=raw)))
+        answers.append(refusal(login(port, {"username": user, "password": "x\udc80yz12345", "client_id": app})))
+    after = env.sql("SELECT failed_logins FROM users WHERE username = 'p07-nfd'")
+    res.check("P07: invalid UTF-8 in a JSON login: one 400 for known and unknown names, nothing counted",
+              answers[0][0] == 400 and all(a == answers[0] for a in answers) and before == after,
+              "%r %s→%s" % (answers, before, after))
+    # A form body carries any bytes: there invalid UTF-8 reaches the normaliser and is a wrong
+    # password (the same invalid_grant, P01).
+    body = "grant_type=password&username=p07-nfd&password=caf%E9+%FF%FE+bytes"
+    bad = call(port, "POST", "/t/%s/oauth2/token" % TENANT, body,
+               {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(env.clients["app"])})
+    wrong_grant = grant(port, env.clients["app"], username="p07-nfd", password="not the password")
+    res.check("P07: invalid UTF-8 in a password grant is the wrong password's invalid_grant",
+              (bad[0], jbody(bad[2])) == (wrong_grant[0], wrong_grant[2]) and bad[0] == 400
+              and refusal(bad)[1] == refusal(wrong_grant)[1], "%r\n%r" % (bad, wrong_grant))
+    # An imported bcrypt hash of the NFD bytes: the raw bytes only, then the normalised rehash.
+    uid = env.user("legacy-p07", password="placeholder password")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        h = crypt.crypt(nfd, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 5))
+    env.sql("UPDATE users SET password_hash = '%s' WHERE id = '%s'" % (h, uid))
+    st_nfc = login(port, {"username": "legacy-p07", "password": nfc, "client_id": app})[0]
+    res.check("P07: a bcrypt hash of NFD bytes refuses the NFC form (raw bytes only, documented)",
+              st_nfc == 401, repr(st_nfc))
+    st_nfd = login(port, {"username": "legacy-p07", "password": nfd, "client_id": app})[0]
+    stored = env.sql("SELECT password_hash FROM users WHERE id = '%s'" % uid)
+    res.check("P07: ... accepts the bytes it was made from, and is rehashed to Argon2id",
+              st_nfd == 200 and stored.startswith("$argon2id$"), "%s %s" % (st_nfd, stored[:12]))
+    st_after = login(port, {"username": "legacy-p07", "password": nfc, "client_id": app})[0]
+    res.check("P07: ... after which NFC logs in too (the rehash took the normalised password)",
+              st_after == 200, repr(st_after))
+
+
+def masked(resp):
+    """A 429 with the values that count down (Retry-After, RateLimit) blanked."""
+    status, headers, data = refusal(resp)
+    return status, [(k, "" if k in ("retry-after", "ratelimit") else v) for k, v in headers], data
+
+
+def hammer(port, name, n, tenant=TENANT, client=None, spread=False):
+    """n logins at name with a wrong password: their statuses and the first 429."""
+    statuses, first = [], None
+    for i in range(n):
+        source = "127.0.0.%d" % (2 + i % P05_ADDRESSES) if spread else None
+        resp = login(port, {"username": name, "password": "wrong password %d" % i, "client_id": client},
+                     tenant=tenant, source=source)
+        statuses.append(resp[0])
+        if resp[0] == 429 and first is None:
+            first = resp
+    return statuses, first
+
+
+def limited_after_burst(statuses, burst, elapsed_s, per_min):
+    """burst + 1 tries pass at once, one more per 60 / per_min seconds since; then 429."""
+    passed = len([s for s in statuses if s != 429])
+    first_429 = statuses.index(429) if 429 in statuses else len(statuses)
+    return (all(s == 401 for s in statuses[:burst + 1]) and 429 in statuses
+            and passed <= burst + 1 + int(elapsed_s * per_min / 60) + 1 and first_429 >= burst + 1)
+
+
+def p05_tenant(env, slug, settings):
+    env.admin("admin", "tenant", "create", slug)
+    env.admin("admin", "keys", "rotate", "--tenant", slug)
+    env.sql("UPDATE tenants SET settings = '%s' WHERE slug = '%s'" % (json.dumps(settings), slug))
+    return env.admin("admin", "client", "create", "--tenant", slug, "--name", "app", "--scope", "read",
+                     "--first-party", "--grant", "password")["client_id"]
+
+
+def test_p05(res, env):
+    off = p05_tenant(env, "p05-off", {"rate_limit": {"account_per_min": 0}})
+    slow = p05_tenant(env, "p05-slow", {"rate_limit": {"account_per_min": 6, "account_burst": 2}})
+    srv = env.server(TESSERA_RATE_ACCOUNT_PER_MIN=None)  # the compiled-in default
+    port, app = srv.port, env.clients["app"]["client_id"]
+    env.user("victim-p05")
+    start = time.monotonic()
+    unknown, u429 = hammer(port, "ghost-p05", P05_TRIES, client=app)
+    res.check("P05: one unknown name: %d tries pass, then 429" % (ACCOUNT_BURST + 1),
+              limited_after_burst(unknown, ACCOUNT_BURST, time.monotonic() - start, ACCOUNT_PER_MIN), repr(unknown))
+    retry = hdr(u429[1], "retry-after") if u429 else None
+    res.check("P05: ... with Retry-After and RateLimit-Policy \"account\";q=%d;w=60" % ACCOUNT_PER_MIN,
+              u429 is not None and retry is not None and retry.isdigit() and 1 <= int(retry) <= 60 // ACCOUNT_PER_MIN + 1
+              and hdr(u429[1], "ratelimit-policy") == '"account";q=%d;w=60' % ACCOUNT_PER_MIN
+              and (hdr(u429[1], "ratelimit") or "").startswith('"account";r=0;t='), repr(u429))
+    start = time.monotonic()
+    known, k429 = hammer(port, "victim-p05", P05_TRIES, client=app)
+    res.check("P05: one known name: the same limit",
+              limited_after_burst(known, ACCOUNT_BURST, time.monotonic() - start, ACCOUNT_PER_MIN), repr(known))
+    res.check("P05: the 429 of a known name is the unknown name's (no enumeration)",
+              u429 is not None and k429 is not None and masked(k429) == masked(u429),
+              "%r\n%r" % (k429 and masked(k429), u429 and masked(u429)))
+    for label, name in (("upper case", "VICTIM-P05"), ("fullwidth", fullwidth("victim-p05")),
+                        ("surrounding spaces", " victim-p05 ")):
+        st = login(port, {"username": name, "password": PASSWORD, "client_id": app})[0]
+        res.check("P05: %s shares the normalised name's bucket: 429" % label, st == 429, repr(st))
+    st = grant(port, env.clients["app"], username="Victim-P05", password=PASSWORD)[0]
+    res.check("P05: the password grant shares the bucket: 429", st == 429, repr(st))
+    start = time.monotonic()
+    spread, _ = hammer(port, "spread-p05", P05_TRIES, client=app, spread=True)
+    res.check("P05: tries from %d addresses at one name are stopped the same" % P05_ADDRESSES,
+              limited_after_burst(spread, ACCOUNT_BURST, time.monotonic() - start, ACCOUNT_PER_MIN), repr(spread))
+    others = [login(port, {"username": "other-p05-%d" % i, "password": "x" * 12, "client_id": app})[0]
+              for i in range(P05_TRIES)]
+    res.check("P05: one address, many names: no account bucket fills", set(others) == {401}, repr(others))
+    free, _ = hammer(port, "ghost-p05", P05_TRIES, tenant="p05-off", client=off)
+    res.check("P05: settings.rate_limit account_per_min 0 turns it off for that tenant",
+              set(free) == {401}, repr(free))
+    start = time.monotonic()
+    tight, t429 = hammer(port, "ghost-p05", 6, tenant="p05-slow", client=slow)
+    res.check("P05: settings.rate_limit account_per_min 6, burst 2: 3 tries, then 429",
+              limited_after_burst(tight, 2, time.monotonic() - start, 6)
+              and t429 is not None and hdr(t429[1], "ratelimit-policy") == '"account";q=6;w=60', repr(tight))
+    check_clean_exit(res, srv, "P05 server exits 0 on SIGTERM, no sanitizer report")
+
+
 def run_all(res, env):
     srv = env.server()
     res.run("success", test_success, res, env, srv.port)
@@ -542,7 +742,10 @@ def run_all(res, env):
     res.run("P03/P04", test_lockout, res, env, srv.port)
     res.run("clients", test_clients, res, env, srv.port)
     res.run("password grant", test_password_grant, res, env, srv.port)
+    res.run("P06", test_p06, res, env, srv.port)
+    res.run("P07", test_p07, res, env, srv.port)
     check_clean_exit(res, srv)
+    res.run("P05", test_p05, res, env)
     res.run("F15", test_f15, res, env)
 
 
