@@ -484,4 +484,57 @@ int auth_recovery_routes(struct auth *auth, struct http_server *http);
 /* POST /t/{tenant}/api/v1/me/password (auth/password_change.c). */
 int auth_password_change_routes(struct auth *auth, struct http_server *http);
 
+/* ---- Tenant admin endpoints (auth/admin.c, auth/audit.c) ---- */
+
+/* Who is a tenant admin (Auth0 Management API's model): a client of the tenant holding a
+ * client_credentials access token whose scope carries what the endpoint needs. */
+#define AUTH_SCOPE_USERS_READ "users:read"
+#define AUTH_SCOPE_USERS_WRITE "users:write"
+#define AUTH_SCOPE_AUDIT_READ "audit:read"
+#define AUTH_ADMIN_REQUEST_ID_MAX 64  /* the X-Request-Id kept for the audit row */
+#define AUTH_ADMIN_LIMIT_DEFAULT 50   /* a page when ?limit= is absent (Auth0's per_page) */
+#define AUTH_ADMIN_LIMIT_MAX 100      /* the most: a page of users or events stays ~40 KiB */
+#define AUTH_ADMIN_NUM_TEXT 24        /* a decimal query value (limit, seq, Unix s) and its NUL */
+
+struct auth_admin;
+typedef void (*auth_admin_ready_fn)(struct auth_admin *admin);
+/* The first member of an admin endpoint's parked state. */
+struct auth_admin {
+    struct auth_wait w;
+    const char *scope;        /* the scope the endpoint needs (a literal) */
+    const char *bad_request;  /* the endpoint's 400, answered once the token passed, or NULL */
+    auth_admin_ready_fn ready;
+    size_t token_len;
+    char slug[AUTH_SLUG_MAX + 1];
+    char tid[CT_UUID_TEXT_LEN + 1];         /* the token's tenant: set before ready runs */
+    char client_id[AUTH_CLIENT_ID_MAX + 1]; /* the token's client: set before ready runs */
+    char slack_text[AUTH_ADMIN_NUM_TEXT];   /* AUTH_SESSION_REVOKE_SLACK_S as text */
+    char ip[AUTH_IP_MAX + 1];
+    char request_id[AUTH_ADMIN_REQUEST_ID_MAX + 1];
+    char token[AUTH_ACCESS_TOKEN_MAX];
+};
+/* An admin request's start under /t/{tenant} (params[0], route_arg the auth): 404 for a bad
+ * slug, 401 (WWW-Authenticate Bearer invalid_token) without a bearer token, else the parked
+ * state of `bytes` (beginning with struct auth_admin, the request's facts copied); NULL when
+ * answered. The caller fills its own part, then calls auth_admin_check. */
+void *auth_admin_start(struct http_ctx *ctx, size_t bytes, const char *scope);
+/* The tenant's keys, then the token: valid at this tenant, of no session (a client's own,
+ * never a user's: else 401 invalid_token), carrying admin->scope (else 403 with RFC 6750
+ * §3.1's insufficient_scope); then admin->bad_request (400) if set; then ready(admin),
+ * which sends the statement (tid, client_id set) or answers. */
+void auth_admin_check(struct http_ctx *ctx, struct auth_admin *admin, auth_admin_ready_fn ready);
+/* Query parameter name, decoded into dst (cap bytes with the NUL): NULL when fine (*seen
+ * says whether it was given), else the reason it is refused (malformed, too long, empty). */
+const char *auth_admin_query(const struct http_ctx *ctx, const char *name, char *dst, size_t cap,
+                             bool *seen);
+/* ?limit= as decimal text into dst (AUTH_ADMIN_NUM_TEXT): the default when absent, 1 to
+ * AUTH_ADMIN_LIMIT_MAX; the reason it is refused, or NULL. */
+const char *auth_admin_limit(const struct http_ctx *ctx, char *dst);
+
+int auth_admin_routes(struct auth *auth, struct http_server *http);
+int auth_audit_routes(struct auth *auth, struct http_server *http);
+
+/* DELETE /t/{tenant}/api/v1/me (auth/me_delete.c). */
+int auth_me_delete_routes(struct auth *auth, struct http_server *http);
+
 #endif

@@ -10,6 +10,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "store/sql.h"
 
 #define STORE_EVENTS_PENDING_MAX 256 /* per destination shard while its ring is full */
 
@@ -26,6 +27,11 @@ struct store_stmt_def {
     "json_build_object('id', id, 'username', username, 'email', email, 'email_verified', email_verified, " \
     "'created_at', created_at, 'updated_at', updated_at, 'last_login_at', last_login_at)::text "
 
+/* What a tenant admin sees of a user (auth/admin.c): the state, never the hash. */
+#define STORE_ADMIN_USER_JSON                                                                              \
+    "json_build_object('id', id, 'username', username, 'email', email, 'email_verified', email_verified, " \
+    "'disabled', disabled, 'locked_until', locked_until, 'failed_logins', failed_logins, "                  \
+    "'created_at', created_at, 'last_login_at', last_login_at)"
 static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
     [STORE_TENANT_BY_SLUG] = {
         "tenant_by_slug", true,
@@ -47,7 +53,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "WITH u AS (INSERT INTO users (tenant_id, username, email, password_hash) "
         "VALUES ($1, $2, $3, $4) RETURNING id, tenant_id, created_at), "
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, "
-        "target_id, ip, request_id) SELECT tenant_id, 'user', id::text, 'user.register', "
+        "target_id, ip, request_id) SELECT tenant_id, 'user', id::text, 'user_registered', "
         "'user', id::text, $5::inet, $6 FROM u) "
         "SELECT id, to_json(created_at) #>> '{}' FROM u" },
     /* Client authentication by client_id within the path's tenant (SECURITY T02). */
@@ -354,6 +360,85 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "ip, request_id, details) SELECT p.tenant_id, 'user', p.id::text, 'password_changed', 'user', "
         "p.id::text, $6::inet, $7, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM p) "
         "SELECT r.seq, r.tenant_id, r.value, r.exp FROM p LEFT JOIN r ON true" },
+    /* Tenant admin (auth/admin.c): every statement names the token's tenant ($1), so an id of
+     * another tenant's user matches nothing (SECURITY T08). What an admin sees of a user:
+     * never the hash. The list walks the (tenant_id, id) unique index by keyset: a page
+     * starts after the last id of the previous one, whatever was added or deleted between. */
+    [STORE_ADMIN_USERS_LIST] = {
+        "admin_users_list", true,
+        "WITH p AS (SELECT * FROM users WHERE tenant_id = $1 AND deleted_at IS NULL "
+        "AND ($2::uuid IS NULL OR id > $2::uuid) AND ($3::text IS NULL "
+        "OR strpos(lower(username), lower($3::text)) > 0 OR strpos(lower(email), lower($3::text)) > 0) "
+        "ORDER BY id LIMIT $4::int + 1), "
+        "page AS (SELECT * FROM p ORDER BY id LIMIT $4::int) "
+        "SELECT json_build_object('users', coalesce((SELECT json_agg(" STORE_ADMIN_USER_JSON " ORDER BY id) "
+        "FROM page), '[]'::json), 'next_cursor', CASE WHEN (SELECT count(*) FROM p) > $4::int "
+        "THEN (SELECT id::text FROM page ORDER BY id DESC LIMIT 1) END)::text" },
+    /* From the primary: an admin reads back at once what a change just committed. */
+    [STORE_ADMIN_USER_GET] = {
+        "admin_user_get", false,
+        "SELECT " STORE_ADMIN_USER_JSON "::text FROM users WHERE tenant_id = $1 AND id = $2 "
+        "AND deleted_at IS NULL" },
+    /* SECURITY O20: a disabled user's sessions end with their 'sid' revocations, in the same
+     * statement as the flag and the audit row, so their access tokens are refused and their
+     * refresh tokens invalid_grant as soon as the answer is given. */
+    [STORE_ADMIN_USER_DISABLE] = {
+        "admin_user_disable", false,
+        "WITH u AS (UPDATE users SET disabled = true WHERE tenant_id = $1 AND id = $2 "
+        "AND deleted_at IS NULL RETURNING tenant_id, id), "
+        STORE_USER_SESSIONS_END("$4")
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT u.tenant_id, 'client', $3::text, 'user_disabled', 'user', "
+        "u.id::text, $5::inet, $6, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM u) "
+        "SELECT r.seq, r.tenant_id, r.value, r.exp FROM u LEFT JOIN r ON true" },
+    [STORE_ADMIN_USER_ENABLE] = {
+        "admin_user_enable", false,
+        "WITH u AS (UPDATE users SET disabled = false WHERE tenant_id = $1 AND id = $2 "
+        "AND deleted_at IS NULL RETURNING tenant_id, id), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id) SELECT u.tenant_id, 'client', $3::text, 'user_enabled', 'user', u.id::text, "
+        "$4::inet, $5 FROM u) "
+        "SELECT id FROM u" },
+    /* SECURITY P04: the victim of a lockout spray is let in at once; the audit row keeps what
+     * the lock was (o reads the row as it was before the update). */
+    [STORE_ADMIN_USER_UNLOCK] = {
+        "admin_user_unlock", false,
+        "WITH o AS (SELECT failed_logins, locked_until FROM users WHERE tenant_id = $1 AND id = $2 "
+        "AND deleted_at IS NULL), "
+        "u AS (UPDATE users SET failed_logins = 0, locked_until = NULL WHERE tenant_id = $1 AND id = $2 "
+        "AND deleted_at IS NULL RETURNING tenant_id, id), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT u.tenant_id, 'client', $3::text, 'user_unlocked', 'user', "
+        "u.id::text, $4::inet, $5, jsonb_build_object('failed_logins', (SELECT failed_logins FROM o), "
+        "'locked_until', (SELECT locked_until FROM o)) FROM u) "
+        "SELECT id FROM u" },
+    /* Soft delete, by an admin or by the user: the username and the address are free again
+     * (the unique indexes are partial on deleted_at IS NULL); sessions end as on disable. */
+    [STORE_USER_DELETE] = {
+        "user_delete", false,
+        "WITH u AS (UPDATE users SET deleted_at = now() WHERE tenant_id = $1 AND id = $2 "
+        "AND deleted_at IS NULL RETURNING tenant_id, id), "
+        STORE_USER_SESSIONS_END("$5")
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT u.tenant_id, $3::text, $4::text, 'user_deleted', 'user', "
+        "u.id::text, $6::inet, $7, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM u) "
+        "SELECT r.seq, r.tenant_id, r.value, r.exp FROM u LEFT JOIN r ON true" },
+    /* GET /audit (auth/audit.c): keyset on seq, newest first; an absent filter is NULL. The
+     * indexes of migration 0004 serve the tenant's newest rows and the actor and target
+     * filters. A page a moment stale is harmless: the replica may answer. */
+    [STORE_AUDIT_LIST] = {
+        "audit_list", true,
+        "WITH p AS (SELECT * FROM audit_log WHERE tenant_id = $1 AND ($2::text IS NULL OR action = $2::text) "
+        "AND ($3::text IS NULL OR actor_id = $3::text) AND ($4::text IS NULL OR target_id = $4::text) "
+        "AND ($5::bigint IS NULL OR created_at >= to_timestamp($5::bigint)) "
+        "AND ($6::bigint IS NULL OR created_at < to_timestamp($6::bigint)) "
+        "AND ($7::bigint IS NULL OR seq < $7::bigint) ORDER BY seq DESC LIMIT $8::int + 1), "
+        "page AS (SELECT * FROM p ORDER BY seq DESC LIMIT $8::int) "
+        "SELECT json_build_object('events', coalesce((SELECT json_agg(json_build_object('seq', seq, "
+        "'time', created_at, 'actor_kind', actor_kind, 'actor_id', actor_id, 'action', action, "
+        "'target_kind', target_kind, 'target_id', target_id, 'ip', host(ip), 'request_id', request_id, "
+        "'details', details) ORDER BY seq DESC) FROM page), '[]'::json), 'next_cursor', "
+        "CASE WHEN (SELECT count(*) FROM p) > $8::int THEN (SELECT min(seq)::text FROM page) END)::text" },
 };
 
 struct store_pending {

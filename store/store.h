@@ -99,6 +99,24 @@ enum store_stmt {
     STORE_USER_PASSWORD_SET,  /* $1 tenant id, $2 user id, $3 new hash, $4 the asking session (kept),
                                * $5 slack s, $6 ip, $7 request id → none when the user is gone; else a
                                * row as logout's per other session revoked (one of NULLs for none) */
+    /* Tenant admin endpoints (auth/admin.c, auth/audit.c) and self-service deletion
+     * (auth/me_delete.c). Every one is confined to $1, the tenant id of the checked token. */
+    STORE_ADMIN_USERS_LIST, /* $1 tenant id, $2 cursor (the last user id seen) or NULL, $3 search
+                             * text or NULL, $4 limit → one row: {"users": [...], "next_cursor"}
+                             * as JSON, live users in id order, never a hash */
+    STORE_ADMIN_USER_GET,   /* $1 tenant id, $2 user id → one row (the live user as JSON) or none */
+    STORE_ADMIN_USER_DISABLE, /* $1 tenant id, $2 user id, $3 client_id, $4 slack s, $5 ip, $6 request
+                               * id → none when no such live user; else a row as logout's per
+                               * session revoked (one of NULLs for none), audit user_disabled */
+    STORE_ADMIN_USER_ENABLE,  /* $1 tenant id, $2 user id, $3 client_id, $4 ip, $5 request id → user
+                               * id when live, audit user_enabled */
+    STORE_ADMIN_USER_UNLOCK,  /* as enable: failed_logins 0, locked_until NULL, audit user_unlocked */
+    STORE_USER_DELETE,        /* $1 tenant id, $2 user id, $3 actor kind ('client', 'user'), $4 actor
+                               * id, $5 slack s, $6 ip, $7 request id → as disable: the soft delete,
+                               * every session revoked, audit user_deleted */
+    STORE_AUDIT_LIST,         /* $1 tenant id, $2 action, $3 actor_id, $4 target_id, $5 since, $6
+                               * until (Unix s), $7 cursor (seq), each or NULL, $8 limit → one row:
+                               * {"events": [...], "next_cursor"} as JSON, newest first */
     STORE_STMT_COUNT,
 };
 

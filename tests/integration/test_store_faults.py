@@ -219,7 +219,7 @@ def test_postgres_restart(res, pg):
         missing = [n for n in acked if n not in stored]
         res.check("F01/F02: every sign-up answered 201 is in the database (%d)" % len(acked),
                   acked and not missing, repr(missing[:5]))
-        audited = int(pg.psql("SELECT count(*) FROM audit_log WHERE action = 'user.register'"))
+        audited = int(pg.psql("SELECT count(*) FROM audit_log WHERE action = 'user_registered'"))
         res.check("each stored user has its audit row, written with it",
                   audited == int(pg.psql("SELECT count(*) FROM users")))
         check_clean_exit(res, srv)
