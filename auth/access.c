@@ -6,9 +6,9 @@
  * at+jwt, issuer and audience the tenant's issuer URL byte for byte, tid the tenant's id,
  * exp/nbf/iat with the default leeway (SECURITY J rows, T01). A valid token is cached.
  *
- * Revocation is checked on every call, cached or not: by jti (RFC 7009) and, for a user's
- * token, by its session id (sid: a logout or a refresh-token reuse, RFC 9700 §4.14.2, kills
- * every access token of the session at once). */
+ * Revocation is checked on every call, cached or not: by jti (RFC 7009), by client (a
+ * deleted client's tokens) and, for a user's token, by its session id (sid: a logout or a
+ * refresh-token reuse, RFC 9700 §4.14.2, kills every access token of the session at once). */
 #include "auth/auth_int.h"
 
 #include <assert.h>
@@ -40,13 +40,14 @@ static void access_from_cache(const struct auth_vclaims *v, struct jwt_claims *o
     out->nbf = v->nbf;
 }
 
-/* True when the token's jti or its session was revoked. */
-static bool access_revoked(const struct auth_revoked *revoked, const char *tid, const char *jti,
-                           const char *sid, int64_t now)
+/* True when the token's jti, its session or its client was revoked (a deleted client's
+ * tokens end with it: store/admin.c). */
+static bool access_revoked(const struct auth_revoked *revoked, const struct jwt_claims *c, int64_t now)
 {
-    if (auth_revoked_has(revoked, auth_revoked_key(tid, "jti", jti), now))
+    if (auth_revoked_has(revoked, auth_revoked_key(c->tid, "jti", c->jti), now) ||
+        auth_revoked_has(revoked, auth_revoked_key(c->tid, "client", c->client_id), now))
         return true;
-    return sid[0] != '\0' && auth_revoked_has(revoked, auth_revoked_key(tid, "sid", sid), now);
+    return c->sid[0] != '\0' && auth_revoked_has(revoked, auth_revoked_key(c->tid, "sid", c->sid), now);
 }
 
 int auth_access_check(const struct auth *auth, const struct loop *loop, const char *slug,
@@ -63,9 +64,9 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
         cache = NULL;
     const struct auth_vclaims *seen = cache ? auth_vcache_get(cache, slug, token, now) : NULL;
     if (seen != NULL) {
-        if (access_revoked(revoked, seen->tid, seen->jti, seen->sid, now))
-            return -TE_INVAL;
         access_from_cache(seen, &claims);
+        if (access_revoked(revoked, &claims, now))
+            return -TE_INVAL;
         *out = &claims;
         return 0;
     }
@@ -86,7 +87,7 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
     };
     if (b.overflow || jwt_verify(&tenant->keys, &expect, token.ptr, token.len, scratch, sizeof(scratch), &claims) != 0)
         return -TE_INVAL;
-    if (access_revoked(revoked, claims.tid, claims.jti, claims.sid, now))
+    if (access_revoked(revoked, &claims, now))
         return -TE_INVAL;
     if (cache != NULL)
         auth_vcache_put(cache, slug, token, &claims);

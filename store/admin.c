@@ -28,6 +28,7 @@
 #include "crypto/secret.h"
 #include "store/keys.h"
 #include "store/migrate.h"
+#include "store/sql.h"
 
 /* Tenant slugs are a URL path segment and a DNS label's size: 1..63 (RFC 1035 §2.3.4). */
 #define ADMIN_SLUG_MAX 63
@@ -589,12 +590,20 @@ static int admin_update_one(PGconn *conn, const char *tenant_id, const struct ad
     return rc;
 }
 
+/* The client and every access token issued to it end together: a 'client' revocation (the
+ * serving instances read it within their revocation poll, AUTH_REVOKED_POLL_MS) outlives the
+ * longest token it could hold. Its sessions' refresh tokens die with the row (rotation needs a
+ * live client). */
 static int admin_client_delete(PGconn *conn, const char *tenant_id, const struct admin_args *args)
 {
     return admin_update_one(conn, tenant_id, args,
-                            "UPDATE clients SET deleted_at = now() WHERE tenant_id = $1 AND "
-                            "client_id = $2 AND deleted_at IS NULL RETURNING "
-                            "json_build_object('client_id', client_id, 'deleted_at', deleted_at)",
+                            "WITH c AS (UPDATE clients SET deleted_at = now() WHERE tenant_id = $1 AND "
+                            "client_id = $2 AND deleted_at IS NULL "
+                            "RETURNING tenant_id, client_id, deleted_at, token_lifetime_s), "
+                            "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) "
+                            "SELECT tenant_id, 'client', client_id, now() + make_interval(secs => "
+                            "token_lifetime_s + " STORE_REVOKE_SLACK_SQL ") FROM c) "
+                            "SELECT json_build_object('client_id', client_id, 'deleted_at', deleted_at) FROM c",
                             args->client_id, "client");
 }
 
@@ -724,13 +733,24 @@ static int admin_user_create(PGconn *conn, const char *tenant_id, const struct a
     return rc;
 }
 
+/* As the admin API's disable (SECURITY O20): the user's sessions end with their 'sid'
+ * revocations in the same statement, so access tokens stop within the servers' revocation
+ * poll and refresh tokens at once. */
 static int admin_user_disable(PGconn *conn, const char *tenant_id, const struct admin_args *args)
 {
+    char username[ADMIN_USERNAME_MAX + 1];
+    int rc = admin_username_normalise(args->username, username, sizeof(username));
+    if (rc != 0)
+        return rc;
     return admin_update_one(conn, tenant_id, args,
-                            "UPDATE users SET disabled = true WHERE tenant_id = $1 AND "
-                            "lower(username) = lower($2) AND deleted_at IS NULL RETURNING "
-                            "json_build_object('id', id, 'username', username, 'disabled', disabled)",
-                            args->username, "user");
+                            "WITH u AS (UPDATE users SET disabled = true WHERE tenant_id = $1 AND "
+                            "lower(username) = lower($2) AND deleted_at IS NULL "
+                            "RETURNING tenant_id, id, username, disabled), "
+                            STORE_USER_SESSIONS_END(STORE_REVOKE_SLACK_SQL)
+                            "n AS (SELECT count(*) AS sessions FROM r) "
+                            "SELECT json_build_object('id', id, 'username', username, 'disabled', disabled, "
+                            "'sessions_ended', n.sessions) FROM u, n",
+                            username, "user");
 }
 
 static int admin_user_check(const char *verb, const struct admin_args *args)

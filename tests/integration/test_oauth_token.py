@@ -25,6 +25,8 @@ import uuid
 
 from tessera_harness import Results, Server, check_clean_exit, exchange, tessera_bin
 
+CLIENT_REVOCATION_S = 3.0  # the CLI's revocation reaches the servers by their 1 s poll
+
 PUBLIC_URL = "https://auth.example.test/base"
 CONTRACT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "contract")
@@ -535,10 +537,23 @@ def test_deleted_client(res, world):
     res.check("deleted client: gets a token before the delete", before.status == 200,
               show(before))
     slug, cid, _ = world.clients["gone"]
+    token = jbody(before).get("access_token", "")
+    res.check("deleted client: its token verifies before the delete", bearer_status(world, slug, token) == 200)
     world.env.admin("client", "delete", "--tenant", slug, "--client-id", cid)
     after = world.tok("gone")
     res.check("J32 deleted client: 401 invalid_client right after admin client delete",
               after.status == 401 and oauth_error(after) == "invalid_client", show(after))
+    deadline = time.monotonic() + CLIENT_REVOCATION_S
+    while bearer_status(world, slug, token) != 401 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    res.check("deleted client: its access token is refused at /verify within the revocation poll",
+              bearer_status(world, slug, token) == 401)
+
+
+def bearer_status(world, slug, token):
+    data = ("GET /t/%s/verify HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            "Authorization: Bearer %s\r\n\r\n" % (slug, token)).encode()
+    return world.http.raw(data, record=False).status
 
 
 def rotation_start(res, world):

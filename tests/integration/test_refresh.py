@@ -266,6 +266,16 @@ def test_o20(res, env, a, b):
         st, _, body = refresh(b.port, rt, client=app)
         res.check("O20: %s → invalid_grant" % label, st == 400 and body.get("error") == "invalid_grant",
                   "%s %r" % (st, body))
+    env.sql("UPDATE users SET disabled = false WHERE username = 'ida'")
+    first = good_login(env, a.port, "ida")[2]
+    out = env.admin("admin", "user", "disable", "--tenant", "acme", "--username", "ida")
+    res.check("O20: the admin CLI's user disable ends the user's sessions", (out.get("sessions_ended") or 0) >= 1,
+              repr(out))
+    st, _, body = refresh(b.port, first["refresh_token"], client=app)
+    res.check("O20: disabled by the admin CLI → invalid_grant", st == 400 and body.get("error") == "invalid_grant",
+              "%s %r" % (st, body))
+    res.check("O20: disabled by the admin CLI → the access token refused on A and B within the poll",
+              everywhere_refused(env, (a.port, b.port), first["access_token"]))
 
 
 def test_public(res, env, a, b):
