@@ -409,6 +409,18 @@ void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap)
     dst[len] = '\0';
 }
 
+int auth_sign_job(struct auth_wait *w, const struct auth_tenant *tenant, struct worker_job *job)
+{
+    const struct jwk_key *key = keyset_signing_key(&tenant->keys);
+    enum jwk_alg alg = key != NULL ? jwk_key_alg(key) : JWK_ALG_UNSET;
+    if (alg == JWK_ALG_EDDSA || alg == JWK_ALG_ES256) {
+        job->run(job);
+        job->done(job);
+        return 0;
+    }
+    return workers_submit_urgent(w->auth->workers, loop_index(w->loop), job);
+}
+
 void auth_issuer(const struct auth *auth, struct slice slug, struct buf *out)
 {
     buf_append_cstr(out, auth->cfg->public_url);

@@ -410,6 +410,13 @@ const struct auth_tenant *auth_tenant_cached(const struct auth *auth, const stru
                                              const char *slug);
 void auth_tenant_put(struct auth *auth, struct loop *loop, struct auth_tenant *tenant);
 
+/* Runs a token-signing job for a parked request: on the shard itself (run, then done, now)
+ * when the tenant signs with EdDSA or ES256, else on the worker pool's urgent lane. DESIGN §1
+ * sends work over ~50 µs to the pool: an RSA-2048 signature costs 250-300 µs here, an Ed25519
+ * or P-256 one 25-45 µs, about what the hand-off to a worker and back costs (perf/login's
+ * refresh runs). 0, or -TE_FULL when the pool refused it (answer 503). */
+int auth_sign_job(struct auth_wait *w, const struct auth_tenant *tenant, struct worker_job *job);
+
 /* The issuer of a tenant: TESSERA_PUBLIC_URL + "/t/" + slug. */
 void auth_issuer(const struct auth *auth, struct slice slug, struct buf *out);
 

@@ -288,7 +288,7 @@ static void refresh_rotated(struct auth_wait *w)
     rw->lifetime_s = strtoll(pg_result_value(w->result, 0, 3), NULL, 10);
     rw->job.run = refresh_sign_run;
     rw->job.done = refresh_sign_done;
-    if (workers_submit_urgent(w->auth->workers, loop_index(w->loop), &rw->job) != 0) {
+    if (auth_sign_job(w, rw->tenant, &rw->job) != 0) {
         /* Committed, but no token can be signed now: the new refresh token is lost and the
          * client logs in again (SECURITY F15 keeps the hot path; the session is unharmed). */
         refresh_release(rw);

@@ -139,7 +139,7 @@ static void token_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
     ct_uuid_format(uuid, tw->jti);
     tw->job.run = token_sign_run;
     tw->job.done = token_sign_done;
-    if (workers_submit_urgent(w->auth->workers, loop_index(w->loop), &tw->job) != 0) {
+    if (auth_sign_job(w, tenant, &tw->job) != 0) {
         auth_tenant_put(w->auth, w->loop, tenant);
         tw->tenant = NULL;
         auth_answer(w, 503, "the server is busy; retry later"); /* SECURITY F15 */

@@ -57,7 +57,7 @@ static const struct config_uint config_uints[] = {
       "a burst of this many seconds' worth of requests passes at once" },
     /* SECURITY P05 (auth/auth_int.h AUTH_RATE_ACCOUNT_BURST has the reasoning): a person
      * retyping a password never waits; 10,000 guesses at one account take 5.5 hours. */
-    { "TESSERA_RATE_ACCOUNT_PER_MIN", CONFIG_FIELD(rate_account_per_min), 30, 0, 1000000,
+    { "TESSERA_RATE_ACCOUNT_PER_MIN", CONFIG_FIELD(rate_account_per_min), 30, 0, 10000000,
       "login tries per submitted username or email per minute, whatever the address; 0: no limit" },
 };
 

@@ -30,11 +30,15 @@ token is checked with /verify and introspection on fresh connections to both ins
   tokens; another client's revocation answers 200 and changes nothing;
 - F08: kill -9 right after an acknowledged rotation: after restart the new token works and
   the old one is refused;
+- tenants signing EdDSA and ES256 (on the shard, auth_sign_job): login, refresh and the
+  password grant answer tokens of that algorithm that verify on A and B;
 - F09: kill -9 after a rotation committed, its answer never read: the client's retry of the
   old token after restart revokes the family (no grace window, as O17).
 Skips when Postgres (initdb) or redis-server is not installed.
 """
+import base64
 import hashlib
+import json
 import socket
 import shutil
 import tempfile
@@ -43,8 +47,8 @@ import time
 import urllib.parse
 
 from tessera_harness import Results, check_clean_exit
-from test_login import (Env, basic, call, good_login, hdr, introspect, jbody, jwt_claims, sid_of,
-                        verify)
+from test_login import (PASSWORD, Env, basic, call, good_login, hdr, introspect, jbody, jwt_claims, login,
+                        sid_of, verify)
 from test_store_faults import sh
 
 PROPAGATION_S = 2.0   # a 'sid' revocation reaches B by Redis (ms) or, at worst, the 1 s poll
@@ -178,6 +182,41 @@ def test_o17(res, env, a, b):
                           "AND target_id = '%s'" % sid) == "1")
     res.check("O17: the session's access token is refused on every shard of A and B",
               everywhere_refused(env, (a.port, b.port), at1))
+
+
+def jwt_alg(token):
+    part = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))).get("alg")
+
+
+def test_inline_signing(res, env, a, b):
+    """EdDSA and ES256 tenants sign on the shard (auth_sign_job), RS256 on the worker pool: the
+    same answers either way."""
+    for alg in ("EdDSA", "ES256"):
+        slug = "fast-" + alg.lower()
+        env.admin("admin", "tenant", "create", slug)
+        env.admin("admin", "keys", "rotate", "--tenant", slug, "--alg", alg)
+        app = env.admin("admin", "client", "create", "--tenant", slug, "--name", "app", "--scope", "read",
+                        "--first-party", "--grant", "password", "--grant", "refresh_token")
+        env.admin("admin", "user", "create", "--tenant", slug, "--username", "sam", "--password-stdin",
+                  stdin=(PASSWORD + "\n").encode())
+        st, _, data = login(a.port, {"username": "sam", "password": PASSWORD, "client_id": app["client_id"]},
+                            tenant=slug)
+        first = jbody(data)
+        form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": first.get("refresh_token", "")})
+        st2, _, data2 = call(b.port, "POST", "/t/%s/oauth2/token" % slug, form,
+                             {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(app)})
+        second = jbody(data2)
+        at = second.get("access_token", "")
+        res.check("%s tenant: login and a refresh answer 200, the new token signed %s" % (alg, alg),
+                  st == 200 and st2 == 200 and at and jwt_alg(at) == alg, "%s %s %r" % (st, st2, second))
+        res.check("%s tenant: the refreshed token verifies on A and B" % alg,
+                  at and all(verify(p, at, tenant=slug)[0] == 200 for p in (a.port, b.port)))
+        form = urllib.parse.urlencode({"grant_type": "password", "username": "sam", "password": PASSWORD})
+        st3, _, data3 = call(a.port, "POST", "/t/%s/oauth2/token" % slug, form,
+                             {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(app)})
+        res.check("%s tenant: the password grant answers 200 with a %s token" % (alg, alg),
+                  st3 == 200 and jwt_alg(jbody(data3).get("access_token", "x.y.z")) == alg, "%s %r" % (st3, data3))
 
 
 def race(port_a, port_b, rt, client):
@@ -407,6 +446,7 @@ def run_all(res, env):
         res.run("O15", test_o15, res, env, a, b)
         res.run("O16", test_o16, res, env, a, b)
         res.run("O17", test_o17, res, env, a, b)
+        res.run("inline signing", test_inline_signing, res, env, a, b)
         res.run("O18/O19", test_o18_o19, res, env, a, b)
         res.run("O20", test_o20, res, env, a, b)
         res.run("public", test_public, res, env, a, b)
