@@ -488,6 +488,17 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
 
 int auth_recovery_routes(struct auth *auth, struct http_server *http);
 
+#define AUTH_MAIL_BODY_MAX (CONFIG_URL_BYTES_MAX + AUTH_SLUG_MAX + 512) /* a mail's text: a
+                                          * link (public URL, slug, token) and fixed words */
+/* A new one-time token of the tenant slug for a password reset (reset) or an address's
+ * verification (also sign-up's, auth/register.c: one link and text for both): its hex
+ * SHA-256, the only form stored (P13), into sha_hex (2 * HASH_SHA256_BYTES + 1 bytes); the
+ * mail's text into body (AUTH_MAIL_BODY_MAX bytes, NUL-terminated: the link of the tenant's
+ * page and the code, the token's only copy; wipe it once sent to the store); the subject and
+ * the token's lifetime in seconds. 0, or -TE_IO when no random bytes could be had. */
+int auth_mail_token(const struct auth *auth, const char *slug, bool reset, char *sha_hex,
+                    char *body, const char **subject, int *ttl_s);
+
 /* POST /t/{tenant}/api/v1/me/password (auth/password_change.c). */
 int auth_password_change_routes(struct auth *auth, struct http_server *http);
 

@@ -18,7 +18,8 @@
  * inserts the new token's SHA-256 and its email_outbox row, and writes an audit row; then
  * the sender is woken. The mail leaves through the outbox thread (auth/outbox.h), never from
  * the request, so a known and an unknown address get the same answer after one statement
- * each, differing only by a few inserts, never by an SMTP exchange (P02). The
+ * each, differing only by a few inserts, never by an SMTP exchange (P02). Sign-up with an
+ * address sends the same verification mail, made by the same auth_mail_token. The
  * token is RECOVERY_TOKEN_BYTES random bytes, base64url; only its SHA-256 is stored and the
  * outbox clears a body once it is sent. A presented token is found by its digest through the
  * unique index (P13's constant time: what a lookup's timing could tell is about a SHA-256 of
@@ -38,6 +39,7 @@
  * the pool's bound (F15) keep that in check. */
 #include "auth/auth_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,8 +55,6 @@
 #define RECOVERY_VERIFY_TTL_S (24 * 3600) /* a verification mail may be read the next day */
 #define RECOVERY_REQUEST_ID_MAX 64       /* the X-Request-Id kept for the audit row */
 #define RECOVERY_NUM_TEXT 16             /* an int parameter as decimal text */
-#define RECOVERY_BODY_MAX (CONFIG_URL_BYTES_MAX + AUTH_SLUG_MAX + 512) /* the mail's text:
-                                          * a link (public URL, slug, token) and fixed words */
 
 static const char recovery_refused[] = "the token is invalid, expired or already used";
 
@@ -78,7 +78,7 @@ struct recovery_wait {
     char num_text[RECOVERY_NUM_TEXT]; /* the token's lifetime, or the revocation slack */
     char ip[AUTH_IP_MAX + 1];
     char request_id[RECOVERY_REQUEST_ID_MAX + 1];
-    char body[RECOVERY_BODY_MAX];
+    char body[AUTH_MAIL_BODY_MAX];
     char hash[PASSWORD_HASH_MAX + 1];
     char password[PASSWORD_INPUT_MAX + 1];
 };
@@ -109,18 +109,19 @@ static void recovery_sha_hex(const char *token, char *sha_hex)
     sha_hex[2 * sizeof(digest)] = '\0';
 }
 
-/* A new token into rw->token and its digest into rw->sha_hex. 0 or -TE_IO. */
-static int recovery_token_make(struct recovery_wait *rw)
+/* A new token into token (RECOVERY_TOKEN_LEN + 1 bytes) and its digest into sha_hex. 0 or
+ * -TE_IO. */
+static int recovery_token_make(char *token, char *sha_hex)
 {
     uint8_t secret[RECOVERY_TOKEN_BYTES];
     if (ct_random_bytes(secret, sizeof(secret)) != 0)
         return -TE_IO;
-    int n = b64url_encode(secret, sizeof(secret), rw->token, sizeof(rw->token));
+    int n = b64url_encode(secret, sizeof(secret), token, RECOVERY_TOKEN_LEN + 1);
     explicit_bzero(secret, sizeof(secret));
     if (n != RECOVERY_TOKEN_LEN)
         return -TE_IO;
-    rw->token[RECOVERY_TOKEN_LEN] = '\0';
-    recovery_sha_hex(rw->token, rw->sha_hex);
+    token[RECOVERY_TOKEN_LEN] = '\0';
+    recovery_sha_hex(token, sha_hex);
     return 0;
 }
 
@@ -196,23 +197,36 @@ static void recovery_no_content(struct http_ctx *ctx, void *state)
 
 /* The mail's text: the link of the tenant's page (the token after '#', so it never reaches a
  * server log through a Referer or a request line) and the token itself. */
-static int recovery_body(struct recovery_wait *rw, const char *page, const char *what)
+static void recovery_body(const struct auth *auth, const char *slug, bool reset, const char *token,
+                          char *body)
 {
     struct buf b;
-    buf_init(&b, rw->body, sizeof(rw->body) - 1);
-    if (rw->kind == RECOVERY_FORGOT)
-        buf_printf(&b, "To %s, open this link within %d minutes:\r\n\r\n", what,
+    buf_init(&b, body, AUTH_MAIL_BODY_MAX - 1);
+    if (reset)
+        buf_printf(&b, "To choose a new password, open this link within %d minutes:\r\n\r\n",
                    RECOVERY_RESET_TTL_S / 60);
     else
-        buf_printf(&b, "To %s, open this link within %d hours:\r\n\r\n", what,
+        buf_printf(&b, "To confirm your email address, open this link within %d hours:\r\n\r\n",
                    RECOVERY_VERIFY_TTL_S / 3600);
-    auth_issuer(rw->w.auth, slice_make(rw->slug, strlen(rw->slug)), &b);
+    auth_issuer(auth, slice_make(slug, strlen(slug)), &b);
     buf_printf(&b, "/%s#token=%s\r\n\r\nor enter this code: %s\r\n\r\n"
                    "If you did not ask for this, ignore this message.\r\n",
-               page, rw->token, rw->token);
-    if (b.overflow)
-        return -TE_NOMEM; /* cannot happen within RECOVERY_BODY_MAX: the URL is bounded */
-    rw->body[buf_slice(&b).len] = '\0';
+               reset ? "reset-password" : "verify-email", token, token);
+    assert(!b.overflow); /* AUTH_MAIL_BODY_MAX holds the longest public URL and slug */
+    body[buf_slice(&b).len] = '\0';
+}
+
+int auth_mail_token(const struct auth *auth, const char *slug, bool reset, char *sha_hex,
+                    char *body, const char **subject, int *ttl_s)
+{
+    char token[RECOVERY_TOKEN_LEN + 1];
+    int rc = recovery_token_make(token, sha_hex);
+    if (rc != 0)
+        return rc;
+    recovery_body(auth, slug, reset, token, body);
+    explicit_bzero(token, sizeof(token));
+    *subject = reset ? "Reset your password" : "Confirm your email address";
+    *ttl_s = reset ? RECOVERY_RESET_TTL_S : RECOVERY_VERIFY_TTL_S;
     return 0;
 }
 
@@ -234,11 +248,10 @@ static void recovery_mailed(struct auth_wait *w)
 static void recovery_mail(struct http_ctx *ctx, struct recovery_wait *rw)
 {
     bool reset = rw->kind == RECOVERY_FORGOT;
-    int rc = recovery_token_make(rw);
-    if (rc == 0)
-        rc = reset ? recovery_body(rw, "reset-password", "choose a new password")
-                   : recovery_body(rw, "verify-email", "confirm your email address");
-    if (rc != 0) {
+    const char *subject = NULL;
+    int ttl_s = 0;
+    if (auth_mail_token(rw->w.auth, rw->slug, reset, rw->sha_hex, rw->body, &subject,
+                        &ttl_s) != 0) {
         recovery_forget(rw);
         if (ctx != NULL)
             auth_answer_now(ctx, 500, "internal error");
@@ -246,12 +259,11 @@ static void recovery_mail(struct http_ctx *ctx, struct recovery_wait *rw)
             auth_answer(&rw->w, 500, "internal error");
         return;
     }
-    snprintf(rw->num_text, sizeof(rw->num_text), "%d",
-             reset ? RECOVERY_RESET_TTL_S : RECOVERY_VERIFY_TTL_S);
+    snprintf(rw->num_text, sizeof(rw->num_text), "%d", ttl_s);
     const char **p = rw->w.q.params;
     p[0] = rw->slug, p[1] = rw->email, p[2] = reset ? "password_reset" : "email_verify";
     p[3] = rw->sha_hex, p[4] = rw->num_text;
-    p[5] = reset ? "Reset your password" : "Confirm your email address";
+    p[5] = subject;
     p[6] = rw->body, p[7] = rw->ip[0] ? rw->ip : NULL, p[8] = rw->request_id;
     rw->w.q.params_count = 9;
     auth_send(ctx, &rw->w, STORE_RECOVERY_MAIL, NULL, recovery_mailed);

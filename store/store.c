@@ -439,6 +439,38 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "'target_kind', target_kind, 'target_id', target_id, 'ip', host(ip), 'request_id', request_id, "
         "'details', details) ORDER BY seq DESC) FROM page), '[]'::json), 'next_cursor', "
         "CASE WHEN (SELECT count(*) FROM p) > $8::int THEN (SELECT min(seq)::text FROM page) END)::text" },
+    /* Sign-up with an address (auth/register.c, SECURITY P02): one statement decides, so a
+     * taken address answers like a free one after the same work. The insert yields to the
+     * address's partial unique index (0003; Postgres infers that arbiter only when the
+     * ON CONFLICT clause repeats the index predicate). A free address: the user, its
+     * verification token and mail, its audit row. A taken one: no user, a mail to the
+     * holder and an audit row about it. A taken username must still be 409, but DO NOTHING
+     * would swallow it when the address is taken too (the arbiter is checked first), so the
+     * address is left out of the insert then and the username index raises 23505. A token row
+     * may reference the user inserted here: foreign keys are checked at the statement's end. */
+    [STORE_USER_SIGNUP] = {
+        "user_signup", false,
+        "WITH named AS (SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1::uuid "
+        "AND lower(username) = lower($2::text) AND deleted_at IS NULL) AS taken), "
+        "u AS (INSERT INTO users (tenant_id, username, email, password_hash) "
+        "SELECT $1::uuid, $2::text, CASE WHEN taken THEN NULL ELSE $3::text END, $4::text "
+        "FROM named "
+        "ON CONFLICT (tenant_id, lower(email)) WHERE deleted_at IS NULL AND email IS NOT NULL "
+        "DO NOTHING RETURNING id, tenant_id, email), "
+        "held AS (SELECT o.id, o.tenant_id, o.email FROM users o WHERE o.tenant_id = $1::uuid "
+        "AND o.deleted_at IS NULL AND o.email IS NOT NULL AND lower(o.email) = lower($3::text) "
+        "AND NOT EXISTS (SELECT 1 FROM u)), "
+        "k AS (INSERT INTO one_time_tokens (tenant_id, user_id, purpose, sha256, data, expires_at) "
+        "SELECT tenant_id, id, 'email_verify', decode($7::text, 'hex'), "
+        "jsonb_build_object('email', email), now() + make_interval(secs => $8::int) FROM u), "
+        "m AS (INSERT INTO email_outbox (tenant_id, to_address, subject, body_text) "
+        "SELECT tenant_id, email, $9::text, $10::text FROM u "
+        "UNION ALL SELECT tenant_id, email, $11::text, $12::text FROM held), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, "
+        "target_id, ip, request_id) SELECT tenant_id, 'user', id::text, 'user_registered', "
+        "'user', id::text, $5::inet, $6::text FROM u UNION ALL SELECT tenant_id, 'system', NULL, "
+        "'signup_address_taken', 'user', id::text, $5::inet, $6::text FROM held) "
+        "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM held)" },
 };
 
 struct store_pending {

@@ -33,7 +33,8 @@ enum store_stmt {
     STORE_TENANT_BY_SLUG, /* $1 slug → id, name, settings, registration_open */
     STORE_JWKS_BY_SLUG,   /* $1 slug → tenant id, the JWKS document of its published keys */
     STORE_USER_REGISTER,  /* $1 tenant id, $2 username, $3 email, $4 hash, $5 ip, $6 request id
-                           * → user id, created_at (and its audit row, in the same statement) */
+                           * → user id, created_at (and its audit row, in the same statement);
+                           * sign-up without an address (with one: STORE_USER_SIGNUP) */
     STORE_CLIENT_BY_ID,   /* $1 client_id, $2 tenant slug → client row id, tenant id, secret
                            * SHA-256 (hex), grants, scopes (space-separated), token lifetime,
                            * can_introspect; no row when the client is not the tenant's (T02) */
@@ -117,6 +118,12 @@ enum store_stmt {
     STORE_AUDIT_LIST,         /* $1 tenant id, $2 action, $3 actor_id, $4 target_id, $5 since, $6
                                * until (Unix s), $7 cursor (seq), each or NULL, $8 limit → one row:
                                * {"events": [...], "next_cursor"} as JSON, newest first */
+    STORE_USER_SIGNUP,        /* sign-up with an address (SECURITY P02): $1 tenant id, $2 username,
+                               * $3 email, $4 hash, $5 ip, $6 request id, $7 verification token
+                               * SHA-256 (hex), $8 its lifetime s, $9 / $10 the verification mail's
+                               * subject / body, $11 / $12 the address-taken mail's → one row: users
+                               * created (0 or 1), address-taken mails queued (0 or 1); a taken
+                               * username raises 23505 (409) even when the address is taken too */
     STORE_STMT_COUNT,
 };
 
