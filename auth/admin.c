@@ -276,13 +276,6 @@ static void users_json_respond(struct http_ctx *ctx, void *state)
     http_respond(ctx, 200, "application/json", slice_make(json, strlen(json)));
 }
 
-static void users_done_respond(struct http_ctx *ctx, void *state)
-{
-    (void)state;
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
-    http_respond(ctx, 204, NULL, slice_make(NULL, 0));
-}
-
 /* Enable, unlock: no row means no live user of this tenant by that id. */
 static void users_changed_respond(struct http_ctx *ctx, void *state)
 {
@@ -292,7 +285,7 @@ static void users_changed_respond(struct http_ctx *ctx, void *state)
     else if (pg_result_rows(w->result) == 0)
         http_respond_problem(ctx, 404, "no such user");
     else
-        users_done_respond(ctx, state);
+        auth_respond_no_content(ctx, state);
 }
 
 /* Disable, delete: committed with the sessions' 'sid' revocations, which spread now. */
@@ -307,7 +300,7 @@ static void users_revoked(struct auth_wait *w)
         return;
     }
     auth_session_spread(w);
-    http_resume(w, users_done_respond);
+    http_resume(w, auth_respond_no_content);
 }
 
 static void users_send(struct auth_admin *admin)

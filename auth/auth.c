@@ -311,6 +311,20 @@ static void auth_wait_done(struct pg_query *q, const struct pg_result *r)
     /* w is gone: http_resume freed the state */
 }
 
+void auth_respond_invalid_token(struct http_ctx *ctx, void *state)
+{
+    (void)state;
+    http_header_add(ctx, "WWW-Authenticate", SLICE_LIT("Bearer error=\"invalid_token\""));
+    http_respond_problem(ctx, 401, "the access token is missing, invalid, expired or revoked");
+}
+
+void auth_respond_no_content(struct http_ctx *ctx, void *state)
+{
+    (void)state;
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond(ctx, 204, NULL, slice_make(NULL, 0));
+}
+
 void auth_answer_now(struct http_ctx *ctx, int status, const char *detail)
 {
     if (status == 503)

@@ -383,6 +383,11 @@ bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
 void auth_answer(struct auth_wait *w, int status, const char *detail);
 /* The same from the handler itself (the park is undone). */
 void auth_answer_now(struct http_ctx *ctx, int status, const char *detail);
+/* Answers for a parked request's respond step (http_resume_fn), or called from a handler:
+ * 401 with WWW-Authenticate Bearer error="invalid_token" (RFC 6750 §3.1), and 204 with
+ * Cache-Control no-store. */
+void auth_respond_invalid_token(struct http_ctx *ctx, void *state);
+void auth_respond_no_content(struct http_ctx *ctx, void *state);
 /* Answers a store failure (RFC 9457): 409 on a unique violation, 503 + Retry-After when
  * Postgres is down, busy or slow, 500 otherwise. */
 void auth_respond_store_failure(struct http_ctx *ctx, enum pg_outcome outcome);

@@ -57,20 +57,6 @@ static void medel_forget(struct medel_wait *mw)
     explicit_bzero(mw->stored, sizeof(mw->stored));
 }
 
-static void medel_unauthorized(struct http_ctx *ctx, void *state)
-{
-    (void)state;
-    http_header_add(ctx, "WWW-Authenticate", SLICE_LIT("Bearer error=\"invalid_token\""));
-    http_respond_problem(ctx, 401, "the access token is missing, invalid, expired or revoked");
-}
-
-static void medel_done_respond(struct http_ctx *ctx, void *state)
-{
-    (void)state;
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
-    http_respond(ctx, 204, NULL, slice_make(NULL, 0));
-}
-
 /* ---- The deletion --------------------------------------------------------------------------- */
 
 static void medel_committed(struct auth_wait *w)
@@ -84,7 +70,7 @@ static void medel_committed(struct auth_wait *w)
         return;
     }
     auth_session_spread(w);
-    http_resume(w, medel_done_respond);
+    http_resume(w, auth_respond_no_content);
 }
 
 static void medel_run(struct worker_job *job)
@@ -147,7 +133,7 @@ static void medel_check(struct medel_wait *mw, const struct auth_tenant *tenant)
         strlen(c->sid) != CT_UUID_TEXT_LEN || strlen(c->sub) != CT_UUID_TEXT_LEN ||
         strlen(c->tid) != CT_UUID_TEXT_LEN) {
         medel_forget(mw);
-        http_resume(mw, medel_unauthorized); /* a client's own token has no session, no user */
+        http_resume(mw, auth_respond_invalid_token); /* a client's own token has no session, no user */
         return;
     }
     memcpy(mw->tid, c->tid, sizeof(mw->tid));
@@ -207,7 +193,7 @@ static void medel_delete(struct http_ctx *ctx)
     const struct http1_header *h = http1_find_header(ctx->req, "Authorization");
     struct slice token = h ? http_auth_bearer(h->value) : slice_make(NULL, 0);
     if (token.len == 0 || token.len > MEDEL_TOKEN_MAX) {
-        medel_unauthorized(ctx, NULL);
+        auth_respond_invalid_token(ctx, NULL);
         return;
     }
     struct medel_wait *mw = auth_json_request(ctx, sizeof(*mw));

@@ -69,20 +69,6 @@ static void pwchange_forget(struct pwchange_wait *pw)
     explicit_bzero(pw->stored, sizeof(pw->stored));
 }
 
-static void pwchange_unauthorized(struct http_ctx *ctx, void *state)
-{
-    (void)state;
-    http_header_add(ctx, "WWW-Authenticate", SLICE_LIT("Bearer error=\"invalid_token\""));
-    http_respond_problem(ctx, 401, "the access token is missing, invalid, expired or revoked");
-}
-
-static void pwchange_done_respond(struct http_ctx *ctx, void *state)
-{
-    (void)state;
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
-    http_respond(ctx, 204, NULL, slice_make(NULL, 0));
-}
-
 /* ---- The change -------------------------------------------------------------------------- */
 
 static void pwchange_committed(struct auth_wait *w)
@@ -97,7 +83,7 @@ static void pwchange_committed(struct auth_wait *w)
         return;
     }
     auth_session_spread(w);
-    http_resume(w, pwchange_done_respond);
+    http_resume(w, auth_respond_no_content);
 }
 
 static void pwchange_run(struct worker_job *job)
@@ -169,7 +155,7 @@ static void pwchange_check(struct pwchange_wait *pw, const struct auth_tenant *t
         strlen(c->sid) != CT_UUID_TEXT_LEN || strlen(c->sub) != CT_UUID_TEXT_LEN ||
         strlen(c->tid) != CT_UUID_TEXT_LEN) {
         pwchange_forget(pw);
-        http_resume(pw, pwchange_unauthorized); /* a client's own token has no session */
+        http_resume(pw, auth_respond_invalid_token); /* a client's own token has no session */
         return;
     }
     memcpy(pw->tid, c->tid, sizeof(pw->tid));
@@ -233,7 +219,7 @@ static void pwchange_post(struct http_ctx *ctx)
     const struct http1_header *h = http1_find_header(ctx->req, "Authorization");
     struct slice token = h ? http_auth_bearer(h->value) : slice_make(NULL, 0);
     if (token.len == 0 || token.len > PWCHANGE_TOKEN_MAX) {
-        pwchange_unauthorized(ctx, NULL);
+        auth_respond_invalid_token(ctx, NULL);
         return;
     }
     struct pwchange_wait *pw = auth_json_request(ctx, sizeof(*pw));

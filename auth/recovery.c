@@ -186,13 +186,6 @@ static void recovery_accepted(struct http_ctx *ctx, void *state)
     http_respond(ctx, 202, "application/json", slice_make(body, sizeof(body) - 1));
 }
 
-static void recovery_no_content(struct http_ctx *ctx, void *state)
-{
-    (void)state;
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
-    http_respond(ctx, 204, NULL, slice_make(NULL, 0));
-}
-
 /* ---- Asking for a mail ---------------------------------------------------------------------- */
 
 /* The mail's text: the link of the tenant's page (the token after '#', so it never reaches a
@@ -294,7 +287,7 @@ static void recovery_reset_done(struct auth_wait *w)
         const char *tid = pg_result_value(w->result, i, 1), *sid = pg_result_value(w->result, i, 2);
         auth_revoke_spread(w, auth_revoked_key(tid, "sid", sid), exp, seq);
     }
-    http_resume(w, recovery_no_content);
+    http_resume(w, auth_respond_no_content);
 }
 
 static void recovery_hash_run(struct worker_job *job)
@@ -329,7 +322,7 @@ static void recovery_verified(struct auth_wait *w)
     else if (pg_result_rows(w->result) == 0)
         auth_answer(w, 400, recovery_refused);
     else
-        http_resume(w, recovery_no_content);
+        http_resume(w, auth_respond_no_content);
 }
 
 /* The request passed its checks and its rate limit: ctx is the handler's, or NULL from a

@@ -503,20 +503,6 @@ struct user_wait {
 
 _Static_assert(sizeof(struct user_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
 
-static void user_unauthorized(struct http_ctx *ctx, void *state)
-{
-    (void)state;
-    http_header_add(ctx, "WWW-Authenticate", SLICE_LIT("Bearer error=\"invalid_token\""));
-    http_respond_problem(ctx, 401, "the access token is missing, invalid, expired or revoked");
-}
-
-static void logout_respond(struct http_ctx *ctx, void *state)
-{
-    (void)state;
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
-    http_respond(ctx, 204, NULL, slice_make(NULL, 0));
-}
-
 static void logout_committed(struct auth_wait *w)
 {
     if (w->outcome != PG_OK) {
@@ -524,7 +510,7 @@ static void logout_committed(struct auth_wait *w)
         return;
     }
     auth_session_spread(w);
-    http_resume(w, logout_respond);
+    http_resume(w, auth_respond_no_content);
 }
 
 static bool user_uuid(const char *s)
@@ -577,7 +563,7 @@ static void sessions_revoke_committed(struct auth_wait *w)
         auth_answer(w, 404, "no such session");
         return;
     }
-    http_resume(w, logout_respond);
+    http_resume(w, auth_respond_no_content);
 }
 
 /* The statement for lw->mode, its parameters from the checked token. */
@@ -630,7 +616,7 @@ static void user_check(struct user_wait *lw, const struct auth_tenant *tenant)
     const struct jwt_claims *c = NULL;
     struct slice token = slice_make(lw->token, lw->token_len);
     if (auth_access_check(w->auth, w->loop, lw->slug, tenant, token, &c) != 0) {
-        http_resume(lw, user_unauthorized);
+        http_resume(lw, auth_respond_invalid_token);
         return;
     }
     if (!user_uuid(c->sid) || !user_uuid(c->sub) || !user_uuid(c->tid)) {
@@ -700,7 +686,7 @@ static void user_start(struct http_ctx *ctx, enum user_mode mode)
     const struct http1_header *h = http1_find_header(ctx->req, "Authorization");
     struct slice token = h ? http_auth_bearer(h->value) : slice_make(NULL, 0);
     if (token.len == 0 || token.len > AUTH_ACCESS_TOKEN_MAX) {
-        user_unauthorized(ctx, NULL);
+        auth_respond_invalid_token(ctx, NULL);
         return;
     }
     struct user_wait *lw = auth_park(ctx, auth, sizeof(*lw));
