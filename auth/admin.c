@@ -150,14 +150,35 @@ void *auth_admin_start(struct http_ctx *ctx, size_t bytes, const char *scope)
     return admin;
 }
 
+/* The tenant's keys, then the token; ctx is the handler's, or NULL after a rate-limit owner's
+ * answer. */
+static void admin_go(struct http_ctx *ctx, struct auth_admin *admin)
+{
+    if (auth_tenant_cached(admin->w.auth, admin->w.loop, admin->slug) == NULL)
+        auth_tenant_get(ctx, &admin->w, admin->slug, admin_keys_ready);
+    else
+        admin_check_token(admin, NULL);
+}
+
+static void admin_rate_passed(struct auth_wait *w)
+{
+    admin_go(NULL, (struct auth_admin *)w);
+}
+
+/* The source address's bucket first, as every endpoint that reaches Postgres: a stolen or
+ * guessed admin token cannot be used to flood the users and audit queries. */
 void auth_admin_check(struct http_ctx *ctx, struct auth_admin *admin, auth_admin_ready_fn ready)
 {
     assert(ready != NULL);
     admin->ready = ready;
-    if (auth_tenant_cached(admin->w.auth, ctx->loop, admin->slug) == NULL)
-        auth_tenant_get(ctx, &admin->w, admin->slug, admin_keys_ready);
-    else
-        admin_check_token(admin, NULL);
+    struct auth_rate_check limits;
+    if (!auth_rate_admit(ctx, admin->w.auth, "", &limits))
+        return; /* answered 429: the park is undone */
+    admin->w.rate = limits;
+    if (!auth_rate_pending(&admin->w.rate))
+        admin_go(ctx, admin);
+    else if (auth_rate_continue(ctx, &admin->w, admin_rate_passed) != 0)
+        auth_answer_now(ctx, 503, "the server is busy; retry later");
 }
 
 /* ---- Query parameters ------------------------------------------------------------------------ */

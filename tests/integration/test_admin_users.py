@@ -369,6 +369,25 @@ def run_all(res, env):
         check_clean_exit(res, srv)
     finally:
         srv.kill()
+    check_rate_limited(res, env, state)
+
+
+ADMIN_RATE_TRIES = 6  # at one per second with a one-second burst, the third at once is refused
+
+
+def check_rate_limited(res, env, state):
+    """Admin requests take the source address's bucket: past it, 429 with Retry-After, before the
+    token is even looked at."""
+    srv = env.server(TESSERA_RATE_ADDRESS_PER_S=1, TESSERA_RATE_BURST_S=1)
+    try:
+        answers = [admin_call(srv.port, state["token"], "GET", users_path())[:2] for _ in range(ADMIN_RATE_TRIES)]
+        statuses = [a[0] for a in answers]
+        limited = [a for a in answers if a[0] == 429]
+        res.check("admin requests past the address's burst: 429 with Retry-After",
+                  statuses[0] == 200 and limited and all(hdr(a[1], "retry-after") for a in limited), repr(statuses))
+        check_clean_exit(res, srv, "rate-limited server exits 0 on SIGTERM, no sanitizer report")
+    finally:
+        srv.kill()
 
 
 def main():
