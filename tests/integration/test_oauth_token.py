@@ -25,7 +25,8 @@ import uuid
 
 from tessera_harness import Results, Server, check_clean_exit, exchange, tessera_bin
 
-CLIENT_REVOCATION_S = 3.0  # the CLI's revocation reaches the servers by their 1 s poll
+CLIENT_REVOCATION_S = 10.0  # the CLI's revocation reaches the shards by their 1 s poll; seconds
+                           # more when ctest's parallel floods load the machine
 
 PUBLIC_URL = "https://auth.example.test/base"
 CONTRACT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -544,10 +545,11 @@ def test_deleted_client(res, world):
     res.check("J32 deleted client: 401 invalid_client right after admin client delete",
               after.status == 401 and oauth_error(after) == "invalid_client", show(after))
     deadline = time.monotonic() + CLIENT_REVOCATION_S
-    while bearer_status(world, slug, token) != 401 and time.monotonic() < deadline:
+    refused = lambda: all(bearer_status(world, slug, token) == 401 for _ in range(6))  # noqa: E731
+    while not refused() and time.monotonic() < deadline:
         time.sleep(0.05)
-    res.check("deleted client: its access token is refused at /verify within the revocation poll",
-              bearer_status(world, slug, token) == 401)
+    res.check("deleted client: its access token is refused at /verify on every shard after the revocation poll",
+              refused())
 
 
 def bearer_status(world, slug, token):
