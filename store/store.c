@@ -287,15 +287,18 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "SELECT count(*) FROM one" },
     /* SECURITY P13: the token is spent under its row lock (a concurrent replay waits, then
      * finds it used), the password set and the lockout cleared, every session of the user
-     * revoked with its 'sid' revocation as logout-all does, and the audit row written. */
+     * revoked with its 'sid' revocation as logout-all does, and the audit row written. The
+     * mail proved the address it went to: still the user's, it is marked verified. */
     [STORE_RECOVERY_RESET] = {
         "recovery_reset", false,
         "WITH k AS (UPDATE one_time_tokens o SET used_at = now(), updated_at = now() "
         "FROM tenants t, users u WHERE t.slug = $1 AND t.deleted_at IS NULL AND o.tenant_id = t.id "
         "AND o.sha256 = decode($2, 'hex') AND o.purpose = 'password_reset' AND o.used_at IS NULL "
         "AND o.expires_at > now() AND u.tenant_id = o.tenant_id AND u.id = o.user_id "
-        "AND u.deleted_at IS NULL AND NOT u.disabled RETURNING o.tenant_id, o.user_id), "
+        "AND u.deleted_at IS NULL AND NOT u.disabled "
+        "RETURNING o.tenant_id, o.user_id, o.data->>'email' AS email), "
         "p AS (UPDATE users SET password_hash = $3, failed_logins = 0, locked_until = NULL, "
+        "email_verified = email_verified OR coalesce(lower(users.email) = lower(k.email), false), "
         "updated_at = now() FROM k WHERE users.tenant_id = k.tenant_id AND users.id = k.user_id "
         "RETURNING users.tenant_id, users.id), "
         "s AS (UPDATE sessions SET revoked_at = now() FROM p WHERE sessions.tenant_id = p.tenant_id "

@@ -214,10 +214,12 @@ def check_refused_passwords(res, env, port, token):
 
 def check_reset(res, env, port, token, before):
     uid = env.users["alice"]
-    env.sql("UPDATE users SET failed_logins = 7, locked_until = now() + interval '1 hour' "
-            "WHERE id = '%s'" % uid)
+    env.sql("UPDATE users SET failed_logins = 7, locked_until = now() + interval '1 hour', "
+            "email_verified = false WHERE id = '%s'" % uid)
     status = post(port, "password/reset", {"token": token, "password": NEW_PASSWORD})[0]
     res.check("reset: 204", status == 204, repr(status))
+    res.check("reset: the mail proved the address: email_verified is true",
+              env.sql("SELECT email_verified FROM users WHERE id = '%s'" % uid) == "t")
     res.check("reset: the lockout is cleared", env.sql("SELECT failed_logins, locked_until IS NULL FROM users "
                                                       "WHERE id = '%s'" % uid) == "0|t")
     res.check("reset: the old password is refused", password_login(env, port, "alice", "correct horse battery staple")
