@@ -40,14 +40,21 @@ static void access_from_cache(const struct auth_vclaims *v, struct jwt_claims *o
     out->nbf = v->nbf;
 }
 
-/* True when the token's jti, its session or its client was revoked (a deleted client's
- * tokens end with it: store/admin.c). */
-static bool access_revoked(const struct auth_revoked *revoked, const struct jwt_claims *c, int64_t now)
+void auth_revoke_keys(const struct jwt_claims *c, uint64_t keys[AUTH_REVOKE_KEYS])
 {
-    if (auth_revoked_has(revoked, auth_revoked_key(c->tid, "jti", c->jti), now) ||
-        auth_revoked_has(revoked, auth_revoked_key(c->tid, "client", c->client_id), now))
-        return true;
-    return c->sid[0] != '\0' && auth_revoked_has(revoked, auth_revoked_key(c->tid, "sid", c->sid), now);
+    keys[0] = auth_revoked_key(c->tid, "jti", c->jti);
+    keys[1] = auth_revoked_key(c->tid, "client", c->client_id); /* a deleted client's tokens */
+    keys[2] = c->sid[0] != '\0' ? auth_revoked_key(c->tid, "sid", c->sid) : 0;
+}
+
+/* True when one of the token's keys is in the revocation set. */
+static bool access_revoked(const struct auth_revoked *revoked, const uint64_t keys[AUTH_REVOKE_KEYS], int64_t now)
+{
+    for (int i = 0; i < AUTH_REVOKE_KEYS; i++) {
+        if (keys[i] != 0 && auth_revoked_has(revoked, keys[i], now))
+            return true;
+    }
+    return false;
 }
 
 int auth_access_check(const struct auth *auth, const struct loop *loop, const char *slug,
@@ -64,9 +71,9 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
         cache = NULL;
     const struct auth_vclaims *seen = cache ? auth_vcache_get(cache, slug, token, now) : NULL;
     if (seen != NULL) {
-        access_from_cache(seen, &claims);
-        if (access_revoked(revoked, &claims, now))
+        if (access_revoked(revoked, seen->revoke_keys, now))
             return -TE_INVAL;
+        access_from_cache(seen, &claims);
         *out = &claims;
         return 0;
     }
@@ -87,10 +94,12 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
     };
     if (b.overflow || jwt_verify(&tenant->keys, &expect, token.ptr, token.len, scratch, sizeof(scratch), &claims) != 0)
         return -TE_INVAL;
-    if (access_revoked(revoked, &claims, now))
+    uint64_t keys[AUTH_REVOKE_KEYS];
+    auth_revoke_keys(&claims, keys);
+    if (access_revoked(revoked, keys, now))
         return -TE_INVAL;
     if (cache != NULL)
-        auth_vcache_put(cache, slug, token, &claims);
+        auth_vcache_put(cache, slug, token, &claims, keys);
     *out = &claims;
     return 0;
 }

@@ -53,9 +53,17 @@ struct auth_tenant {
 #define AUTH_VCACHE_WAYS 4            /* a set's entries: colliding tokens do not evict each other */
 #define AUTH_VCACHE_SECRET_BYTES 192  /* XXH3's secret (at least XXH3_SECRET_SIZE_MIN, 136) */
 
+/* The revocation set's keys of a token (auth_revoked_key): its jti, its client and, for a
+ * user's token, its session (0: none). Made once when the token is verified, so a cached
+ * check does no hashing of its own. */
+#define AUTH_REVOKE_KEYS 3
+struct jwt_claims;
+void auth_revoke_keys(const struct jwt_claims *c, uint64_t keys[AUTH_REVOKE_KEYS]);
+
 /* What a gateway check needs of a verified token; sized for Tessera's own tokens (UUIDs),
  * a longer claim is simply not cached. */
 struct auth_vclaims {
+    uint64_t revoke_keys[AUTH_REVOKE_KEYS];
     char sub[129];
     char client_id[129];
     char tid[CT_UUID_TEXT_LEN + 1];
@@ -73,9 +81,9 @@ void auth_vcache_destroy(struct auth_vcache *cache);
 /* The claims of token if it was verified for tenant slug and has not expired, or NULL. */
 const struct auth_vclaims *auth_vcache_get(struct auth_vcache *cache, const char *slug, struct slice token,
                                            int64_t now);
-struct jwt_claims;
+/* keys: auth_revoke_keys' of the claims. */
 void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice token,
-                     const struct jwt_claims *claims);
+                     const struct jwt_claims *claims, const uint64_t keys[AUTH_REVOKE_KEYS]);
 
 /* OAuth clients (auth/client.c). */
 #define AUTH_CLIENT_ID_MAX 128        /* the schema's bound on clients.client_id */

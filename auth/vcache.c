@@ -103,7 +103,8 @@ static bool vcache_copy(char *dst, size_t cap, const char *src)
     return true;
 }
 
-void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice token, const struct jwt_claims *c)
+void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice token, const struct jwt_claims *c,
+                     const uint64_t keys[AUTH_REVOKE_KEYS])
 {
     XXH128_hash_t digest;
     struct vcache_entry *e = vcache_victim(vcache_set(cache, token, &digest), digest, token.len);
@@ -114,6 +115,7 @@ void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice t
         !vcache_copy(v->sid, sizeof(v->sid), c->sid) ||
         !vcache_copy(v->scope, sizeof(v->scope), c->scope) || !vcache_copy(e->slug, sizeof(e->slug), slug))
         return;
+    memcpy(v->revoke_keys, keys, sizeof(v->revoke_keys));
     v->exp = c->exp;
     v->iat = c->iat;
     v->nbf = c->nbf;

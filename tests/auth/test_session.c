@@ -18,6 +18,9 @@
 
 #define TEST_SID "0192f0e4-7b7c-7cc3-9a51-3c1f8e2d4b6a"
 
+/* Entries cached without revocation keys: these tests are about the cache itself. */
+static const uint64_t test_no_keys[AUTH_REVOKE_KEYS];
+
 static void test_hex(const uint8_t *in, size_t n, char *out)
 {
     for (size_t i = 0; i < n; i++)
@@ -88,12 +91,12 @@ static void test_vcache_sid(void)
     snprintf(c.sid, sizeof(c.sid), "%s", TEST_SID);
     c.exp = 1800000900;
     struct slice tok = SLICE_LIT("eyJhbGciOiJSUzI1NiJ9.with-sid.signature");
-    auth_vcache_put(cache, "acme", tok, &c);
+    auth_vcache_put(cache, "acme", tok, &c, test_no_keys);
     const struct auth_vclaims *v = auth_vcache_get(cache, "acme", tok, 1800000000);
     assert(v != NULL && strcmp(v->sid, TEST_SID) == 0);
     c.sid[0] = '\0';
     struct slice other = SLICE_LIT("eyJhbGciOiJSUzI1NiJ9.without-sid.signature");
-    auth_vcache_put(cache, "acme", other, &c);
+    auth_vcache_put(cache, "acme", other, &c, test_no_keys);
     v = auth_vcache_get(cache, "acme", other, 1800000000);
     assert(v != NULL && v->sid[0] == '\0');
     auth_vcache_destroy(cache);

@@ -20,6 +20,9 @@
 #define TEST_POOL_HITS_MIN 9500    /* expected about 9,900; direct-mapped would keep ~7,400 */
 #define TEST_OVERFLOW (AUTH_VCACHE_SLOTS * 2)
 
+/* Entries cached without revocation keys: these tests are about the cache itself. */
+static const uint64_t test_no_keys[AUTH_REVOKE_KEYS];
+
 static void test_claims(struct jwt_claims *c, unsigned n, int64_t exp)
 {
     memset(c, 0, sizeof(*c));
@@ -44,8 +47,10 @@ static void test_hit_and_misses(struct auth_vcache *cache)
     struct jwt_claims c;
     test_claims(&c, 1, TEST_NOW + 900);
     struct slice tok = test_token(buf, sizeof(buf), 1);
-    auth_vcache_put(cache, "alpha", tok, &c);
+    static const uint64_t keys[AUTH_REVOKE_KEYS] = { 11, 12, 0 };
+    auth_vcache_put(cache, "alpha", tok, &c, keys);
     const struct auth_vclaims *v = auth_vcache_get(cache, "alpha", tok, TEST_NOW);
+    assert(v != NULL && memcmp(v->revoke_keys, keys, sizeof(keys)) == 0); /* made once, at verification */
     assert(v != NULL && strcmp(v->sub, "sub-1") == 0 && strcmp(v->jti, "jti-1") == 0 && v->exp == c.exp);
     assert(auth_vcache_get(cache, "beta", tok, TEST_NOW) == NULL); /* T09 */
     assert(auth_vcache_get(cache, "alph", tok, TEST_NOW) == NULL);
@@ -61,7 +66,7 @@ static void test_expiry(struct auth_vcache *cache)
     struct jwt_claims c;
     test_claims(&c, 2, TEST_NOW + 30);
     struct slice tok = test_token(buf, sizeof(buf), 2);
-    auth_vcache_put(cache, "alpha", tok, &c);
+    auth_vcache_put(cache, "alpha", tok, &c, test_no_keys);
     int64_t last_good = c.exp + JWT_LEEWAY_DEFAULT_S - 1;
     assert(auth_vcache_get(cache, "alpha", tok, last_good) != NULL);
     assert(auth_vcache_get(cache, "alpha", tok, last_good + 1) == NULL);
@@ -76,7 +81,7 @@ static void test_too_long(struct auth_vcache *cache)
     memset(c.scope, 's', sizeof(((struct auth_vclaims *)0)->scope)); /* one past what fits */
     c.scope[sizeof(((struct auth_vclaims *)0)->scope)] = '\0';
     struct slice tok = test_token(buf, sizeof(buf), 3);
-    auth_vcache_put(cache, "alpha", tok, &c);
+    auth_vcache_put(cache, "alpha", tok, &c, test_no_keys);
     assert(auth_vcache_get(cache, "alpha", tok, TEST_NOW) == NULL);
 }
 
@@ -94,10 +99,10 @@ static void test_replace(struct auth_vcache *cache)
     struct jwt_claims c;
     test_claims(&c, 4, TEST_NOW + 900);
     struct slice tok = test_token(buf, sizeof(buf), 4);
-    auth_vcache_put(cache, "alpha", tok, &c);
+    auth_vcache_put(cache, "alpha", tok, &c, test_no_keys);
     unsigned before = test_used_entries(cache);
     c.exp = TEST_NOW + 1000;
-    auth_vcache_put(cache, "alpha", tok, &c);
+    auth_vcache_put(cache, "alpha", tok, &c, test_no_keys);
     assert(test_used_entries(cache) == before);
     assert(auth_vcache_get(cache, "alpha", tok, TEST_NOW)->exp == TEST_NOW + 1000);
 }
@@ -108,7 +113,7 @@ static unsigned test_pool_hits(struct auth_vcache *cache, unsigned first, unsign
     struct jwt_claims c;
     for (unsigned n = first; n < first + count; n++) {
         test_claims(&c, n, TEST_NOW + 900 + n % 600);
-        auth_vcache_put(cache, "alpha", test_token(buf, sizeof(buf), n), &c);
+        auth_vcache_put(cache, "alpha", test_token(buf, sizeof(buf), n), &c, test_no_keys);
     }
     unsigned hits = 0;
     for (unsigned n = first; n < first + count; n++) {
