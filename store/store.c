@@ -198,10 +198,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "session_logout_all", false,
         "WITH s AS (UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND user_id = $2 "
         "AND revoked_at IS NULL RETURNING id, tenant_id, client_id), "
-        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
-        "s.id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
-        "WHERE c.tenant_id = s.tenant_id AND c.client_id = s.client_id), 0) + $3::int) FROM s "
-        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        STORE_SID_REVOCATIONS("$3")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT $1, 'user', $2::text, 'logout_all', 'user', $2::text, $4::inet, "
         "$5, jsonb_build_object('sessions', (SELECT count(*) FROM s))) "
@@ -236,10 +233,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "session_revoke_own", false,
         "WITH s AS (UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND user_id = $2 "
         "AND id = $3 AND revoked_at IS NULL RETURNING id, tenant_id, client_id), "
-        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
-        "s.id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
-        "WHERE c.tenant_id = s.tenant_id AND c.client_id = s.client_id), 0) + $4::int) FROM s "
-        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        STORE_SID_REVOCATIONS("$4")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id) SELECT s.tenant_id, 'user', $2::text, 'session_revoked', 'session', s.id::text, "
         "$5::inet, $6 FROM s) "
@@ -304,10 +298,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "s AS (UPDATE sessions SET revoked_at = now() FROM p WHERE sessions.tenant_id = p.tenant_id "
         "AND sessions.user_id = p.id AND sessions.revoked_at IS NULL "
         "RETURNING sessions.id, sessions.tenant_id, sessions.client_id), "
-        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
-        "s.id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
-        "WHERE c.tenant_id = s.tenant_id AND c.client_id = s.client_id), 0) + $4::int) FROM s "
-        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        STORE_SID_REVOCATIONS("$4")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT p.tenant_id, 'user', p.id::text, 'password_reset', 'user', "
         "p.id::text, $5::inet, $6, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM p) "
@@ -355,10 +346,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "s AS (UPDATE sessions SET revoked_at = now() FROM p WHERE sessions.tenant_id = p.tenant_id "
         "AND sessions.user_id = p.id AND sessions.id <> $4::uuid AND sessions.revoked_at IS NULL "
         "RETURNING sessions.id, sessions.tenant_id, sessions.client_id), "
-        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
-        "s.id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
-        "WHERE c.tenant_id = s.tenant_id AND c.client_id = s.client_id), 0) + $5::int) FROM s "
-        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        STORE_SID_REVOCATIONS("$5")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT p.tenant_id, 'user', p.id::text, 'password_changed', 'user', "
         "p.id::text, $6::inet, $7, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM p) "
