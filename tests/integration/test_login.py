@@ -356,7 +356,7 @@ def test_p10(res, env, port):
     app = env.clients["app"]["client_id"]
     for prefix, h in sorted(bcrypt_hashes().items()):
         name = "legacy-" + prefix
-        uid = env.user(name, password="placeholder password")
+        uid = env.user(name, password="an unused passphrase")
         env.sql("UPDATE users SET password_hash = '%s' WHERE id = '%s'" % (h, uid))
         res.check("P10: $%s$ imported hash is $%s$" % (prefix, prefix), h.startswith("$%s$" % prefix), h)
         st = login(port, {"username": name, "password": "wrong password", "client_id": app})[0]
@@ -379,7 +379,7 @@ def test_p11(res, env, port):
     h = r.stdout.decode().strip().split(":", 1)[1]
     for label, first in (("the exact password", exact), ("a password with the same first 72 bytes", twin)):
         name = "legacy-72-" + ("exact" if first is exact else "twin")
-        uid = env.user(name, password="placeholder password")
+        uid = env.user(name, password="an unused passphrase")
         env.sql("UPDATE users SET password_hash = '%s' WHERE id = '%s'" % (h, uid))
         st = login(port, {"username": name, "password": first, "client_id": app})[0]
         stored = env.sql("SELECT password_hash FROM users WHERE id = '%s'" % uid)
@@ -632,7 +632,7 @@ def test_p07(res, env, port):
               (bad[0], jbody(bad[2])) == (wrong_grant[0], wrong_grant[2]) and bad[0] == 400
               and refusal(bad)[1] == refusal(wrong_grant)[1], "%r\n%r" % (bad, wrong_grant))
     # An imported bcrypt hash of the NFD bytes: the raw bytes only, then the normalised rehash.
-    uid = env.user("legacy-p07", password="placeholder password")
+    uid = env.user("legacy-p07", password="an unused passphrase")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         h = crypt.crypt(nfd, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 5))
