@@ -8,7 +8,9 @@
  *
  * Revocation is checked on every call, cached or not: by jti (RFC 7009), by client (a
  * deleted client's tokens) and, for a user's token, by its session id (sid: a logout or a
- * refresh-token reuse, RFC 9700 §4.14.2, kills every access token of the session at once). */
+ * refresh-token reuse, RFC 9700 §4.14.2, kills every access token of the session at once)
+ * and by its subject's not-before (logout everywhere, a disabled or deleted user, a reset:
+ * every token of the user issued before it). */
 #include "auth/auth_int.h"
 
 #include <assert.h>
@@ -44,17 +46,21 @@ void auth_revoke_keys(const struct jwt_claims *c, uint64_t keys[AUTH_REVOKE_KEYS
 {
     keys[0] = auth_revoked_key(c->tid, "jti", c->jti);
     keys[1] = auth_revoked_key(c->tid, "client", c->client_id); /* a deleted client's tokens */
-    keys[2] = c->sid[0] != '\0' ? auth_revoked_key(c->tid, "sid", c->sid) : 0;
+    bool user = c->sid[0] != '\0'; /* a client's own token has no session and no user */
+    keys[2] = user ? auth_revoked_key(c->tid, "sid", c->sid) : 0;
+    keys[AUTH_REVOKE_KEY_SUB] = user ? auth_revoked_key(c->tid, "sub", c->sub) : 0;
 }
 
-/* True when one of the token's keys is in the revocation set. */
-static bool access_revoked(const struct auth_revoked *revoked, const uint64_t keys[AUTH_REVOKE_KEYS], int64_t now)
+/* True when one of the token's keys is in the revocation set, or it was issued before its
+ * subject's not-before. */
+static bool access_revoked(const struct auth_revoked *revoked, const uint64_t keys[AUTH_REVOKE_KEYS],
+                           int64_t iat, int64_t now)
 {
-    for (int i = 0; i < AUTH_REVOKE_KEYS; i++) {
+    for (int i = 0; i < AUTH_REVOKE_KEY_SUB; i++) {
         if (keys[i] != 0 && auth_revoked_has(revoked, keys[i], now))
             return true;
     }
-    return false;
+    return keys[AUTH_REVOKE_KEY_SUB] != 0 && auth_revoked_before(revoked, keys[AUTH_REVOKE_KEY_SUB], iat, now);
 }
 
 int auth_access_check(const struct auth *auth, const struct loop *loop, const char *slug,
@@ -71,7 +77,7 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
         cache = NULL;
     const struct auth_vclaims *seen = cache ? auth_vcache_get(cache, slug, token, now) : NULL;
     if (seen != NULL) {
-        if (access_revoked(revoked, seen->revoke_keys, now))
+        if (access_revoked(revoked, seen->revoke_keys, seen->iat, now))
             return -TE_INVAL;
         access_from_cache(seen, &claims);
         *out = &claims;
@@ -96,7 +102,7 @@ int auth_access_check(const struct auth *auth, const struct loop *loop, const ch
         return -TE_INVAL;
     uint64_t keys[AUTH_REVOKE_KEYS];
     auth_revoke_keys(&claims, keys);
-    if (access_revoked(revoked, keys, now))
+    if (access_revoked(revoked, keys, claims.iat, now))
         return -TE_INVAL;
     if (cache != NULL)
         auth_vcache_put(cache, slug, token, &claims, keys);

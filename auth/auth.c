@@ -195,6 +195,13 @@ static void auth_fanout_heard(struct auth_shard *shard, const struct ring_msg *m
     auth_stat_add(&shard->stats.fanout_sum_us, hop_us);
 }
 
+static void auth_not_before_heard(struct auth_shard *shard, const struct ring_msg *msg)
+{
+    int64_t nb, until;
+    auth_revoked_unpack_not_before(msg->b, &nb, &until);
+    auth_revoked_add_not_before(shard->revoked, msg->a, nb, until);
+}
+
 /* One counter of every shard, summed: the counter at byte offset `at` of the stats. */
 static uint64_t auth_stat_sum(const struct auth *auth, size_t at)
 {
@@ -233,6 +240,8 @@ bool auth_handle_message(struct auth *auth, struct loop *loop, const struct ring
     struct auth_shard *shard = auth->shards[loop_index(loop)];
     if (msg->kind == AUTH_MSG_REVOKED)
         auth_fanout_heard(shard, msg);
+    else if (msg->kind == AUTH_MSG_NOT_BEFORE)
+        auth_not_before_heard(shard, msg);
     else if (msg->kind == AUTH_MSG_RATE_ASK)
         auth_rate_on_ask(shard->rate, msg);
     else if (msg->kind == AUTH_MSG_RATE_ANSWER)

@@ -54,9 +54,11 @@ struct auth_tenant {
 #define AUTH_VCACHE_SECRET_BYTES 192  /* XXH3's secret (at least XXH3_SECRET_SIZE_MIN, 136) */
 
 /* The revocation set's keys of a token (auth_revoked_key): its jti, its client and, for a
- * user's token, its session (0: none). Made once when the token is verified, so a cached
- * check does no hashing of its own. */
-#define AUTH_REVOKE_KEYS 3
+ * user's token, its session and its subject (0: none; the last is looked up among the
+ * not-befores). Made once when the token is verified, so a cached check does no hashing of
+ * its own. */
+#define AUTH_REVOKE_KEYS 4
+#define AUTH_REVOKE_KEY_SUB 3
 struct jwt_claims;
 void auth_revoke_keys(const struct jwt_claims *c, uint64_t keys[AUTH_REVOKE_KEYS]);
 
@@ -104,6 +106,7 @@ void auth_client_cache_destroy(struct auth_client_cache *cache);
 #define AUTH_EVENT_REVOKED 1u         /* store event: a revocation with this seq committed */
 #define AUTH_MSG_REVOKED 0x41550001u  /* ring message: a = key, b = auth_revoked_pack's word
                                        * (the local fan-out) */
+#define AUTH_MSG_NOT_BEFORE 0x41550004u /* ring message: a = key, b = auth_revoked_pack_not_before's */
 /* The fan-out's ring hop as the receiving shard measures it (/metrics:
  * tessera_revocation_fanout_seconds): bucket upper bounds in µs. */
 #define AUTH_FANOUT_BUCKETS 10
@@ -120,6 +123,14 @@ bool auth_revoked_ready(const struct auth_revoked *r);
 uint64_t auth_revoked_key(const char *tenant_id, const char *kind, const char *value);
 bool auth_revoked_has(const struct auth_revoked *r, uint64_t key, int64_t now);
 void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp);
+/* A subject's not-before (a 'sub' revocation: logout everywhere, a disabled or deleted user,
+ * a password reset): its tokens issued before nb (iat < nb, Keycloak's rule) are refused
+ * until `until`, the last exp such a token can carry. */
+void auth_revoked_add_not_before(struct auth_revoked *r, uint64_t key, int64_t nb, int64_t until);
+bool auth_revoked_before(const struct auth_revoked *r, uint64_t key, int64_t iat, int64_t now);
+/* AUTH_MSG_NOT_BEFORE's b: nb and until in one word (not timed: the metric is per kind). */
+uint64_t auth_revoked_pack_not_before(int64_t nb, int64_t until);
+void auth_revoked_unpack_not_before(uint64_t packed, int64_t *nb, int64_t *until);
 /* The fan-out message's b: the revoked token's exp and the sending moment, so the receiver
  * can time the hop without a wider ring message. */
 uint64_t auth_revoked_pack(int64_t exp);
@@ -131,6 +142,8 @@ struct auth_wait;
 /* A revocation committed with seq (auth/revoke.c): applied on this shard, sent to every
  * local shard, published for the other instances (DESIGN §1's protocol, steps 2 and 3). */
 void auth_revoke_spread(struct auth_wait *w, uint64_t key, int64_t exp, int64_t seq);
+/* The same for a 'sub' revocation (auth_revoked_add_not_before). */
+void auth_revoke_spread_not_before(struct auth_wait *w, uint64_t key, int64_t nb, int64_t until, int64_t seq);
 
 /* Counters written by their shard only (relaxed stores), read by a scrape on any shard. */
 struct auth_shard_stats {
@@ -475,8 +488,10 @@ int auth_session_sign(const struct auth_user_token *t, char *out, size_t cap);
 #define AUTH_SESSION_REVOKE_SLACK_S 3600 /* a 'sid' revocation outlives the client's token
                                           * lifetime by an hour: a lifetime raised since a
                                           * token was issued, and clock leeway, stay covered */
-/* Spreads every 'sid' revocation of w->result (seq, tenant id, session id, expiry: the
- * session statements' columns; a row of NULLs is skipped) by auth_revoke_spread; how many. */
+/* Spreads every revocation of w->result (seq, tenant id, value, until and, when a fifth
+ * column is there and not NULL, the not-before of a 'sub' revocation whose value is the
+ * user id; else value is a session id: the session statements' columns; a row of NULLs is
+ * skipped) by auth_revoke_spread(_not_before); how many. */
 int auth_session_spread(struct auth_wait *w);
 
 /* The caller of a grant at the token endpoint: 0 with *public_client set when a client names

@@ -274,19 +274,11 @@ static void recovery_reset_done(struct auth_wait *w)
         auth_fail(w, w->outcome);
         return;
     }
-    int rows = pg_result_rows(w->result);
-    if (rows == 0) {
+    if (pg_result_rows(w->result) == 0) {
         auth_answer(w, 400, recovery_refused);
         return;
     }
-    for (int i = 0; i < rows; i++) {
-        if (pg_result_is_null(w->result, i, 0))
-            continue;
-        int64_t seq = strtoll(pg_result_value(w->result, i, 0), NULL, 10);
-        int64_t exp = strtoll(pg_result_value(w->result, i, 3), NULL, 10);
-        const char *tid = pg_result_value(w->result, i, 1), *sid = pg_result_value(w->result, i, 2);
-        auth_revoke_spread(w, auth_revoked_key(tid, "sid", sid), exp, seq);
-    }
+    auth_session_spread(w);
     http_resume(w, auth_respond_no_content);
 }
 

@@ -72,16 +72,29 @@ static void revoke_publish(struct auth_wait *w, int64_t seq)
         free(p);
 }
 
-void auth_revoke_spread(struct auth_wait *w, uint64_t key, int64_t exp, int64_t seq)
+/* Steps 2 and 3 of DESIGN §1's protocol, once this shard has applied the revocation. */
+static void revoke_fan_out(struct auth_wait *w, const struct ring_msg *msg, int64_t seq)
 {
     unsigned self = loop_index(w->loop);
-    auth_revoked_add(w->auth->shards[self]->revoked, key, exp);
-    struct ring_msg msg = { .kind = AUTH_MSG_REVOKED, .a = key, .b = auth_revoked_pack(exp) };
     for (unsigned to = 0; to < w->auth->cfg->shards; to++) {
-        if (to != self && loop_send_message(w->loop, to, &msg) != 0)
+        if (to != self && loop_send_message(w->loop, to, msg) != 0)
             log_msg(LOG_WARN, "ring full: a shard learns of a revocation by its poll", NULL);
     }
     revoke_publish(w, seq);
+}
+
+void auth_revoke_spread(struct auth_wait *w, uint64_t key, int64_t exp, int64_t seq)
+{
+    auth_revoked_add(w->auth->shards[loop_index(w->loop)]->revoked, key, exp);
+    struct ring_msg msg = { .kind = AUTH_MSG_REVOKED, .a = key, .b = auth_revoked_pack(exp) };
+    revoke_fan_out(w, &msg, seq);
+}
+
+void auth_revoke_spread_not_before(struct auth_wait *w, uint64_t key, int64_t nb, int64_t until, int64_t seq)
+{
+    auth_revoked_add_not_before(w->auth->shards[loop_index(w->loop)]->revoked, key, nb, until);
+    struct ring_msg msg = { .kind = AUTH_MSG_NOT_BEFORE, .a = key, .b = auth_revoked_pack_not_before(nb, until) };
+    revoke_fan_out(w, &msg, seq);
 }
 
 /* Committed: apply here, on every local shard, then tell the other instances. */

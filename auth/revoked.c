@@ -27,15 +27,26 @@
 #include "core/log.h"
 
 #define REVOKED_INITIAL_SLOTS 4096 /* a power of two; most tenants revoke little */
+#define REVOKED_NOT_BEFORE_SLOTS 256 /* a power of two: one entry per logout-all, not per session */
 #define REVOKED_CATCHUP_ROWS 1000  /* the statement's LIMIT: a full page asks for the next */
+
+/* One open-addressing table: keys (0: an empty slot) with the moment each entry may be
+ * dropped and, in the not-before table only, the moment before which the subject's tokens
+ * were issued. */
+struct revoked_table {
+    uint64_t *keys;
+    int64_t *until;   /* dropped once until + the leeway has passed */
+    int64_t *nb;      /* NULL in the set; the not-before of each entry in the other */
+    size_t cap;       /* a power of two */
+    size_t count;
+};
 
 struct auth_revoked {
     struct auth *auth;
     struct loop *loop;
-    uint64_t *keys;   /* 0: empty slot */
-    int64_t *exp;
-    size_t cap;       /* a power of two */
-    size_t count;
+    struct revoked_table set;        /* jti, sid, client: until = the revoked token's exp */
+    struct revoked_table not_before; /* sub: until = the last exp a token issued before nb
+                                      * can carry */
     int64_t last_seq;
     bool caught_up;   /* the first catch-up completed: the shard may report ready */
     bool in_flight;   /* a catch-up query is running */
@@ -55,7 +66,8 @@ static void revoked_key_part(char *buf, size_t cap, size_t *n, const char *s, bo
         buf[(*n)++] = '\0';
 }
 
-/* On the hot path (two or three per check): plain copies, no formatting. */
+/* On the hot path (three or four per verification, none per cached check): plain copies, no
+ * formatting. */
 uint64_t auth_revoked_key(const char *tenant_id, const char *kind, const char *value)
 {
     char buf[CT_UUID_TEXT_LEN + 8 + 260]; /* values are bounded by the schema (256) */
@@ -66,88 +78,130 @@ uint64_t auth_revoked_key(const char *tenant_id, const char *kind, const char *v
     return XXH3_64bits(buf, n) | 1; /* never 0, the empty slot */
 }
 
-/* ---- The table --------------------------------------------------------------------------- */
+/* ---- The tables -------------------------------------------------------------------------- */
 
-static size_t revoked_find(const struct auth_revoked *r, uint64_t key)
+static int revoked_table_init(struct revoked_table *t, size_t cap, bool with_nb)
 {
-    size_t mask = r->cap - 1;
+    t->cap = cap;
+    t->count = 0;
+    t->keys = calloc(cap, sizeof(*t->keys));
+    t->until = calloc(cap, sizeof(*t->until));
+    t->nb = with_nb ? calloc(cap, sizeof(*t->nb)) : NULL;
+    return t->keys == NULL || t->until == NULL || (with_nb && t->nb == NULL) ? -TE_NOMEM : 0;
+}
+
+static void revoked_table_free(struct revoked_table *t)
+{
+    free(t->keys);
+    free(t->until);
+    free(t->nb);
+}
+
+static size_t revoked_find(const struct revoked_table *t, uint64_t key)
+{
+    size_t mask = t->cap - 1;
     size_t i = (size_t)(key >> 7) & mask;
-    while (r->keys[i] != 0 && r->keys[i] != key)
+    while (t->keys[i] != 0 && t->keys[i] != key)
         i = (i + 1) & mask;
     return i;
 }
 
+static bool revoked_live(const struct revoked_table *t, size_t i, int64_t now)
+{
+    return t->keys[i] != 0 && t->until[i] + JWT_LEEWAY_DEFAULT_S > now;
+}
+
 bool auth_revoked_has(const struct auth_revoked *r, uint64_t key, int64_t now)
 {
-    if (r == NULL || r->count == 0)
+    if (r == NULL || r->set.count == 0)
         return false;
-    size_t i = revoked_find(r, key);
-    return r->keys[i] == key && r->exp[i] + JWT_LEEWAY_DEFAULT_S > now;
+    size_t i = revoked_find(&r->set, key);
+    return r->set.keys[i] == key && revoked_live(&r->set, i, now);
+}
+
+bool auth_revoked_before(const struct auth_revoked *r, uint64_t key, int64_t iat, int64_t now)
+{
+    if (r == NULL || r->not_before.count == 0)
+        return false;
+    size_t i = revoked_find(&r->not_before, key);
+    return r->not_before.keys[i] == key && revoked_live(&r->not_before, i, now) &&
+           iat < r->not_before.nb[i];
 }
 
 /* Moves the live entries into a table of cap slots (expired ones, and `skip`, are dropped). */
-static int revoked_rebuild(struct auth_revoked *r, size_t cap, int64_t now, size_t skip)
+static int revoked_rebuild(struct revoked_table *t, size_t cap, int64_t now, size_t skip)
 {
-    uint64_t *keys = calloc(cap, sizeof(*keys));
-    int64_t *exp = calloc(cap, sizeof(*exp));
-    if (keys == NULL || exp == NULL) {
-        free(keys);
-        free(exp);
+    struct revoked_table old = *t;
+    if (revoked_table_init(t, cap, old.nb != NULL) != 0) {
+        revoked_table_free(t);
+        *t = old;
         return -TE_NOMEM;
     }
-    struct auth_revoked old = *r;
-    r->keys = keys;
-    r->exp = exp;
-    r->cap = cap;
-    r->count = 0;
     for (size_t i = 0; i < old.cap; i++) {
-        if (old.keys[i] == 0 || i == skip || old.exp[i] + JWT_LEEWAY_DEFAULT_S <= now)
+        if (i == skip || !revoked_live(&old, i, now))
             continue;
-        size_t j = revoked_find(r, old.keys[i]);
-        r->keys[j] = old.keys[i];
-        r->exp[j] = old.exp[i];
-        r->count++;
+        size_t j = revoked_find(t, old.keys[i]);
+        t->keys[j] = old.keys[i];
+        t->until[j] = old.until[i];
+        if (t->nb != NULL)
+            t->nb[j] = old.nb[i];
+        t->count++;
     }
-    free(old.keys);
-    free(old.exp);
+    revoked_table_free(&old);
     return 0;
 }
 
 /* Room for one more entry, keeping the load under one half. */
-static int revoked_make_room(struct auth_revoked *r, int64_t now)
+static int revoked_make_room(struct revoked_table *t, int64_t now)
 {
-    if ((r->count + 1) * 2 <= r->cap)
+    if ((t->count + 1) * 2 <= t->cap)
         return 0;
-    if (r->cap < AUTH_REVOKED_MAX)
-        return revoked_rebuild(r, r->cap * 2, now, SIZE_MAX);
-    int rc = revoked_rebuild(r, r->cap, now, SIZE_MAX); /* full size: drop the expired */
-    if (rc != 0 || (r->count + 1) * 2 <= r->cap)
+    if (t->cap < AUTH_REVOKED_MAX)
+        return revoked_rebuild(t, t->cap * 2, now, SIZE_MAX);
+    int rc = revoked_rebuild(t, t->cap, now, SIZE_MAX); /* full size: drop the expired */
+    if (rc != 0 || (t->count + 1) * 2 <= t->cap)
         return rc;
-    size_t nearest = SIZE_MAX; /* still full of live entries: evict the nearest exp */
-    for (size_t i = 0; i < r->cap; i++) {
-        if (r->keys[i] != 0 && (nearest == SIZE_MAX || r->exp[i] < r->exp[nearest]))
+    size_t nearest = SIZE_MAX; /* still full of live entries: evict the nearest until */
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->keys[i] != 0 && (nearest == SIZE_MAX || t->until[i] < t->until[nearest]))
             nearest = i;
     }
     log_msg(LOG_WARN, "revocation set full: the entry expiring first was evicted", NULL);
-    return revoked_rebuild(r, r->cap, now, nearest);
+    return revoked_rebuild(t, t->cap, now, nearest);
+}
+
+/* The slot of key in t, made when new; SIZE_MAX when the entry is useless or there is no
+ * room (then the next catch-up reads everything again). */
+static size_t revoked_slot(struct auth_revoked *r, struct revoked_table *t, uint64_t key, int64_t until)
+{
+    int64_t now = (int64_t)time(NULL);
+    if (until + JWT_LEEWAY_DEFAULT_S <= now)
+        return SIZE_MAX; /* every token it could refuse is dead anyway */
+    if (revoked_make_room(t, now) != 0) {
+        log_msg(LOG_ERROR, "out of memory for a revocation: the next catch-up retries", NULL);
+        r->last_seq = 0;
+        return SIZE_MAX;
+    }
+    size_t i = revoked_find(t, key);
+    if (t->keys[i] == 0) {
+        t->count++;
+        t->keys[i] = key;
+    }
+    if (until > t->until[i])
+        t->until[i] = until;
+    return i;
 }
 
 void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp)
 {
-    int64_t now = (int64_t)time(NULL);
-    if (exp + JWT_LEEWAY_DEFAULT_S <= now)
-        return; /* the token is dead anyway */
-    if (revoked_make_room(r, now) != 0) {
-        log_msg(LOG_ERROR, "out of memory for a revocation: the next catch-up retries", NULL);
-        r->last_seq = 0; /* read everything again */
-        return;
-    }
-    size_t i = revoked_find(r, key);
-    if (r->keys[i] == 0)
-        r->count++;
-    r->keys[i] = key;
-    if (exp > r->exp[i])
-        r->exp[i] = exp;
+    revoked_slot(r, &r->set, key, exp);
+}
+
+void auth_revoked_add_not_before(struct auth_revoked *r, uint64_t key, int64_t nb, int64_t until)
+{
+    size_t i = revoked_slot(r, &r->not_before, key, until);
+    if (i != SIZE_MAX && nb > r->not_before.nb[i])
+        r->not_before.nb[i] = nb; /* the latest logout-all wins; applying twice is harmless */
 }
 
 /* ---- The fan-out message ----------------------------------------------------------------- */
@@ -178,6 +232,25 @@ int64_t auth_revoked_unpack(uint64_t packed, uint64_t *hop_us)
     return (int64_t)(packed & ((UINT64_C(1) << REVOKED_EXP_BITS) - 1));
 }
 
+#define REVOKED_NB_BITS 40     /* the not-before message: nb in Unix seconds, */
+#define REVOKED_SPAN_BITS 24   /* and until - nb (194 days; a longer span is cut, and the
+                                * catch-up's row, with the full span, extends it) */
+
+uint64_t auth_revoked_pack_not_before(int64_t nb, int64_t until)
+{
+    uint64_t nb_mask = (UINT64_C(1) << REVOKED_NB_BITS) - 1;
+    uint64_t span_mask = (UINT64_C(1) << REVOKED_SPAN_BITS) - 1;
+    uint64_t n = nb < 0 ? 0 : (uint64_t)nb > nb_mask ? nb_mask : (uint64_t)nb;
+    uint64_t span = until <= nb ? 0 : (uint64_t)(until - nb) > span_mask ? span_mask : (uint64_t)(until - nb);
+    return n | span << REVOKED_NB_BITS;
+}
+
+void auth_revoked_unpack_not_before(uint64_t packed, int64_t *nb, int64_t *until)
+{
+    *nb = (int64_t)(packed & ((UINT64_C(1) << REVOKED_NB_BITS) - 1));
+    *until = *nb + (int64_t)(packed >> REVOKED_NB_BITS);
+}
+
 /* ---- Catch-up ---------------------------------------------------------------------------- */
 
 static void revoked_catch_up(struct auth_revoked *r);
@@ -191,9 +264,13 @@ static void revoked_rows(struct pg_query *q, const struct pg_result *res)
     int rows = pg_result_rows(res);
     for (int i = 0; i < rows; i++) {
         int64_t seq = strtoll(pg_result_value(res, i, 0), NULL, 10);
-        auth_revoked_add(r, auth_revoked_key(pg_result_value(res, i, 1), pg_result_value(res, i, 2),
-                                             pg_result_value(res, i, 3)),
-                         strtoll(pg_result_value(res, i, 4), NULL, 10));
+        const char *kind = pg_result_value(res, i, 2);
+        uint64_t key = auth_revoked_key(pg_result_value(res, i, 1), kind, pg_result_value(res, i, 3));
+        int64_t until = strtoll(pg_result_value(res, i, 4), NULL, 10);
+        if (strcmp(kind, "sub") == 0)
+            auth_revoked_add_not_before(r, key, strtoll(pg_result_value(res, i, 5), NULL, 10), until);
+        else
+            auth_revoked_add(r, key, until);
         if (seq > r->last_seq)
             r->last_seq = seq;
     }
@@ -232,10 +309,8 @@ struct auth_revoked *auth_revoked_create(struct auth *auth)
     if (r == NULL)
         return NULL;
     r->auth = auth;
-    r->cap = REVOKED_INITIAL_SLOTS;
-    r->keys = calloc(r->cap, sizeof(*r->keys));
-    r->exp = calloc(r->cap, sizeof(*r->exp));
-    if (r->keys == NULL || r->exp == NULL) {
+    if (revoked_table_init(&r->set, REVOKED_INITIAL_SLOTS, false) != 0 ||
+        revoked_table_init(&r->not_before, REVOKED_NOT_BEFORE_SLOTS, true) != 0) {
         auth_revoked_destroy(r);
         return NULL;
     }
@@ -246,8 +321,8 @@ void auth_revoked_destroy(struct auth_revoked *r)
 {
     if (r == NULL)
         return;
-    free(r->keys);
-    free(r->exp);
+    revoked_table_free(&r->set);
+    revoked_table_free(&r->not_before);
     free(r);
 }
 

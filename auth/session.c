@@ -232,16 +232,21 @@ static void refresh_sign_done(struct worker_job *job)
 
 int auth_session_spread(struct auth_wait *w)
 {
-    int rows = pg_result_rows(w->result), spread = 0;
+    const struct pg_result *res = w->result;
+    int rows = pg_result_rows(res), spread = 0;
+    bool with_nb = pg_result_cols(res) > 4; /* STORE_USER_SESSIONS_END's statements */
     for (int i = 0; i < rows; i++) {
-        if (pg_result_is_null(w->result, i, 0))
+        if (pg_result_is_null(res, i, 0))
             continue; /* a statement's "nothing revoked" row */
         spread++;
-        int64_t seq = strtoll(pg_result_value(w->result, i, 0), NULL, 10);
-        int64_t exp = strtoll(pg_result_value(w->result, i, 3), NULL, 10);
-        const char *tid = pg_result_value(w->result, i, 1), *sid = pg_result_value(w->result, i, 2);
-        uint64_t key = auth_revoked_key(tid, "sid", sid);
-        auth_revoke_spread(w, key, exp, seq);
+        int64_t seq = strtoll(pg_result_value(res, i, 0), NULL, 10);
+        int64_t until = strtoll(pg_result_value(res, i, 3), NULL, 10);
+        const char *tid = pg_result_value(res, i, 1), *value = pg_result_value(res, i, 2);
+        if (with_nb && !pg_result_is_null(res, i, 4))
+            auth_revoke_spread_not_before(w, auth_revoked_key(tid, "sub", value),
+                                          strtoll(pg_result_value(res, i, 4), NULL, 10), until, seq);
+        else
+            auth_revoke_spread(w, auth_revoked_key(tid, "sid", value), until, seq);
     }
     return spread;
 }
@@ -457,9 +462,9 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
 
 /* POST /t/{tenant}/api/v1/auth/logout and .../logout-all with the user's access token
  * (Authorization: Bearer, RFC 6750 §2.1) → 204 once the sessions are revoked in Postgres
- * and their 'sid' revocations spread (DESIGN §1): every access token of the session (or of
- * every session of the user) is refused on every shard and instance, every refresh token
- * is invalid_grant (SECURITY O20). An invalid token is 401; a token of no session (a
+ * and their revocations spread (DESIGN §1): every access token of the session (logout: its
+ * 'sid'; logout-all: the user's 'sub' not-before, store/sql.h) is refused on every shard and
+ * instance, every refresh token is invalid_grant (SECURITY O20). An invalid token is 401; a token of no session (a
  * client's own) is 400.
  *
  * With the same token, GET /t/{tenant}/api/v1/me/sessions lists the user's live sessions

@@ -746,8 +746,8 @@ static int admin_user_disable(PGconn *conn, const char *tenant_id, const struct 
                             "WITH u AS (UPDATE users SET disabled = true WHERE tenant_id = $1 AND "
                             "lower(username) = lower($2) AND deleted_at IS NULL "
                             "RETURNING tenant_id, id, username, disabled), "
-                            STORE_USER_SESSIONS_END(STORE_REVOKE_SLACK_SQL)
-                            "n AS (SELECT count(*) AS sessions FROM r) "
+                            STORE_USER_SESSIONS_END("u", STORE_REVOKE_SLACK_SQL)
+                            "n AS (SELECT count(*) AS sessions FROM s) "
                             "SELECT json_build_object('id', id, 'username', username, 'disabled', disabled, "
                             "'sessions_ended', n.sessions) FROM u, n",
                             username, "user");

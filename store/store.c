@@ -86,7 +86,8 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
      * under the 2 s statement_timeout), and applying a revocation twice is harmless. */
     [STORE_REVOKED_SINCE] = {
         "revoked_since", false,
-        "SELECT seq, tenant_id, kind, value, extract(epoch FROM expires_at)::bigint "
+        "SELECT seq, tenant_id, kind, value, extract(epoch FROM expires_at)::bigint, "
+        "CASE WHEN kind = 'sub' THEN " STORE_NOT_BEFORE_OF("created_at") " END "
         "FROM revocations WHERE (seq > $1 OR created_at > now() - interval '5 seconds') "
         "AND expires_at > now() ORDER BY seq LIMIT 1000" },
     /* Login (auth/login.c) reads the primary: a lockout set a moment ago must hold. A
@@ -192,17 +193,17 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id) SELECT $1, 'user', $3::text, 'logout', 'session', $2::text, $6::inet, $7) "
         "SELECT seq, tenant_id, value, exp FROM r" },
-    /* Logout everywhere: every session of the user not yet revoked, each with its 'sid'
-     * revocation (an expired session's last access tokens may still be alive). */
+    /* Logout everywhere (the issue's "sub not-before"): every session of the user not yet
+     * revoked ends, and the user's tokens issued before the not-before are refused; one row
+     * for the user, plus 'sid' rows only for the sessions active within the margin. */
     [STORE_SESSION_LOGOUT_ALL] = {
         "session_logout_all", false,
-        "WITH s AS (UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND user_id = $2 "
-        "AND revoked_at IS NULL RETURNING id, tenant_id, client_id), "
-        STORE_SID_REVOCATIONS("$3")
+        "WITH u AS (SELECT $1::uuid AS tenant_id, $2::uuid AS id), "
+        STORE_USER_SESSIONS_END("u", "$3")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT $1, 'user', $2::text, 'logout_all', 'user', $2::text, $4::inet, "
         "$5, jsonb_build_object('sessions', (SELECT count(*) FROM s))) "
-        "SELECT seq, tenant_id, value, exp FROM r" },
+        STORE_USER_SESSIONS_END_ROWS },
     /* RFC 7009 §2.1: a refresh token revoked by its own client ends its session and every
      * access token of it. */
     [STORE_SESSION_REVOKE] = {
@@ -233,7 +234,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "session_revoke_own", false,
         "WITH s AS (UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND user_id = $2 "
         "AND id = $3 AND revoked_at IS NULL RETURNING id, tenant_id, client_id), "
-        STORE_SID_REVOCATIONS("$4")
+        STORE_SID_REVOCATIONS("s", "$4")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id) SELECT s.tenant_id, 'user', $2::text, 'session_revoked', 'session', s.id::text, "
         "$5::inet, $6 FROM s) "
@@ -295,14 +296,11 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "email_verified = email_verified OR coalesce(lower(users.email) = lower(k.email), false), "
         "updated_at = now() FROM k WHERE users.tenant_id = k.tenant_id AND users.id = k.user_id "
         "RETURNING users.tenant_id, users.id), "
-        "s AS (UPDATE sessions SET revoked_at = now() FROM p WHERE sessions.tenant_id = p.tenant_id "
-        "AND sessions.user_id = p.id AND sessions.revoked_at IS NULL "
-        "RETURNING sessions.id, sessions.tenant_id, sessions.client_id), "
-        STORE_SID_REVOCATIONS("$4")
+        STORE_USER_SESSIONS_END("p", "$4")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT p.tenant_id, 'user', p.id::text, 'password_reset', 'user', "
         "p.id::text, $5::inet, $6, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM p) "
-        "SELECT r.seq, r.tenant_id, r.value, r.exp FROM p LEFT JOIN r ON true" },
+        STORE_USER_SESSIONS_END_ROWS },
     /* The token proves the address it was sent to: spent only while the user still has it. */
     [STORE_RECOVERY_VERIFY] = {
         "recovery_verify", false,
@@ -346,7 +344,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "s AS (UPDATE sessions SET revoked_at = now() FROM p WHERE sessions.tenant_id = p.tenant_id "
         "AND sessions.user_id = p.id AND sessions.id <> $4::uuid AND sessions.revoked_at IS NULL "
         "RETURNING sessions.id, sessions.tenant_id, sessions.client_id), "
-        STORE_SID_REVOCATIONS("$5")
+        STORE_SID_REVOCATIONS("s", "$5")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT p.tenant_id, 'user', p.id::text, 'password_changed', 'user', "
         "p.id::text, $6::inet, $7, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM p) "
@@ -377,11 +375,11 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "admin_user_disable", false,
         "WITH u AS (UPDATE users SET disabled = true WHERE tenant_id = $1 AND id = $2 "
         "AND deleted_at IS NULL RETURNING tenant_id, id), "
-        STORE_USER_SESSIONS_END("$4")
+        STORE_USER_SESSIONS_END("u", "$4")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT u.tenant_id, 'client', $3::text, 'user_disabled', 'user', "
         "u.id::text, $5::inet, $6, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM u) "
-        "SELECT r.seq, r.tenant_id, r.value, r.exp FROM u LEFT JOIN r ON true" },
+        STORE_USER_SESSIONS_END_ROWS },
     [STORE_ADMIN_USER_ENABLE] = {
         "admin_user_enable", false,
         "WITH u AS (UPDATE users SET disabled = false WHERE tenant_id = $1 AND id = $2 "
@@ -409,11 +407,11 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "user_delete", false,
         "WITH u AS (UPDATE users SET deleted_at = now() WHERE tenant_id = $1 AND id = $2 "
         "AND deleted_at IS NULL RETURNING tenant_id, id), "
-        STORE_USER_SESSIONS_END("$5")
+        STORE_USER_SESSIONS_END("u", "$5")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT u.tenant_id, $3::text, $4::text, 'user_deleted', 'user', "
         "u.id::text, $6::inet, $7, jsonb_build_object('sessions', (SELECT count(*) FROM s)) FROM u) "
-        "SELECT r.seq, r.tenant_id, r.value, r.exp FROM u LEFT JOIN r ON true" },
+        STORE_USER_SESSIONS_END_ROWS },
     /* GET /audit (auth/audit.c): keyset on seq, newest first; an absent filter is NULL. The
      * indexes of migration 0004 serve the tenant's newest rows and the actor and target
      * filters. A page a moment stale is harmless: the replica may answer. */

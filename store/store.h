@@ -43,8 +43,9 @@ enum store_stmt {
                            * not_after (Unix s), the tenant's settings.rate_limit object (JSON);
                            * one row of NULL keys for a tenant without any */
     STORE_REVOKE,         /* $1 tenant id, $2 kind, $3 value, $4 expires_at (Unix s) → seq */
-    STORE_REVOKED_SINCE,  /* $1 seq → seq, tenant id, kind, value, expires_at (Unix s) of the
-                           * unexpired revocations after it, in seq order, at most 1,000 */
+    STORE_REVOKED_SINCE,  /* $1 seq → seq, tenant id, kind, value, expires_at (Unix s) and, for
+                           * a 'sub' row, its not-before (Unix s; else NULL) of the unexpired
+                           * revocations after it, in seq order, at most 1,000 */
     STORE_LOGIN_LOOKUP,   /* $1 tenant slug, $2 client_id, $3 username or NULL, $4 email or NULL
                            * → tenant id, client first_party (f when no such client), client
                            * scopes, token lifetime, user id, password hash, locked now (t/f),
@@ -70,7 +71,9 @@ enum store_stmt {
                            * $6 ip, $7 request id → seq, tenant id, session id, expiry (Unix s)
                            * of the session's 'sid' revocation (always one row) */
     STORE_SESSION_LOGOUT_ALL, /* $1 tenant id, $2 user id, $3 slack s, $4 ip, $5 request id →
-                               * one row as above per session of the user not yet revoked */
+                               * every session of the user ended; STORE_USER_SESSIONS_END's rows
+                               * (store/sql.h): the user's 'sub' not-before, a 'sid' row per
+                               * recently active session */
     STORE_SESSION_REVOKE, /* $1 tenant slug, $2 session id, $3 refresh SHA-256 (hex), $4 client_id,
                            * $5 slack s, $6 ip, $7 request id → a row as above when the token is
                            * the session's current one and the client its own (RFC 7009) */
@@ -89,8 +92,8 @@ enum store_stmt {
                            * outbox row and the audit row are inserted (auth/recovery.c) */
     STORE_RECOVERY_RESET, /* $1 tenant slug, $2 token SHA-256 (hex), $3 new hash, $4 slack s, $5 ip,
                            * $6 request id → no row when the token is refused; else the token
-                           * spent, the password set, the lockout cleared, and a row as logout's
-                           * per session revoked (one row of NULLs when there was none) */
+                           * spent, the password set, the lockout cleared, the sessions ended
+                           * with STORE_USER_SESSIONS_END's rows (at least the 'sub' one) */
     STORE_RECOVERY_VERIFY, /* $1 tenant slug, $2 token SHA-256 (hex), $3 ip, $4 request id → user
                             * id when the token was spent and the address marked verified */
     STORE_REFRESH_INTROSPECT, /* $1 tenant slug, $2 session id, $3 presented SHA-256 (hex), $4 the
@@ -107,8 +110,8 @@ enum store_stmt {
                              * as JSON, live users in id order, never a hash */
     STORE_ADMIN_USER_GET,   /* $1 tenant id, $2 user id → one row (the live user as JSON) or none */
     STORE_ADMIN_USER_DISABLE, /* $1 tenant id, $2 user id, $3 client_id, $4 slack s, $5 ip, $6 request
-                               * id → none when no such live user; else a row as logout's per
-                               * session revoked (one of NULLs for none), audit user_disabled */
+                               * id → none when no such live user; else the sessions ended with
+                               * STORE_USER_SESSIONS_END's rows, audit user_disabled */
     STORE_ADMIN_USER_ENABLE,  /* $1 tenant id, $2 user id, $3 client_id, $4 ip, $5 request id → user
                                * id when live, audit user_enabled */
     STORE_ADMIN_USER_UNLOCK,  /* as enable: failed_logins 0, locked_until NULL, audit user_unlocked */

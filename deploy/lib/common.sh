@@ -12,7 +12,7 @@ TESSERA_PACKAGES=(
     postgresql postgresql-client redis-server
     curl python3 nginx-light wrk procps util-linux
     nodejs npm
-    libcurl4-openssl-dev python3-aiosmtpd apache2-utils john-data libunistring-dev
+    libcurl4-openssl-dev python3-aiosmtpd apache2-utils john-data libunistring-dev faketime
 )
 
 # How long a service gets to answer after it was started: Postgres with fsync off starts in about

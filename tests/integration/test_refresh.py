@@ -26,6 +26,10 @@ token is checked with /verify and introspection on fresh connections to both ins
 - logout: the session's access tokens refused on A and B, its refresh token invalid_grant
   (O20 logout), the user's other session untouched; logout-all: every session of the user
   ends, another user's stays; no token or a bad one 401, a client's own token 400;
+- logout-all as a 'sub' not-before: a session idle for 10 minutes (its token issued by a server
+  whose clock libfaketime sets 10 minutes back) gets no 'sid' row, only the user's one 'sub' row,
+  and its token is refused on every shard of A and B all the same (and by a server started
+  afterwards); a login right after logout-all works;
 - RFC 7009: the session's client revoking the refresh token ends the session and its access
   tokens; another client's revocation answers 200 and changes nothing;
 - F08: kill -9 right after an acknowledged rotation: after restart the new token works and
@@ -37,8 +41,10 @@ token is checked with /verify and introspection on fresh connections to both ins
 Skips when Postgres (initdb) or redis-server is not installed.
 """
 import base64
+import glob
 import hashlib
 import json
+import os
 import socket
 import shutil
 import tempfile
@@ -416,6 +422,64 @@ def test_logout(res, env, a, b):
               and everywhere_valid(env, ports, s3["access_token"]), repr(body))
 
 
+FAKETIME_LIB_GLOB = "/usr/lib/*/faketime/libfaketime.so.1"  # Debian's faketime package
+SKEW_S = 600  # how far behind the "old" server's clock runs: its tokens look 10 minutes old
+
+
+def server_in_the_past(env):
+    """A server whose clock runs SKEW_S behind (libfaketime; the monotonic clock left alone), so
+    a token it issues carries the iat a token issued 10 minutes ago would."""
+    libs = glob.glob(FAKETIME_LIB_GLOB)
+    if not libs:
+        raise RuntimeError("libfaketime is missing (Debian package faketime, installed by tests/run)")
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    return env.server(LD_PRELOAD=libs[0], FAKETIME="-%d" % SKEW_S, FAKETIME_DONT_FAKE_MONOTONIC=1,
+                      ASAN_OPTIONS=(asan + ":" if asan else "") + "verify_asan_link_order=0")
+
+
+def test_not_before(res, env, a, b):
+    """logout-all is a 'sub' not-before (DESIGN §1's revocation set): one row for the user, and
+    'sid' rows only for the sessions active in the margin (store/sql.h)."""
+    uid = env.user("nora")
+    past = server_in_the_past(env)
+    try:
+        st, _, old = good_login(env, past.port, "nora")
+        res.check("not-before: a token issued 10 minutes ago (by the clock of the server issuing it)",
+                  st == 200 and jwt_claims(old["access_token"])["iat"] <= time.time() - SKEW_S + 5, repr(old))
+        check_clean_exit(res, past, "the server in the past exits 0 on SIGTERM, no sanitizer report")
+    finally:
+        past.kill()
+    env.sql("UPDATE sessions SET last_seen_at = now() - interval '%d seconds' WHERE id = '%s'"
+            % (SKEW_S, sid_of(old["refresh_token"])))
+    st, _, fresh = good_login(env, a.port, "nora")
+    ports = (a.port, b.port)
+    res.check("not-before: both sessions' tokens are valid on A and B first",
+              everywhere_valid(env, ports, old["access_token"]) and everywhere_valid(env, ports, fresh["access_token"]))
+    st = bearer_post(b.port, "logout-all", fresh["access_token"])[0]
+    res.check("not-before: logout-all 204", st == 204, repr(st))
+    rows = env.sql("SELECT kind || ':' || value FROM revocations WHERE value IN ('%s', '%s', '%s') ORDER BY kind"
+                   % (uid, sid_of(old["refresh_token"]), sid_of(fresh["refresh_token"]))).split()
+    res.check("not-before: one 'sub' row for the user, a 'sid' row for the active session only",
+              rows == ["sid:" + sid_of(fresh["refresh_token"]), "sub:" + uid], repr(rows))
+    res.check("not-before: the idle session's token (no 'sid' row) is refused on every shard of A and B",
+              everywhere_refused(env, ports, old["access_token"]))
+    res.check("not-before: the active session's token is refused too",
+              everywhere_refused(env, ports, fresh["access_token"]))
+    st, _, body = refresh(a.port, old["refresh_token"], client=env.clients["app"])
+    res.check("not-before: the idle session's refresh token is invalid_grant", st == 400
+              and body.get("error") == "invalid_grant", repr(body))
+    st, _, after = good_login(env, a.port, "nora")
+    res.check("not-before: a login right after logout-all gets a token valid on A and B",
+              st == 200 and everywhere_valid(env, ports, after["access_token"]), repr(after))
+    restarted = env.server()
+    try:
+        res.check("not-before: a server started afterwards learns it from Postgres (catch-up)",
+                  verify(restarted.port, old["access_token"])[0] == 401
+                  and verify(restarted.port, after["access_token"])[0] == 200)
+    finally:
+        restarted.kill()
+
+
 def revoke(port, token, client):
     return call(port, "POST", "/t/acme/oauth2/revoke", urllib.parse.urlencode({"token": token}),
                 {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(client)})[0]
@@ -451,6 +515,7 @@ def run_all(res, env):
         res.run("O20", test_o20, res, env, a, b)
         res.run("public", test_public, res, env, a, b)
         res.run("logout", test_logout, res, env, a, b)
+        res.run("not-before", test_not_before, res, env, a, b)
         res.run("RFC 7009", test_revoke_refresh, res, env, a, b)
         check_clean_exit(res, b, "B exits 0 on SIGTERM, no sanitizer report")
         a2 = test_f08(res, env, a, b)
