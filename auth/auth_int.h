@@ -28,14 +28,16 @@
 /* One tenant's keys as a shard holds them. Reference-counted on the shard's thread only: a
  * request signing on the worker pool holds a reference, so a reload never frees a key in use. */
 /* A tenant's own rate limits (settings.rate_limit: client_per_s, address_per_s, burst_s,
- * account_per_min, account_burst); a member left out keeps the server's default
- * (TESSERA_RATE_*, AUTH_RATE_ACCOUNT_*). */
+ * account_per_min, account_burst, recipient_per_hour, recipient_burst); a member left out
+ * keeps the server's default (TESSERA_RATE_*, AUTH_RATE_ACCOUNT_*, AUTH_RATE_RECIPIENT_*). */
 struct auth_rate_policy {
     int64_t client_per_s;  /* -1: the default */
     int64_t address_per_s;
     int64_t burst_s;
     int64_t account_per_min;
     int64_t account_burst;
+    int64_t recipient_per_hour;
+    int64_t recipient_burst;
 };
 
 struct auth_tenant {
@@ -176,8 +178,10 @@ struct auth {
 /* Rate limits (auth/ratelimit.c). */
 #define AUTH_RATE_SLOTS 65536        /* buckets per shard (two candidate slots per key) */
 #define AUTH_RATE_ASKS_MAX 1024      /* asks a shard may have out to owners at once: past it 503 */
-#define AUTH_RATE_BUCKETS 3          /* per source address, per client, per account (login) */
+#define AUTH_RATE_BUCKETS 4          /* per source address, per client, per account (login), per
+                                      * mail recipient (sign-up, reset, verification) */
 #define AUTH_RATE_ACCOUNT 2          /* the index of the per-account bucket (SECURITY P05) */
+#define AUTH_RATE_RECIPIENT 3        /* the index of the per-recipient bucket */
 /* SECURITY P05, the per-account login bucket keyed on the normalised submitted name: one
  * try per 2 s (TESSERA_RATE_ACCOUNT_PER_MIN, default 30 a minute, core/config.c) with a
  * burst of 10. A person retyping a password never waits; 10,000 guesses at one account take
@@ -186,6 +190,13 @@ struct auth {
  * tenant's settings.rate_limit {account_per_min, account_burst} overrides them. */
 #define AUTH_RATE_ACCOUNT_BURST 10
 #define AUTH_RATE_ACCOUNT_WINDOW_S 60 /* account_per_min counts over a minute */
+/* Mail floods: the endpoints that send mail to a submitted address (sign-up with an email,
+ * /password/forgot, /email/verify/request) take a bucket keyed on the address, whether or not
+ * an account has it (so its 429 tells nothing, as P05's): 4 mails at once (GCRA: one plus
+ * the burst), then 5 an hour (TESSERA_RATE_RECIPIENT_PER_HOUR). The source address's bucket alone let anyone with many
+ * addresses fill a victim's inbox with reset links. */
+#define AUTH_RATE_RECIPIENT_BURST 3
+#define AUTH_RATE_RECIPIENT_WINDOW_S 3600 /* recipient_per_hour counts over an hour */
 #define AUTH_MSG_RATE_ASK 0x41550002u    /* a = key, b = interval_us << 32 | burst, ptr = the
                                           * waiting request */
 #define AUTH_MSG_RATE_ANSWER 0x41550003u /* a = retry-after in us (0: allowed), b = key, ptr as asked */
@@ -197,9 +208,10 @@ struct auth_rate_check {
                                         * for the account); 0: that limit is off */
     uint32_t burst[AUTH_RATE_BUCKETS];
     bool remote[AUTH_RATE_BUCKETS];
-    int denied;                        /* the bucket that said no */
-    uint64_t retry_us;
     bool later;                        /* the tenant's limits are not known on this shard yet */
+    int8_t denied;                     /* the bucket that said no (packed: a login's parked
+                                        * state is within bytes of HTTP_PARK_STATE_MAX) */
+    uint64_t retry_us;
     char slug[AUTH_SLUG_MAX + 1];
 };
 
@@ -234,12 +246,17 @@ unsigned auth_rate_owner(const struct auth *auth, uint64_t key);
 uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, uint32_t burst);
 void auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask);
 int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t interval_us, uint32_t burst);
-/* The buckets of a request to tenant slug from peer_ip presenting client_id for account (the
- * normalised submitted username or email at login; "" skips one), with the tenant's own
- * limits when the shard holds them (policy may be NULL). */
+/* What a request's buckets are keyed on: "" skips one. */
+struct auth_rate_subjects {
+    const char *peer_ip;
+    const char *client_id;
+    const char *account;   /* the normalised submitted username or email at login */
+    const char *recipient; /* the submitted address a mail would go to, lower case */
+};
+/* The buckets of a request to tenant slug, with the tenant's own limits when the shard holds
+ * them (policy may be NULL). */
 void auth_rate_prepare(const struct auth *auth, const char *slug, const struct auth_rate_policy *policy,
-                       const char *peer_ip, const char *client_id, const char *account,
-                       struct auth_rate_check *chk);
+                       const struct auth_rate_subjects *subjects, struct auth_rate_check *chk);
 /* Reads settings.rate_limit (JSON text); members missing or malformed keep the default. */
 void auth_rate_policy_parse(const char *json, struct auth_rate_policy *out);
 /* Decides the buckets this shard owns (false: denied, chk says which and for how long) and
@@ -262,6 +279,10 @@ bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *
  * submitted name, whether or not such an account exists; the 429 is the same either way. */
 bool auth_rate_admit_account(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
                              const char *account, struct auth_rate_check *limits);
+/* The same with the per-recipient bucket of an endpoint that mails address (any case), if
+ * it is not empty. */
+bool auth_rate_admit_recipient(struct http_ctx *ctx, const struct auth *auth, const char *address,
+                               struct auth_rate_check *limits);
 /* 429 with Retry-After, RateLimit-Policy and RateLimit for a denied check. */
 void auth_rate_respond(struct http_ctx *ctx, const struct auth_rate_check *chk);
 /* For a parked request whose w->rate has remote buckets: asks their owners; next(w) runs

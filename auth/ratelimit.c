@@ -23,12 +23,16 @@
  * normalised submitted username or email, whether or not the account exists (so its 429
  * says nothing about existence), TESSERA_RATE_ACCOUNT_PER_MIN a minute (default 30; 0 turns
  * it off) with a burst of AUTH_RATE_ACCOUNT_BURST tries; settings.rate_limit
- * {"account_per_min", "account_burst"} overrides them. A
- * bucket's quota counts over a window (a second, a minute for the account): the emission
- * interval window / quota travels to the owner in microseconds. */
+ * {"account_per_min", "account_burst"} overrides them. The endpoints that mail a submitted
+ * address take a fourth, per recipient (the address in lower case, account or not):
+ * TESSERA_RATE_RECIPIENT_PER_HOUR an hour (default 5) with a burst of
+ * AUTH_RATE_RECIPIENT_BURST; {"recipient_per_hour", "recipient_burst"} overrides them. A
+ * bucket's quota counts over a window (a second, a minute for the account, an hour for the
+ * recipient): the emission interval window / quota travels to the owner in microseconds. */
 #include "auth/auth_int.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +45,7 @@
 #define RATE_USEC 1000000ull
 #define RATE_REPLY_RETRY_MS 1 /* a reply a full ring refused is sent again this soon */
 #define RATE_POLICY_MAX 10000000 /* a tenant's per-second limit or burst seconds, at most */
-#define RATE_POLICY_FIELDS 5     /* the members of settings.rate_limit */
+#define RATE_POLICY_FIELDS 7     /* the members of settings.rate_limit */
 #define RATE_KEY_TEXT_MAX (AUTH_SLUG_MAX + 16 + AUTH_EMAIL_MAX + 2) /* slug, kind, the longest
                                                                     * value: an address */
 _Static_assert(AUTH_EMAIL_MAX >= AUTH_CLIENT_ID_MAX && AUTH_EMAIL_MAX >= AUTH_USERNAME_MAX,
@@ -157,7 +161,9 @@ uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, ui
 /* The seconds bucket i's quota counts over. */
 static uint32_t rate_window_s(int i)
 {
-    return i == AUTH_RATE_ACCOUNT ? AUTH_RATE_ACCOUNT_WINDOW_S : 1;
+    return i == AUTH_RATE_ACCOUNT     ? AUTH_RATE_ACCOUNT_WINDOW_S
+           : i == AUTH_RATE_RECIPIENT ? AUTH_RATE_RECIPIENT_WINDOW_S
+                                      : 1;
 }
 
 /* The emission interval of bucket i of chk: its window over its quota (at least 1 us). */
@@ -205,15 +211,18 @@ int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t interval_us, uint3
 
 /* ---- A request's limits ------------------------------------------------------------------- */
 
-static const char *const rate_bucket_names[AUTH_RATE_BUCKETS] = { "address", "client", "account" };
+static const char *const rate_bucket_names[AUTH_RATE_BUCKETS] = { "address", "client", "account",
+                                                                   "recipient" };
 
 void auth_rate_policy_parse(const char *json, struct auth_rate_policy *out)
 {
     static const char *const names[RATE_POLICY_FIELDS] = { "client_per_s", "address_per_s",
                                                            "burst_s", "account_per_min",
-                                                           "account_burst" };
+                                                           "account_burst", "recipient_per_hour",
+                                                           "recipient_burst" };
     int64_t *fields[RATE_POLICY_FIELDS] = { &out->client_per_s, &out->address_per_s, &out->burst_s,
-                                            &out->account_per_min, &out->account_burst };
+                                            &out->account_per_min, &out->account_burst,
+                                            &out->recipient_per_hour, &out->recipient_burst };
     struct jscan_object obj;
     bool parsed = jscan_object(json, strlen(json), &obj) == 0;
     for (size_t i = 0; i < RATE_POLICY_FIELDS; i++) {
@@ -233,16 +242,19 @@ static uint32_t rate_pick(int64_t tenant, uint32_t fallback)
 /* The limits of chk's buckets under the tenant's policy (NULL: the server's defaults). */
 static void rate_apply(const struct auth *auth, const struct auth_rate_policy *policy, struct auth_rate_check *chk)
 {
-    static const struct auth_rate_policy defaults = { -1, -1, -1, -1, -1 };
+    static const struct auth_rate_policy defaults = { -1, -1, -1, -1, -1, -1, -1 };
     const struct auth_rate_policy *p = policy ? policy : &defaults;
     uint32_t rates[AUTH_RATE_BUCKETS] = { rate_pick(p->address_per_s, auth->cfg->rate_address_per_s),
                                           rate_pick(p->client_per_s, auth->cfg->rate_client_per_s),
-                                          rate_pick(p->account_per_min, auth->cfg->rate_account_per_min) };
+                                          rate_pick(p->account_per_min, auth->cfg->rate_account_per_min),
+                                          rate_pick(p->recipient_per_hour, auth->cfg->rate_recipient_per_hour) };
     uint32_t burst_s = rate_pick(p->burst_s, auth->cfg->rate_burst_s);
     for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
         chk->per_s[i] = chk->keys[i] ? rates[i] : 0;
         if (i == AUTH_RATE_ACCOUNT)
             chk->burst[i] = rate_pick(p->account_burst, AUTH_RATE_ACCOUNT_BURST);
+        else if (i == AUTH_RATE_RECIPIENT)
+            chk->burst[i] = rate_pick(p->recipient_burst, AUTH_RATE_RECIPIENT_BURST);
         else
             chk->burst[i] = chk->per_s[i] * burst_s;
         if (chk->burst[i] == 0 && chk->per_s[i] > 0)
@@ -251,12 +263,12 @@ static void rate_apply(const struct auth *auth, const struct auth_rate_policy *p
 }
 
 void auth_rate_prepare(const struct auth *auth, const char *slug, const struct auth_rate_policy *policy,
-                       const char *peer_ip, const char *client_id, const char *account,
-                       struct auth_rate_check *chk)
+                       const struct auth_rate_subjects *subjects, struct auth_rate_check *chk)
 {
     memset(chk, 0, sizeof(*chk));
     snprintf(chk->slug, sizeof(chk->slug), "%s", slug);
-    const char *values[AUTH_RATE_BUCKETS] = { peer_ip, client_id, account };
+    const char *values[AUTH_RATE_BUCKETS] = { subjects->peer_ip, subjects->client_id, subjects->account,
+                                              subjects->recipient };
     for (int i = 0; i < AUTH_RATE_BUCKETS; i++)
         chk->keys[i] = values[i][0] ? auth_rate_key(slug, rate_bucket_names[i], values[i]) : 0;
     rate_apply(auth, policy, chk);
@@ -275,7 +287,7 @@ bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct au
         uint64_t retry = rate_take_interval(rate, chk->keys[i], rate_interval_us(chk, i),
                                             chk->burst[i]);
         if (retry > 0) {
-            chk->denied = i;
+            chk->denied = (int8_t)i;
             chk->retry_us = retry;
             return false;
         }
@@ -319,20 +331,17 @@ void auth_rate_respond(struct http_ctx *ctx, const struct auth_rate_check *chk)
     http_respond_problem(ctx, 429, "too many requests; retry later");
 }
 
-bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
-                     struct auth_rate_check *limits)
-{
-    return auth_rate_admit_account(ctx, auth, client_id, "", limits);
-}
-
-bool auth_rate_admit_account(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
-                             const char *account, struct auth_rate_check *limits)
+/* Prepares the buckets of subjects (the peer's address filled in here), decides those this
+ * shard owns; false when answered 429. */
+static bool rate_admit(struct http_ctx *ctx, const struct auth *auth, struct auth_rate_subjects *subjects,
+                       struct auth_rate_check *limits)
 {
     char slug[AUTH_SLUG_MAX + 1], ip[AUTH_IP_MAX + 1];
     auth_slug_copy(ctx->params[0], slug);
     auth_peer_ip(ctx, ip, sizeof(ip));
+    subjects->peer_ip = ip;
     const struct auth_tenant *tenant = auth_tenant_cached(auth, ctx->loop, slug);
-    auth_rate_prepare(auth, slug, tenant ? &tenant->rate : NULL, ip, client_id, account, limits);
+    auth_rate_prepare(auth, slug, tenant ? &tenant->rate : NULL, subjects, limits);
     if (tenant == NULL) {
         limits->later = true; /* the tenant's own limits are not known here yet */
         return true;
@@ -341,6 +350,32 @@ bool auth_rate_admit_account(struct http_ctx *ctx, const struct auth *auth, cons
         return true;
     auth_rate_respond(ctx, limits);
     return false;
+}
+
+bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
+                     struct auth_rate_check *limits)
+{
+    struct auth_rate_subjects subjects = { .client_id = client_id, .account = "", .recipient = "" };
+    return rate_admit(ctx, auth, &subjects, limits);
+}
+
+bool auth_rate_admit_account(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
+                             const char *account, struct auth_rate_check *limits)
+{
+    struct auth_rate_subjects subjects = { .client_id = client_id, .account = account, .recipient = "" };
+    return rate_admit(ctx, auth, &subjects, limits);
+}
+
+bool auth_rate_admit_recipient(struct http_ctx *ctx, const struct auth *auth, const char *address,
+                               struct auth_rate_check *limits)
+{
+    char lower[AUTH_EMAIL_MAX + 1];
+    size_t n = 0;
+    for (; address[n] != '\0' && n < AUTH_EMAIL_MAX; n++)
+        lower[n] = (char)tolower((unsigned char)address[n]); /* stored and matched as lower() */
+    lower[n] = '\0';
+    struct auth_rate_subjects subjects = { .client_id = "", .account = "", .recipient = lower };
+    return rate_admit(ctx, auth, &subjects, limits);
 }
 
 static void rate_respond_resumed(struct http_ctx *ctx, void *state)
@@ -401,7 +436,7 @@ void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer)
         w->rate.retry_us = answer->a;
         for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
             if (answer->b == w->rate.keys[i])
-                w->rate.denied = i; /* the answer names its key */
+                w->rate.denied = (int8_t)i; /* the answer names its key */
         }
     }
     if (w->rate_pending > 0)

@@ -362,7 +362,8 @@ static void recovery_start(struct http_ctx *ctx, enum recovery_kind kind)
     rw->kind = kind;
     const char *why = recovery_parse(rw, ctx->body);
     struct auth_rate_check limits;
-    if (why != NULL || !auth_rate_admit(ctx, auth, "", &limits)) {
+    bool mails = kind == RECOVERY_FORGOT || kind == RECOVERY_VERIFY_REQUEST;
+    if (why != NULL || !auth_rate_admit_recipient(ctx, auth, mails ? rw->email : "", &limits)) {
         recovery_forget(rw);
         if (why != NULL)
             http_respond_problem(ctx, 400, why); /* answered at once: the park is undone */

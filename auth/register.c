@@ -272,8 +272,8 @@ static void register_rate_passed(struct auth_wait *w)
     register_go(NULL, (struct register_wait *)w);
 }
 
-/* The source address's bucket, as the recovery endpoints (a sign-up costs a hash and may queue
- * a mail). */
+/* The source address's bucket, as the recovery endpoints (a sign-up costs a hash), and with an
+ * address the recipient's (it queues a mail). */
 static void register_post(struct http_ctx *ctx)
 {
     struct register_wait *rw = auth_json_request(ctx, sizeof(*rw));
@@ -281,7 +281,7 @@ static void register_post(struct http_ctx *ctx)
         return;
     const char *why = register_parse(rw, ctx->body);
     struct auth_rate_check limits;
-    if (why != NULL || !auth_rate_admit(ctx, rw->w.auth, "", &limits)) {
+    if (why != NULL || !auth_rate_admit_recipient(ctx, rw->w.auth, rw->email, &limits)) {
         register_forget(rw);
         if (why != NULL)
             http_respond_problem(ctx, 400, why); /* answered at once: the park is undone */

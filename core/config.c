@@ -59,6 +59,10 @@ static const struct config_uint config_uints[] = {
      * retyping a password never waits; 10,000 guesses at one account take 5.5 hours. */
     { "TESSERA_RATE_ACCOUNT_PER_MIN", CONFIG_FIELD(rate_account_per_min), 30, 0, 10000000,
       "login tries per submitted username or email per minute, whatever the address; 0: no limit" },
+    /* Mail floods (auth/auth_int.h AUTH_RATE_RECIPIENT_BURST): a victim's inbox is not filled
+     * from many addresses; a person asking again after a lost mail never waits. */
+    { "TESSERA_RATE_RECIPIENT_PER_HOUR", CONFIG_FIELD(rate_recipient_per_hour), 5, 0, 10000000,
+      "sign-up, reset and verification mails per submitted address per hour; 0: no limit" },
 };
 
 static int config_parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)

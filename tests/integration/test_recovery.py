@@ -24,7 +24,11 @@ SECURITY P02, P08, P13), with mail delivered through the email_outbox to a real 
 - the relay down: a reset request still answers 202; once the sink starts, the outbox's retry
   (first after 5 s) delivers the mail; no token ever appears in the server's log;
 - rate limits: with 5 requests/s per address, a burst of forgot requests and of resets with an
-  unknown token meets 429 with Retry-After.
+  unknown token meets 429 with Retry-After;
+- mail floods: forgot for one address from six source addresses: four 202s, then 429 with the
+  "recipient" policy, the same for an address with an account and one without (any case);
+  exactly four mails made; verify/request and a sign-up naming the address share the bucket;
+  another address, and a sign-up without one, are not held back.
 Skips when Postgres or aiosmtpd is not installed.
 """
 import email.policy
@@ -55,6 +59,7 @@ RESET_TTL_S = 30 * 60              # auth/recovery.c RECOVERY_RESET_TTL_S
 VERIFY_TTL_S = 24 * 3600           # auth/recovery.c RECOVERY_VERIFY_TTL_S
 CLOCK_SLACK_S = 120
 RATE = 5                           # requests per second per address in the rate-limit check
+RECIPIENT_AT_ONCE = 4              # GCRA lets one plus AUTH_RATE_RECIPIENT_AT_ONCE (3) pass at once
 
 
 # ---------------------------------------------------------------------------- the SMTP sink
@@ -114,9 +119,10 @@ def aiosmtpd_present():
 
 # ---------------------------------------------------------------------------- HTTP helpers
 
-def post(port, path, body, raw=None, content_type="application/json"):
+def post(port, path, body, raw=None, content_type="application/json", source=None):
     data = raw if raw is not None else json.dumps(body).encode()
-    return call(port, "POST", "/t/%s/api/v1/%s" % (TENANT, path), data, {"Content-Type": content_type})
+    return call(port, "POST", "/t/%s/api/v1/%s" % (TENANT, path), data, {"Content-Type": content_type},
+                source=source)
 
 
 def stable(resp):
@@ -322,8 +328,8 @@ def check_rate_limit(res, env):
     srv = env.server(TESSERA_RATE_ADDRESS_PER_S=RATE, TESSERA_RATE_BURST_S=1)
     try:
         time.sleep(1.2)  # a full bucket
-        codes = [post(srv.port, "password/forgot", {"email": "nobody@example.test"})
-                 for _ in range(RATE + 10)]
+        codes = [post(srv.port, "password/forgot", {"email": "nobody%d@example.test" % i})
+                 for i in range(RATE + 10)]
         statuses = [c[0] for c in codes]
         limited = [c for c in codes if c[0] == 429]
         res.check("rate: past the address bucket, forgot answers 429 with Retry-After",
@@ -334,6 +340,49 @@ def check_rate_limit(res, env):
                  for _ in range(RATE + 10)]
         res.check("rate: reset with unknown tokens is limited too (no hash past the bucket)",
                   429 in codes and set(codes) <= {400, 429}, repr(codes))
+    finally:
+        srv.kill()
+
+
+def mails_to(env, address):
+    return int(env.sql("SELECT count(*) FROM email_outbox WHERE lower(to_address) = lower('%s')" % address))
+
+
+def check_recipient_flood(res, env):
+    """Mail floods: the per-recipient bucket (AUTH_RATE_RECIPIENT_*) holds whatever the source
+    address; its 429 is the same for an address with an account and one without."""
+    env.sql("UPDATE tenants SET settings = settings || '{\"registration\": \"open\"}' WHERE slug = '%s'" % TENANT)
+    srv = env.server()  # the default: 4 at once, then 5 an hour
+    try:
+        known = "dora@example.test"
+        env.user("dora", email=known)
+        outcomes = {}
+        for address in (known, "nobody-at-all@example.test"):
+            got = [post(srv.port, "password/forgot", {"email": address.upper() if i % 2 else address},
+                        source="127.0.0.%d" % (20 + i)) for i in range(RECIPIENT_AT_ONCE + 2)]
+            outcomes[address] = [(c[0], hdr(c[1], "ratelimit-policy")) for c in got]
+            limited = got[RECIPIENT_AT_ONCE:]
+            res.check("recipient: %s, from %d source addresses: 202 for the first %d, then 429 with "
+                      "Retry-After and the recipient policy" % (address, len(got), RECIPIENT_AT_ONCE),
+                      [c[0] for c in got[:RECIPIENT_AT_ONCE]] == [202] * RECIPIENT_AT_ONCE
+                      and all(c[0] == 429 and hdr(c[1], "retry-after")
+                              and hdr(c[1], "ratelimit-policy") == '"recipient";q=5;w=3600' for c in limited),
+                      repr(outcomes[address]))
+        res.check("recipient: the same answers for an address with an account and one without",
+                  outcomes[known] == outcomes["nobody-at-all@example.test"], repr(outcomes))
+        res.check("recipient: the known address got the burst's mails and no more",
+                  until(lambda: mails_to(env, known) == RECIPIENT_AT_ONCE, timeout=10)
+                  and mails_to(env, known) == RECIPIENT_AT_ONCE, repr(mails_to(env, known)))
+        status = post(srv.port, "password/forgot", {"email": "carol@example.test"}, source="127.0.0.20")[0]
+        res.check("recipient: another address from the same source is not held back", status == 202, repr(status))
+        status = post(srv.port, "email/verify/request", {"email": known}, source="127.0.0.40")[0]
+        res.check("recipient: verify/request shares the bucket (429)", status == 429, repr(status))
+        status = post(srv.port, "register", {"username": "dora2", "password": NEW_PASSWORD, "email": known},
+                      source="127.0.0.41")[0]
+        res.check("recipient: a sign-up naming the address shares it too (429)", status == 429, repr(status))
+        status = post(srv.port, "register", {"username": "dora3", "password": NEW_PASSWORD},
+                      source="127.0.0.41")[0]
+        res.check("recipient: a sign-up without an address is not held back", status == 201, repr(status))
     finally:
         srv.kill()
 
@@ -362,6 +411,7 @@ def run_all(res, env, sink):
     finally:
         srv.kill()
     check_rate_limit(res, env)
+    check_recipient_flood(res, env)
 
 
 def main():
