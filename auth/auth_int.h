@@ -105,7 +105,7 @@ void auth_client_cache_destroy(struct auth_client_cache *cache);
 /* The revocation set (auth/revoked.c). */
 #define AUTH_REVOKED_MAX (4u << 20)   /* DESIGN §6: 4M entries per shard */
 #define AUTH_REVOKED_POLL_MS 1000     /* catch-up from Postgres at least this often */
-#define AUTH_EVENT_REVOKED 1u         /* store event: a revocation with this seq committed */
+#define AUTH_EVENT_REVOKED STORE_EVENT_REVOKED /* a revocation with this seq committed */
 #define AUTH_MSG_REVOKED 0x41550001u  /* ring message: a = key, b = auth_revoked_pack's word
                                        * (the local fan-out) */
 #define AUTH_MSG_NOT_BEFORE 0x41550004u /* ring message: a = key, b = auth_revoked_pack_not_before's */

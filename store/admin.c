@@ -28,7 +28,9 @@
 #include "crypto/secret.h"
 #include "store/keys.h"
 #include "store/migrate.h"
+#include "store/redis.h"
 #include "store/sql.h"
+#include "store/store.h"
 
 /* Tenant slugs are a URL path segment and a DNS label's size: 1..63 (RFC 1035 §2.3.4). */
 #define ADMIN_SLUG_MAX 63
@@ -46,6 +48,9 @@
 #define ADMIN_PASSWORD_MIN 8
 /* A Postgres array literal of ADMIN_LIST_MAX quoted URIs, each character possibly escaped. */
 #define ADMIN_ARRAY_MAX (ADMIN_LIST_MAX * (2 * ADMIN_URI_MAX + 3) + 3)
+/* Connecting to Redis, and each command, to publish a revocation: the change is committed
+ * already, so a Redis away costs the CLI this long at most before the 1 s poll carries it. */
+#define ADMIN_REDIS_TIMEOUT_MS 2000
 
 /* ------------------------------------------------------------------ arguments */
 
@@ -569,8 +574,26 @@ static int admin_client_create(PGconn *conn, const char *tenant_id, const struct
     return admin_client_insert(conn, tenant_id, args, grants.data, scopes.data, redirects.data);
 }
 
+/* A revocation committed by the CLI reaches the serving instances at once: the seq is
+ * published on the events channel as a server publishes its own (DESIGN §1, step 3), and
+ * every instance catches up from Postgres. Without Redis, or with Redis away, their poll
+ * reads it within AUTH_REVOKED_POLL_MS (1 s): the change is committed either way. */
+static void admin_publish_revoked(const char *seq)
+{
+    const char *url = getenv("TESSERA_REDIS_URL");
+    if (url == NULL || url[0] == '\0' || seq == NULL || seq[0] == '\0')
+        return;
+    char message[STORE_EVENT_TEXT_MAX];
+    snprintf(message, sizeof(message), "%u %s", STORE_EVENT_REVOKED, seq);
+    if (redis_publish_once(url, STORE_EVENTS_CHANNEL, message, ADMIN_REDIS_TIMEOUT_MS) != 0)
+        fprintf(stderr, "tessera admin: committed; Redis did not take the revocation's event, so the "
+                        "servers read it by their 1 s poll\n");
+}
+
 /* Runs an UPDATE ... RETURNING json that names one row of the tenant (params: the tenant
- * id, then `key`), prints it with the tenant's slug, or says which `what` is missing. */
+ * id, then `key`), prints it with the tenant's slug, or says which `what` is missing. A
+ * second column, when there is one, is the last seq of the revocations the statement wrote
+ * (NULL: none), published for the servers. */
 static int admin_update_one(PGconn *conn, const char *tenant_id, const struct admin_args *args,
                             const char *sql, const char *key, const char *what)
 {
@@ -579,6 +602,8 @@ static int admin_update_one(PGconn *conn, const char *tenant_id, const struct ad
     if (res == NULL)
         return ADMIN_EXIT_REFUSED;
     int rc = ADMIN_EXIT_REFUSED;
+    if (PQntuples(res) == 1 && PQnfields(res) > 1 && !PQgetisnull(res, 0, 1))
+        admin_publish_revoked(PQgetvalue(res, 0, 1));
     if (PQntuples(res) == 1) {
         json_t *base = json_object();
         json_object_set_new(base, "tenant", json_string(args->tenant));
@@ -591,7 +616,7 @@ static int admin_update_one(PGconn *conn, const char *tenant_id, const struct ad
 }
 
 /* The client and every access token issued to it end together: a 'client' revocation (the
- * serving instances read it within their revocation poll, AUTH_REVOKED_POLL_MS) outlives the
+ * serving instances hear of it at once, admin_publish_revoked) outlives the
  * longest token it could hold. Its sessions' refresh tokens die with the row (rotation needs a
  * live client). */
 static int admin_client_delete(PGconn *conn, const char *tenant_id, const struct admin_args *args)
@@ -602,8 +627,9 @@ static int admin_client_delete(PGconn *conn, const char *tenant_id, const struct
                             "RETURNING tenant_id, client_id, deleted_at, token_lifetime_s), "
                             "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) "
                             "SELECT tenant_id, 'client', client_id, now() + make_interval(secs => "
-                            "token_lifetime_s + " STORE_REVOKE_SLACK_SQL ") FROM c) "
-                            "SELECT json_build_object('client_id', client_id, 'deleted_at', deleted_at) FROM c",
+                            "token_lifetime_s + " STORE_REVOKE_SLACK_SQL ") FROM c RETURNING seq) "
+                            "SELECT json_build_object('client_id', client_id, 'deleted_at', deleted_at), "
+                            "(SELECT max(seq) FROM r) FROM c",
                             args->client_id, "client");
 }
 
@@ -733,9 +759,9 @@ static int admin_user_create(PGconn *conn, const char *tenant_id, const struct a
     return rc;
 }
 
-/* As the admin API's disable (SECURITY O20): the user's sessions end with their 'sid'
- * revocations in the same statement, so access tokens stop within the servers' revocation
- * poll and refresh tokens at once. */
+/* As the admin API's disable (SECURITY O20): the user's sessions end with the user's 'sub'
+ * not-before (and recent sessions' 'sid' rows) in the same statement, so access tokens stop as
+ * soon as the servers hear of it (admin_publish_revoked) and refresh tokens at once. */
 static int admin_user_disable(PGconn *conn, const char *tenant_id, const struct admin_args *args)
 {
     char username[ADMIN_USERNAME_MAX + 1];
@@ -749,7 +775,8 @@ static int admin_user_disable(PGconn *conn, const char *tenant_id, const struct 
                             STORE_USER_SESSIONS_END("u", STORE_REVOKE_SLACK_SQL)
                             "n AS (SELECT count(*) AS sessions FROM s) "
                             "SELECT json_build_object('id', id, 'username', username, 'disabled', disabled, "
-                            "'sessions_ended', n.sessions) FROM u, n",
+                            "'sessions_ended', n.sessions), "
+                            "(SELECT max(seq) FROM (SELECT seq FROM r UNION ALL SELECT seq FROM nb) x) FROM u, n",
                             username, "user");
 }
 

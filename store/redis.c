@@ -48,10 +48,7 @@ struct redis_client {
     struct loop_timer reconnect;
     uint32_t backoff_ms;
     unsigned seed;
-    char host[INET6_ADDRSTRLEN];
-    int port;
-    int db;
-    char password[128];
+    struct redis_endpoint at;
     uint64_t connects;
     struct redis_channel channels[REDIS_CHANNELS_MAX];
     size_t channel_count;
@@ -64,8 +61,7 @@ static void redis_connect(struct redis_client *client);
 
 /* ---- URL and creation --------------------------------------------------------------------- */
 
-/* redis://[:password@]host[:port][/db] */
-static int redis_parse_url(struct redis_client *client, const char *url)
+int redis_parse_url(const char *url, struct redis_endpoint *client)
 {
     if (strncmp(url, "redis://", 8) != 0 || strlen(url) >= REDIS_URL_BYTES_MAX)
         return -TE_INVAL;
@@ -116,7 +112,7 @@ struct redis_client *redis_client_create(struct loop *loop, const char *url)
     struct redis_client *client = calloc(1, sizeof(*client));
     if (client == NULL)
         return NULL;
-    if (redis_parse_url(client, url) != 0) {
+    if (redis_parse_url(url, &client->at) != 0) {
         log_msg(LOG_ERROR, "bad Redis URL or host does not resolve", NULL);
         free(client);
         return NULL;
@@ -346,10 +342,10 @@ static void redis_on_connect(const redisAsyncContext *ac, int status)
     client->connects++;
     client->backoff_ms = REDIS_BACKOFF_MIN_MS;
     redisAsyncContext *mutable_ac = client->ac;
-    if (client->password[0])
-        redisAsyncCommand(mutable_ac, NULL, NULL, "AUTH %s", client->password);
-    if (client->db != 0)
-        redisAsyncCommand(mutable_ac, NULL, NULL, "SELECT %d", client->db);
+    if (client->at.password[0])
+        redisAsyncCommand(mutable_ac, NULL, NULL, "AUTH %s", client->at.password);
+    if (client->at.db != 0)
+        redisAsyncCommand(mutable_ac, NULL, NULL, "SELECT %d", client->at.db);
     for (size_t i = 0; i < client->channel_count; i++)
         redisAsyncCommand(mutable_ac, redis_on_subscription, &client->channels[i], "SUBSCRIBE %s",
                           client->channels[i].name);
@@ -369,7 +365,7 @@ static void redis_on_disconnect(const redisAsyncContext *ac, int status)
 static void redis_connect(struct redis_client *client)
 {
     assert(client->ac == NULL);
-    redisAsyncContext *ac = redisAsyncConnect(client->host, client->port);
+    redisAsyncContext *ac = redisAsyncConnect(client->at.host, client->at.port);
     if (ac == NULL || ac->err) {
         if (ac)
             redisAsyncFree(ac);
@@ -422,4 +418,30 @@ bool redis_client_ready(const struct redis_client *client)
 uint64_t redis_client_connects(const struct redis_client *client)
 {
     return client->connects;
+}
+
+/* ---- One blocking PUBLISH (the admin CLI) --------------------------------------------------- */
+
+int redis_publish_once(const char *url, const char *channel, const char *message, int timeout_ms)
+{
+    struct redis_endpoint at;
+    memset(&at, 0, sizeof(at));
+    if (redis_parse_url(url, &at) != 0)
+        return -TE_INVAL;
+    struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+    redisContext *c = redisConnectWithTimeout(at.host, at.port, tv);
+    int rc = c != NULL && c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK ? 0 : -TE_IO;
+    if (rc == 0 && at.password[0]) {
+        redisReply *auth = redisCommand(c, "AUTH %s", at.password);
+        rc = auth != NULL && auth->type != REDIS_REPLY_ERROR ? 0 : -TE_IO;
+        freeReplyObject(auth);
+    }
+    if (rc == 0) { /* channels are server-wide: no SELECT */
+        redisReply *reply = redisCommand(c, "PUBLISH %s %s", channel, message);
+        rc = reply != NULL && reply->type == REDIS_REPLY_INTEGER ? 0 : -TE_IO;
+        freeReplyObject(reply);
+    }
+    explicit_bzero(&at, sizeof(at));
+    redisFree(c);
+    return rc;
 }

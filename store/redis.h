@@ -15,6 +15,7 @@
 #ifndef TESSERA_STORE_REDIS_H
 #define TESSERA_STORE_REDIS_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,6 +62,20 @@ struct redis_cmd {
 };
 
 struct redis_client;
+
+/* Where a TESSERA_REDIS_URL points: redis://[:password@]host[:port][/db]. */
+struct redis_endpoint {
+    char host[INET6_ADDRSTRLEN]; /* the resolved address */
+    int port;
+    int db;
+    char password[128];
+};
+/* Parses url and resolves its host now: 0, or -TE_INVAL. */
+int redis_parse_url(const char *url, struct redis_endpoint *out);
+
+/* One PUBLISH over a connection of its own, blocking up to timeout_ms per step: for the admin
+ * CLI, which has no loop. 0, -TE_INVAL (a bad URL) or -TE_IO (Redis refused or did not answer). */
+int redis_publish_once(const char *url, const char *channel, const char *message, int timeout_ms);
 
 /* url: redis://host[:port][/db]. Resolves the host now. NULL (reason logged) on a bad
  * URL or a name that does not resolve. Connecting starts at redis_client_start. */

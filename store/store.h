@@ -27,6 +27,9 @@
 #define STORE_EVENT_TEXT_MAX 96               /* "<kind> <value>" as published */
 #define STORE_MSG_EVENT 0x53540001u           /* ring_msg.kind of a fanned-out event */
 #define STORE_RESEND_MS 100                   /* retry of a fan-out a full ring refused */
+#define STORE_EVENT_REVOKED 1u                /* event: a revocation with this seq (the value)
+                                               * committed; published by the servers and by
+                                               * the admin CLI (store/admin.c) */
 
 /* The statements, by what they do. Parameters and columns: see store.c. */
 enum store_stmt {

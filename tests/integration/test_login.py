@@ -171,6 +171,8 @@ class Env:
 
     def admin(self, *args, stdin=None):
         env = dict(os.environ, TESSERA_PG_URL=self.pg.url, TESSERA_MASTER_KEY_FILE=self.key)
+        if self.redis_port:  # the CLI publishes its revocations there, as a server does
+            env["TESSERA_REDIS_URL"] = "redis://127.0.0.1:%d" % self.redis_port
         r = subprocess.run([tessera_bin()] + list(args), env=env, input=stdin, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=60)
         if r.returncode != 0:

@@ -55,7 +55,7 @@ import urllib.parse
 from tessera_harness import Results, check_clean_exit
 from test_login import (PASSWORD, Env, basic, call, good_login, hdr, introspect, jbody, jwt_claims, login,
                         sid_of, verify)
-from test_store_faults import sh
+from test_store_faults import metric_values, sh
 
 PROPAGATION_S = 2.0   # a 'sid' revocation reaches B by Redis (ms) or, at worst, the 1 s poll
 FRESH = 6             # fresh connections per instance: both shards with near certainty
@@ -313,9 +313,18 @@ def test_o20(res, env, a, b):
                   "%s %r" % (st, body))
     env.sql("UPDATE users SET disabled = false WHERE username = 'ida'")
     first = good_login(env, a.port, "ida")[2]
+    heard = lambda: sum(metric_values(a.port, "tessera_events_total").values()) + \
+        sum(metric_values(b.port, "tessera_events_total").values())
+    events_before = heard()
     out = env.admin("admin", "user", "disable", "--tenant", "acme", "--username", "ida")
     res.check("O20: the admin CLI's user disable ends the user's sessions", (out.get("sessions_ended") or 0) >= 1,
               repr(out))
+    # Only a PUBLISH counts as an event (the 1 s poll does not): every shard of A and B heard it.
+    deadline = time.monotonic() + PROPAGATION_S
+    while heard() < events_before + 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    res.check("O20: the CLI published its revocation: every shard of A and B heard the event",
+              heard() >= events_before + 4, "%d → %d" % (events_before, heard()))
     st, _, body = refresh(b.port, first["refresh_token"], client=app)
     res.check("O20: disabled by the admin CLI → invalid_grant", st == 400 and body.get("error") == "invalid_grant",
               "%s %r" % (st, body))
