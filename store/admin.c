@@ -19,6 +19,7 @@
 #include <libpq-fe.h>
 
 #include "core/buf.h"
+#include "core/config.h"
 #include "core/err.h"
 #include "core/precis.h"
 #include "crypto/ct.h"
@@ -730,7 +731,14 @@ static int admin_password_hash(char *hash, size_t cap)
                     ADMIN_PASSWORD_MIN);
         return ADMIN_EXIT_USAGE;
     }
-    const struct password_params params = PASSWORD_PARAMS_DEFAULT;
+    /* The server's Argon2id parameters (TESSERA_ARGON2_*): a hash made here costs a login what
+     * one made by the server does, and is not rehashed at its first use. */
+    static struct config cfg;
+    if (config_load(&cfg, stderr) != 0) {
+        explicit_bzero(norm, sizeof(norm));
+        return ADMIN_EXIT_USAGE;
+    }
+    const struct password_params params = { .m_kib = cfg.argon2_m_kib, .t = cfg.argon2_t, .p = cfg.argon2_p };
     rc = password_policy_init(&policy, &params);
     if (rc == 0)
         rc = password_hash(&policy, norm, norm_len, hash, cap);

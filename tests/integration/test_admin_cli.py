@@ -167,6 +167,17 @@ def check_users(r, cli):
     rc, out, _ = cli.run("admin", "user", "list", "--tenant", "acme")
     r.check("user list prints no password hash",
             rc == 0 and "argon2" not in json.dumps(out) and "password" not in json.dumps(out))
+    cheap = dict(cli.env, TESSERA_ARGON2_M_KIB="4096", TESSERA_ARGON2_T="1")
+    rc, out, err = cli.run("admin", "user", "create", "--tenant", "acme", "--username", "dan",
+                           "--password-stdin", stdin=PASSWORD, env=cheap)
+    stored = subprocess.run(["psql", "-X", "-A", "-t", "-d", cli.env["TESSERA_PG_URL"], "-c",
+                             "SELECT password_hash FROM users WHERE username = 'dan'"],
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S).stdout.strip()
+    r.check("user create hashes with the server's TESSERA_ARGON2_* (m=4096, t=1)",
+            rc == 0 and stored.startswith("$argon2id$v=19$m=4096,t=1,p=1$"), "%s %s" % (stored[:40], err))
+    rc, _, err = cli.run("admin", "user", "create", "--tenant", "acme", "--username", "eve",
+                         "--password-stdin", stdin=PASSWORD, env=dict(cli.env, TESSERA_ARGON2_T="0"))
+    r.check("an invalid TESSERA_ARGON2_T exits 2 and says which", rc == 2 and "TESSERA_ARGON2_T" in err, err)
 
 
 def check_keys(r, cli, tmp):
