@@ -82,9 +82,18 @@ static void introspect_inactive(struct http_ctx *ctx)
     introspect_respond_json(ctx, &body);
 }
 
+/* A token of the refresh form that parses (a session id, a canonical 43-character secret):
+ * only then is Postgres asked; anything else is inactive at once. A secret with one
+ * character changed may be non-canonical base64url (bits under the last character), which
+ * the parse refuses: that was answered 500 once the request had parked for Postgres. */
 static bool introspect_looks_like_refresh(struct slice token)
 {
-    return token.len == AUTH_REFRESH_TOKEN_LEN && memcmp(token.ptr, "rt_", 3) == 0;
+    if (token.len != AUTH_REFRESH_TOKEN_LEN || memcmp(token.ptr, "rt_", 3) != 0)
+        return false;
+    char text[AUTH_REFRESH_TOKEN_LEN + 1], sid[CT_UUID_TEXT_LEN + 1], sha_hex[2 * HASH_SHA256_BYTES + 1];
+    memcpy(text, token.ptr, token.len);
+    text[token.len] = '\0';
+    return auth_refresh_parse(text, sid, sha_hex) == 0;
 }
 
 /* A refresh token's answer (§2.2): its session's row, read for the asking client. */

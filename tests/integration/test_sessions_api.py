@@ -27,7 +27,8 @@ DELETE /t/{tenant}/api/v1/me/sessions/{id}.
 - RFC 7662 for refresh tokens (auth/introspect.c): the session's own client (allowed to
   introspect) gets active:true with token_type refresh_token, sub, client_id, sid, scope, exp, iat;
   after a rotation the old token is inactive and the new one active; another client's question
-  (O34), a tampered secret, and the token after logout: {"active": false} and nothing else.
+  (O34), a tampered secret (a canonical one, and one whose last character sets bits that must be
+  zero), and the token after logout: {"active": false} and nothing else.
 Skips when Postgres is not installed.
 """
 import json
@@ -194,9 +195,14 @@ def check_refresh_introspection(res, env, port):
               got.get("exp", 0) > got.get("iat", 0) > 0, repr((st, got)))
     res.check("O34: another client's question: {\"active\": false} only",
               introspect_as(port, other, rt) == (200, {"active": False}))
-    tampered = rt[:-1] + ("A" if rt[-1] != "A" else "B")
+    middle = len(rt) - 10
+    tampered = rt[:middle] + ("A" if rt[middle] != "A" else "B") + rt[middle + 1:]
     got = introspect_as(port, own, tampered)
-    res.check("a tampered secret: inactive", got == (200, {"active": False}), repr((tampered[-3:], got)))
+    res.check("a tampered secret: inactive", got == (200, {"active": False}), repr((tampered[-12:], got)))
+    # The last of 43 characters carries 4 bits: 'B' sets one of the 2 that must be zero.
+    got = introspect_as(port, own, rt[:-1] + "B")
+    res.check("a secret that is not canonical base64url: inactive (not 500)", got == (200, {"active": False}),
+              repr(got))
     form = {"grant_type": "refresh_token", "refresh_token": rt}
     st, _, data = call(port, "POST", "/t/%s/oauth2/token" % TENANT, urllib.parse.urlencode(form),
                        {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(own)})
