@@ -13,6 +13,7 @@
 #include "core/log.h"
 
 #define CONFIG_SHARDS_MAX 256  /* one per core; the mailbox matrix is shards² rings */
+#define CONFIG_PG_CONNECTIONS_MAX 8 /* primary connections per shard */
 #define CONFIG_WORKERS_MAX 256
 #define CONFIG_PATH_BYTES_MAX 1024
 #define CONFIG_URL_BYTES_MAX 512
@@ -43,6 +44,7 @@ struct config {
     char redis_url[CONFIG_URL_BYTES_MAX]; /* empty: single-instance mode, no Redis */
     char pg_replica_url[CONFIG_URL_BYTES_MAX]; /* empty: every read goes to the primary */
     bool auto_migrate;                    /* migrate at start instead of refusing an old schema */
+    uint32_t pg_connections;              /* primary connections per shard */
     uint32_t pg_query_timeout_ms;         /* a request's budget for one store wait (503 after) */
     uint32_t key_rotate_after_s;          /* scheduled signing-key rotation; 0: never */
     uint32_t key_rotation_check_s;        /* how often the rotator looks */

@@ -573,6 +573,11 @@ void pg_client_destroy(struct pg_client *client)
     free(client);
 }
 
+unsigned pg_client_in_flight(const struct pg_client *client)
+{
+    return client->count;
+}
+
 bool pg_client_ready(const struct pg_client *client)
 {
     return client->state == PG_STATE_READY && !client->broken;

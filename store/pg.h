@@ -89,6 +89,8 @@ struct pg_client *pg_client_create_with(struct loop *loop, const char *conninfo,
 void pg_client_destroy(struct pg_client *client);
 /* True while connected (for /health/ready). */
 bool pg_client_ready(const struct pg_client *client);
+/* Queries sent and not yet answered. */
+unsigned pg_client_in_flight(const struct pg_client *client);
 const struct pg_stats *pg_client_stats(const struct pg_client *client);
 
 /* Registers a prepared statement (name and sql copied): prepared now when connected,

@@ -470,7 +470,7 @@ struct store_pending {
 struct store_shard {
     struct store *store;
     struct loop *loop;
-    struct pg_client *primary;
+    struct pg_client *primary[CONFIG_PG_CONNECTIONS_MAX]; /* cfg->pg_connections of them */
     struct pg_client *replica;
     struct redis_client *redis;
     uint64_t events;
@@ -536,7 +536,8 @@ void store_destroy(struct store *store)
     if (store == NULL)
         return;
     for (unsigned i = 0; i < store->shards; i++) {
-        pg_client_destroy(store->shard[i].primary);
+        for (unsigned c = 0; c < CONFIG_PG_CONNECTIONS_MAX; c++)
+            pg_client_destroy(store->shard[i].primary[c]);
         pg_client_destroy(store->shard[i].replica);
         redis_client_destroy(store->shard[i].redis);
         free(store->pending[i]);
@@ -565,8 +566,10 @@ static void store_resend(struct loop_timer *timer);
 void store_shard_start(struct store *store, struct loop *loop)
 {
     struct store_shard *shard = &store->shard[loop_index(loop)];
-    if (store->cfg->pg_url[0] && (shard->primary = store_pg_open(store, loop, store->cfg->pg_url, false)) == NULL)
-        log_msg(LOG_ERROR, "out of memory for the Postgres client", NULL);
+    for (unsigned c = 0; store->cfg->pg_url[0] && c < store->cfg->pg_connections; c++) {
+        if ((shard->primary[c] = store_pg_open(store, loop, store->cfg->pg_url, false)) == NULL)
+            log_msg(LOG_ERROR, "out of memory for a Postgres client", NULL);
+    }
     if (store->cfg->pg_replica_url[0] &&
         (shard->replica = store_pg_open(store, loop, store->cfg->pg_replica_url, true)) == NULL)
         log_msg(LOG_ERROR, "out of memory for the replica client", NULL);
@@ -605,11 +608,23 @@ static enum store_state store_redis_state(const struct redis_client *client)
     return client == NULL ? STORE_ABSENT : redis_client_ready(client) ? STORE_UP : STORE_DOWN;
 }
 
+/* The ready primary connection with the fewest queries in flight, or NULL. */
+static struct pg_client *store_primary(const struct store_shard *shard)
+{
+    struct pg_client *best = NULL;
+    for (unsigned c = 0; c < CONFIG_PG_CONNECTIONS_MAX && shard->primary[c] != NULL; c++) {
+        struct pg_client *client = shard->primary[c];
+        if (pg_client_ready(client) && (best == NULL || pg_client_in_flight(client) < pg_client_in_flight(best)))
+            best = client;
+    }
+    return best;
+}
+
 void store_shard_health(const struct store_shard *shard, struct store_health *out)
 {
-    out->primary = shard->store->cfg->pg_url[0] ? store_pg_state(shard->primary) : STORE_ABSENT;
-    if (out->primary == STORE_ABSENT && shard->store->cfg->pg_url[0])
-        out->primary = STORE_DOWN; /* configured, but the client could not be made */
+    out->primary = STORE_ABSENT;
+    if (shard->store->cfg->pg_url[0]) /* up while one connection is (the others reconnect) */
+        out->primary = store_primary(shard) != NULL ? STORE_UP : STORE_DOWN;
     out->replica = store_pg_state(shard->replica);
     out->redis = store_redis_state(shard->redis);
     out->subscriber = store_redis_state(shard->store->subscriber);
@@ -619,9 +634,11 @@ enum pg_outcome store_query(struct store_shard *shard, enum store_stmt stmt, str
 {
     assert(stmt < STORE_STMT_COUNT);
     const struct store_stmt_def *def = &store_stmts[stmt];
-    struct pg_client *client = shard->primary;
+    struct pg_client *client = NULL;
     if (def->read_only && shard->replica != NULL && pg_client_ready(shard->replica))
         client = shard->replica;
+    else
+        client = store_primary(shard);
     if (client == NULL)
         return PG_UNAVAILABLE;
     q->sql = NULL;
@@ -661,13 +678,15 @@ static void store_render_pg(struct store *store, struct buf *out)
     for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
         buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n", families[f].name, families[f].help, families[f].name);
         for (unsigned s = 0; s < store->shards; s++) {
-            const struct pg_client *clients[2] = { store->shard[s].primary, store->shard[s].replica };
-            for (int c = 0; c < 2; c++) {
-                if (clients[c] == NULL)
+            const struct store_shard *shard = &store->shard[s];
+            for (unsigned c = 0; c <= CONFIG_PG_CONNECTIONS_MAX; c++) {
+                const struct pg_client *client = c < CONFIG_PG_CONNECTIONS_MAX ? shard->primary[c] : shard->replica;
+                if (client == NULL)
                     continue;
-                const char *base = (const char *)pg_client_stats(clients[c]);
-                buf_printf(out, "%s{shard=\"%u\",server=\"%s\"} %llu\n", families[f].name, s,
-                           c == 0 ? "primary" : "replica",
+                const char *base = (const char *)pg_client_stats(client);
+                buf_printf(out, "%s{shard=\"%u\",server=\"%s\",conn=\"%u\"} %llu\n", families[f].name, s,
+                           c < CONFIG_PG_CONNECTIONS_MAX ? "primary" : "replica",
+                           c < CONFIG_PG_CONNECTIONS_MAX ? c : 0,
                            (unsigned long long)store_load((const uint64_t *)(base + families[f].offset)));
             }
         }

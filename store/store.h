@@ -1,8 +1,10 @@
 /* store/store.h: what a shard holds of the stores, and the typed statements features run
- * (DESIGN §1: each shard owns its Postgres connection in pipeline mode and its Redis
+ * (DESIGN §1: each shard owns its Postgres connections in pipeline mode and its Redis
  * connection; DESIGN §2: store/ owns the typed queries each feature needs).
  *
- * Per shard: a Postgres client on the primary, one on the read replica when
+ * Per shard: TESSERA_PG_CONNECTIONS Postgres clients on the primary (each pipelined; a
+ * query takes the ready one with the fewest in flight, so Postgres runs a shard's statements
+ * on more than one backend), one on the read replica when
  * TESSERA_PG_REPLICA_URL is set, and a Redis client when TESSERA_REDIS_URL is set.
  * Per instance: one Redis subscriber (on shard 0) whose events are handed to every shard
  * over the mailbox rings, so every shard sees every event once, on its own thread.

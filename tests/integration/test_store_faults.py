@@ -183,6 +183,11 @@ def test_postgres_restart(res, pg):
         with Load(srv.port) as load:
             time.sleep(2.0)
             before = len(load.snapshot())
+            used = pg_queries_by_connection(srv.port)
+            res.check("concurrent load spreads over every primary connection of a shard "
+                      "(TESSERA_PG_CONNECTIONS=%d)" % PG_CONNECTIONS,
+                      any(all(used.get((s, c), 0) > 0 for c in range(PG_CONNECTIONS)) for s in range(SHARDS)),
+                      repr(used))
             pg.stop("immediate")
             down_at = time.monotonic()
             time.sleep(BUDGET_MS / 1000.0 + 0.5)
@@ -257,6 +262,16 @@ def test_statement_past_budget(res, pg):
         if locker and locker.poll() is None:
             locker.kill()
         srv.kill()
+
+
+PG_CONNECTIONS = 2  # core/config.c's default TESSERA_PG_CONNECTIONS
+PG_QUERIES = re.compile(r'^tessera_pg_queries_total\{shard="(\d+)",server="primary",conn="(\d+)"\} (\d+)$', re.M)
+
+
+def pg_queries_by_connection(port):
+    """{(shard, connection): queries sent} for the primary connections."""
+    _, _, body, _ = request(port, "GET", "/metrics")
+    return {(int(s), int(c)): int(v) for s, c, v in PG_QUERIES.findall(body.decode())}
 
 
 def metric_values(port, name):

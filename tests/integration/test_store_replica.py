@@ -36,7 +36,7 @@ CATCH_UP_S = 20.0         # a replica applying WAL on a loaded machine: generous
 RECONNECT_S = 20.0        # reconnect backoff is capped at 5 s (store/pg.h PG_BACKOFF_MAX_MS)
 BUDGET_MS = 1000
 PASSWORD = "correct horse battery"
-QUERIES = re.compile(r'^tessera_pg_queries_total\{shard="(\d+)",server="(primary|replica)"\} (\d+)$',
+QUERIES = re.compile(r'^tessera_pg_queries_total\{shard="(\d+)",server="(primary|replica)",conn="\d+"\} (\d+)$',
                      re.M)
 
 
