@@ -178,7 +178,7 @@ void auth_admin_check(struct http_ctx *ctx, struct auth_admin *admin, auth_admin
     if (!auth_rate_pending(&admin->w.rate))
         admin_go(ctx, admin);
     else if (auth_rate_continue(ctx, &admin->w, admin_rate_passed) != 0)
-        auth_answer_now(ctx, 503, "the server is busy; retry later");
+        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
 }
 
 /* ---- Query parameters ------------------------------------------------------------------------ */

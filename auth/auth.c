@@ -297,7 +297,7 @@ void *auth_park(struct http_ctx *ctx, struct auth *auth, size_t bytes)
     struct auth_wait *w = http_park(ctx, bytes);
     if (w == NULL) {
         http_header_add(ctx, "Retry-After", SLICE_LIT("1"));
-        http_respond_problem(ctx, 503, "the server is busy; retry later");
+        http_respond_problem(ctx, 503, AUTH_BUSY_DETAIL);
         return NULL;
     }
     w->auth = auth;
@@ -432,11 +432,25 @@ void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap)
     dst[len] = '\0';
 }
 
+bool auth_job_abandoned(const struct auth_wait *w, const struct worker_job *job)
+{
+    return job->expired || !http_parked_waiting(w);
+}
+
+int auth_submit_hash(struct auth_wait *w, struct worker_job *job)
+{
+    /* The request's backstop answers 503 once the idle timeout has passed since it parked:
+     * work still queued then has nobody to serve. */
+    uint64_t run_by = http_parked_since_us(w) + (uint64_t)w->auth->cfg->idle_timeout_ms * 1000u;
+    return workers_submit_by(w->auth->workers, loop_index(w->loop), job, run_by);
+}
+
 int auth_sign_job(struct auth_wait *w, const struct auth_tenant *tenant, struct worker_job *job)
 {
     const struct jwk_key *key = keyset_signing_key(&tenant->keys);
     enum jwk_alg alg = key != NULL ? jwk_key_alg(key) : JWK_ALG_UNSET;
     if (alg == JWK_ALG_EDDSA || alg == JWK_ALG_ES256) {
+        job->expired = false;
         job->run(job);
         job->done(job);
         return 0;

@@ -21,6 +21,9 @@
 #define AUTH_TENANT_TTL_MS 30000 /* a cached key set is reloaded after this: a rotation made by
                                   * another instance is seen within 30 s, and the new active key
                                   * was published as "next" a whole period before */
+#define AUTH_TENANT_FLIGHTS 16 /* tenant loads in flight per shard: the requests for a tenant
+                                * being loaded wait on its one load (or take the stale set);
+                                * past it a request loads on its own */
 #define AUTH_TENANT_KEYLESS_TTL_MS 1000 /* a tenant without a signing key is asked again sooner:
                                          * its first key (the rotator's or an admin's) is
                                          * usable within a second */
@@ -153,6 +156,10 @@ struct auth_shard_stats {
     uint64_t fanout_sum_us;
 };
 
+struct auth_wait;
+struct auth_tenant;
+typedef void (*auth_tenant_ready_fn)(struct auth_wait *w, struct auth_tenant *tenant);
+
 struct auth_shard {
     struct auth_shard_stats stats;
     struct auth_rate *rate;
@@ -161,6 +168,11 @@ struct auth_shard {
     struct auth_vcache *verified;
     struct auth_client_cache *clients;
     struct auth_tenant *tenants[AUTH_TENANT_SLOTS];
+    struct auth_tenant_flight {
+        char slug[AUTH_SLUG_MAX + 1];  /* "" : free */
+        auth_tenant_ready_fn leader_ready;
+        struct auth_wait *waiters;
+    } flights[AUTH_TENANT_FLIGHTS];
 };
 
 struct auth {
@@ -228,6 +240,8 @@ struct auth_wait {
     const char *detail;
     const char *oauth_error;        /* auth_oauth_fail's RFC 6749 §5.2 error code, or NULL */
     void (*tenant_ready)(struct auth_wait *w, struct auth_tenant *tenant); /* auth_tenant_get's */
+    struct auth_wait *tenant_next;  /* the next request waiting on the same tenant load */
+    unsigned tenant_flight;         /* 1 + the index of the load this request leads; 0: none */
     struct auth_client_wait *client_wait; /* auth_client_authenticate's */
     struct auth_rate_check rate;          /* auth_rate_remote's */
     unsigned rate_pending;
@@ -448,7 +462,6 @@ void auth_oauth_fail(struct auth_wait *w, int status, const char *error, const c
  * w->detail saying why (404 unknown tenant, 503 store or pool unavailable, 500). From a
  * handler, ctx is its context: a load the store refuses at once is answered 503 there and
  * ready never runs; from a later stage ctx is NULL. slug must outlive the wait. */
-typedef void (*auth_tenant_ready_fn)(struct auth_wait *w, struct auth_tenant *tenant);
 void auth_tenant_get(struct http_ctx *ctx, struct auth_wait *w, const char *slug,
                      auth_tenant_ready_fn ready);
 /* The shard's fresh copy of a tenant's keys, or NULL (not cached, or due for a reload):
@@ -463,6 +476,15 @@ void auth_tenant_put(struct auth *auth, struct loop *loop, struct auth_tenant *t
  * or P-256 one 25-45 µs, about what the hand-off to a worker and back costs (perf/login's
  * refresh runs). 0, or -TE_FULL when the pool refused it (answer 503). */
 int auth_sign_job(struct auth_wait *w, const struct auth_tenant *tenant, struct worker_job *job);
+/* A password hash or check for w's request on the worker pool (workers_submit_by): not run
+ * if it is still queued when the request's idle backstop has answered 503; then done sees
+ * job->expired and must change nothing. 0, or -TE_FULL (the caller answers 503). */
+int auth_submit_hash(struct auth_wait *w, struct worker_job *job);
+#define AUTH_BUSY_DETAIL "the server is busy; retry later" /* 503's detail (with Retry-After) */
+/* True when a hash job's outcome has nobody to go to: it was not run (expired), or its
+ * request was answered by the backstop or its client left while it ran. Its done then
+ * changes nothing (no session, no user, no new password) and only releases the request. */
+bool auth_job_abandoned(const struct auth_wait *w, const struct worker_job *job);
 
 /* The issuer of a tenant: TESSERA_PUBLIC_URL + "/t/" + slug. */
 void auth_issuer(const struct auth *auth, struct slice slug, struct buf *out);

@@ -307,7 +307,7 @@ static void introspect_post(struct http_ctx *ctx)
     iw->w.rate = limits;
     if (remote) {
         if (auth_rate_continue(ctx, &iw->w, introspect_rate_passed) != 0)
-            auth_answer_now(ctx, 503, "the server is busy; retry later");
+            auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
     } else if (client != NULL) {
         if (!introspect_refresh(iw))
             auth_tenant_get(ctx, &iw->w, iw->cw.slug, introspect_keys_ready);

@@ -305,6 +305,12 @@ static void login_send_succeeded(struct login_wait *lw)
 static void login_verify_done(struct worker_job *job)
 {
     struct login_wait *lw = (struct login_wait *)((char *)job - offsetof(struct login_wait, job));
+    if (auth_job_abandoned(&lw->w, job)) { /* no failure counted, no session */
+        login_release(lw);
+        login_forget(lw);
+        auth_answer(&lw->w, 503, AUTH_BUSY_DETAIL);
+        return;
+    }
     if (lw->verify_rc != 0) {
         login_send_failed(lw);
         return;
@@ -351,10 +357,10 @@ static void login_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
     }
     lw->job.run = login_verify_run;
     lw->job.done = login_verify_done;
-    if (workers_submit(w->auth->workers, loop_index(w->loop), &lw->job) != 0) {
+    if (auth_submit_hash(w, &lw->job) != 0) {
         login_release(lw);
         login_forget(lw);
-        auth_answer(w, 503, "the server is busy; retry later"); /* SECURITY F15 */
+        auth_answer(w, 503, AUTH_BUSY_DETAIL); /* SECURITY F15 */
     }
 }
 
@@ -465,7 +471,7 @@ static void login_begin(struct http_ctx *ctx, struct login_wait *lw)
         login_lookup(ctx, lw);
     else if (auth_rate_continue(ctx, &lw->w, login_rate_passed) != 0) {
         login_forget(lw);
-        auth_answer_now(ctx, 503, "the server is busy; retry later");
+        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
     }
 }
 

@@ -87,6 +87,10 @@ static void medel_run_done(struct worker_job *job)
 {
     struct medel_wait *mw = MEDEL_OF(job);
     medel_forget(mw);
+    if (auth_job_abandoned(&mw->w, job)) {
+        auth_answer(&mw->w, 503, AUTH_BUSY_DETAIL);
+        return;
+    }
     if (mw->verify_rc != 0) {
         auth_answer(&mw->w, 403, "the password is wrong");
         return;
@@ -116,9 +120,9 @@ static void medel_stored(struct auth_wait *w)
     snprintf(mw->stored, sizeof(mw->stored), "%s", stored);
     mw->job.run = medel_run;
     mw->job.done = medel_run_done;
-    if (workers_submit(w->auth->workers, loop_index(w->loop), &mw->job) != 0) {
+    if (auth_submit_hash(w, &mw->job) != 0) {
         medel_forget(mw);
-        auth_answer(w, 503, "the server is busy; retry later"); /* SECURITY F15 */
+        auth_answer(w, 503, AUTH_BUSY_DETAIL); /* SECURITY F15 */
     }
 }
 

@@ -103,6 +103,11 @@ static void pwchange_run(struct worker_job *job)
 static void pwchange_run_done(struct worker_job *job)
 {
     struct pwchange_wait *pw = PWCHANGE_OF(job);
+    if (auth_job_abandoned(&pw->w, job)) {
+        pwchange_forget(pw);
+        auth_answer(&pw->w, 503, AUTH_BUSY_DETAIL);
+        return;
+    }
     if (pw->verify_rc != 0) {
         pwchange_forget(pw);
         auth_answer(&pw->w, 403, "the current password is wrong");
@@ -138,9 +143,9 @@ static void pwchange_stored(struct auth_wait *w)
     snprintf(pw->stored, sizeof(pw->stored), "%s", stored); /* longer than any PHC string: refused */
     pw->job.run = pwchange_run;
     pw->job.done = pwchange_run_done;
-    if (workers_submit(w->auth->workers, loop_index(w->loop), &pw->job) != 0) {
+    if (auth_submit_hash(w, &pw->job) != 0) {
         pwchange_forget(pw);
-        auth_answer(w, 503, "the server is busy; retry later"); /* SECURITY F15 */
+        auth_answer(w, 503, AUTH_BUSY_DETAIL); /* SECURITY F15 */
     }
 }
 

@@ -416,7 +416,7 @@ static void rate_tenant_ready(struct auth_wait *w, struct auth_tenant *tenant)
     else if (!auth_rate_has_remote(&w->rate))
         w->rate_next(w);
     else if (auth_rate_remote(w, w->rate_next) != 0)
-        auth_answer(w, 503, "the server is busy; retry later");
+        auth_answer(w, 503, AUTH_BUSY_DETAIL);
 }
 
 int auth_rate_continue(struct http_ctx *ctx, struct auth_wait *w, void (*next)(struct auth_wait *w))
@@ -444,7 +444,7 @@ void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer)
     if (w->rate.retry_us > 0)
         http_resume(w, rate_respond_resumed);
     else if (w->rate_failed)
-        auth_answer(w, 503, "the server is busy; retry later");
+        auth_answer(w, 503, AUTH_BUSY_DETAIL);
     else
         w->rate_next(w);
 }

@@ -293,6 +293,11 @@ static void recovery_hash_run(struct worker_job *job)
 static void recovery_hash_done(struct worker_job *job)
 {
     struct recovery_wait *rw = RECOVERY_OF(job);
+    if (auth_job_abandoned(&rw->w, job)) {
+        recovery_forget(rw);
+        auth_answer(&rw->w, 503, AUTH_BUSY_DETAIL);
+        return;
+    }
     if (rw->hash_rc < 0) {
         recovery_forget(rw);
         log_msg(LOG_ERROR, "password hashing failed", NULL);
@@ -329,12 +334,12 @@ static void recovery_go(struct http_ctx *ctx, struct recovery_wait *rw)
     case RECOVERY_RESET:
         rw->job.run = recovery_hash_run;
         rw->job.done = recovery_hash_done;
-        if (workers_submit(rw->w.auth->workers, loop_index(rw->w.loop), &rw->job) != 0) {
+        if (auth_submit_hash(&rw->w, &rw->job) != 0) {
             recovery_forget(rw);
             if (ctx != NULL)
-                auth_answer_now(ctx, 503, "the server is busy; retry later");
+                auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
             else
-                auth_answer(&rw->w, 503, "the server is busy; retry later");
+                auth_answer(&rw->w, 503, AUTH_BUSY_DETAIL);
         }
         return;
     case RECOVERY_VERIFY:
@@ -380,7 +385,7 @@ static void recovery_start(struct http_ctx *ctx, enum recovery_kind kind)
         recovery_go(ctx, rw);
     else if (auth_rate_continue(ctx, &rw->w, recovery_rate_passed) != 0) {
         recovery_forget(rw);
-        auth_answer_now(ctx, 503, "the server is busy; retry later");
+        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
     }
 }
 

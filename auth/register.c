@@ -211,6 +211,11 @@ static void register_hash_run(struct worker_job *job)
 static void register_hash_done(struct worker_job *job)
 {
     struct register_wait *rw = (struct register_wait *)((char *)job - offsetof(struct register_wait, job));
+    if (auth_job_abandoned(&rw->w, job)) {
+        register_forget(rw);
+        auth_answer(&rw->w, 503, AUTH_BUSY_DETAIL);
+        return;
+    }
     if (rw->hash_rc < 0) {
         register_forget(rw);
         log_msg(LOG_ERROR, "password hashing failed", NULL);
@@ -251,9 +256,9 @@ static void register_tenant_found(struct auth_wait *w)
     snprintf(rw->tenant_id, sizeof(rw->tenant_id), "%s", pg_result_value(w->result, 0, 0));
     rw->job.run = register_hash_run;
     rw->job.done = register_hash_done;
-    if (workers_submit(w->auth->workers, loop_index(w->loop), &rw->job) != 0) {
+    if (auth_submit_hash(w, &rw->job) != 0) {
         register_forget(rw);
-        auth_answer(w, 503, "the server is busy; retry later");
+        auth_answer(w, 503, AUTH_BUSY_DETAIL);
     }
 }
 
@@ -297,7 +302,7 @@ static void register_post(struct http_ctx *ctx)
         register_go(ctx, rw);
     else if (auth_rate_continue(ctx, &rw->w, register_rate_passed) != 0) {
         register_forget(rw);
-        auth_answer_now(ctx, 503, "the server is busy; retry later");
+        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
     }
 }
 

@@ -264,7 +264,7 @@ static void revoke_post(struct http_ctx *ctx)
         if (!auth_rate_pending(&limits))
             auth_client_authenticate(ctx, &rw->w, &rw->cw, false, revoke_client_ready);
         else if (auth_rate_continue(ctx, &rw->w, revoke_rate_passed) != 0)
-            auth_answer_now(ctx, 503, "the server is busy; retry later");
+            auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
     }
     explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
 }

@@ -298,7 +298,7 @@ static void refresh_rotated(struct auth_wait *w)
          * client logs in again (SECURITY F15 keeps the hot path; the session is unharmed). */
         refresh_release(rw);
         refresh_forget(rw);
-        auth_answer(w, 503, "the server is busy; retry later");
+        auth_answer(w, 503, AUTH_BUSY_DETAIL);
     }
 }
 
@@ -455,7 +455,7 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
     if (!auth_rate_pending(&limits))
         refresh_identify(ctx, rw);
     else if (auth_rate_continue(ctx, &rw->w, refresh_rate_passed) != 0)
-        auth_answer_now(ctx, 503, "the server is busy; retry later");
+        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
 }
 
 /* ---- Logout --------------------------------------------------------------------------------- */

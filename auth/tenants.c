@@ -254,7 +254,7 @@ static void tenant_rows_arrived(struct auth_wait *w)
     if (workers_submit_urgent(w->auth->workers, loop_index(w->loop), &load->job) != 0) {
         tenant_load_free(load);
         if (!tenant_stale_ready(w, ready))
-            tenant_fail(w, ready, 503, "the server is busy; retry later");
+            tenant_fail(w, ready, 503, AUTH_BUSY_DETAIL);
     }
 }
 
@@ -272,6 +272,47 @@ const struct auth_tenant *auth_tenant_cached(const struct auth *auth, const stru
     return tenant_fresh(auth, loop, slug);
 }
 
+/* ---- One load per tenant and shard ------------------------------------------------------- */
+
+static struct auth_tenant_flight *tenant_flight_find(struct auth_shard *shard, const char *slug)
+{
+    for (size_t i = 0; i < AUTH_TENANT_FLIGHTS; i++) {
+        if (strcmp(shard->flights[i].slug, slug) == 0)
+            return &shard->flights[i];
+    }
+    return NULL;
+}
+
+/* A load's outcome, for its leader and then every request that waited on it: the set (each
+ * taking a reference), or the leader's failure (a waiter with a stale set takes that, as
+ * the leader would have, SECURITY F01). */
+static void tenant_flight_ready(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    struct auth_tenant_flight *flight = &tenant_shard(w->auth, w->loop)->flights[w->tenant_flight - 1];
+    auth_tenant_ready_fn leader_ready = flight->leader_ready;
+    struct auth_wait *waiters = flight->waiters;
+    int status = w->status;
+    const char *detail = w->detail;
+    struct auth *auth = w->auth;
+    struct loop *loop = w->loop;
+    memset(flight, 0, sizeof(*flight));
+    w->tenant_flight = 0;
+    if (tenant != NULL)
+        tenant->refs++; /* held while the waiters are served: the leader may drop its own */
+    leader_ready(w, tenant);
+    while (waiters != NULL) {
+        struct auth_wait *waiter = waiters;
+        waiters = waiter->tenant_next;
+        if (tenant != NULL) {
+            tenant->refs++;
+            waiter->tenant_ready(waiter, tenant);
+        } else if (!tenant_stale_ready(waiter, waiter->tenant_ready)) {
+            tenant_fail(waiter, waiter->tenant_ready, status, detail);
+        }
+    }
+    auth_tenant_put(auth, loop, tenant);
+}
+
 void auth_tenant_get(struct http_ctx *ctx, struct auth_wait *w, const char *slug, auth_tenant_ready_fn ready)
 {
     struct auth_tenant *cached = tenant_fresh(w->auth, w->loop, slug);
@@ -280,8 +321,24 @@ void auth_tenant_get(struct http_ctx *ctx, struct auth_wait *w, const char *slug
         ready(w, cached);
         return;
     }
+    struct auth_shard *shard = tenant_shard(w->auth, w->loop);
     w->tenant_ready = ready;
     w->q.params[0] = slug;
     w->q.params_count = 1;
+    struct auth_tenant_flight *flight = tenant_flight_find(shard, slug);
+    if (flight != NULL) { /* loading already: the stale set meanwhile, else wait for it */
+        if (tenant_stale_ready(w, ready))
+            return;
+        w->tenant_next = flight->waiters;
+        flight->waiters = w;
+        return;
+    }
+    if ((flight = tenant_flight_find(shard, "")) != NULL) { /* else (all taken) a load of its own */
+        snprintf(flight->slug, sizeof(flight->slug), "%s", slug);
+        flight->leader_ready = ready;
+        flight->waiters = NULL;
+        w->tenant_flight = (unsigned)(flight - shard->flights) + 1;
+        w->tenant_ready = tenant_flight_ready;
+    }
     auth_send(ctx, w, STORE_TENANT_KEYS, NULL, tenant_rows_arrived);
 }

@@ -142,7 +142,7 @@ static void token_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
     if (auth_sign_job(w, tenant, &tw->job) != 0) {
         auth_tenant_put(w->auth, w->loop, tenant);
         tw->tenant = NULL;
-        auth_answer(w, 503, "the server is busy; retry later"); /* SECURITY F15 */
+        auth_answer(w, 503, AUTH_BUSY_DETAIL); /* SECURITY F15 */
     }
 }
 
@@ -272,7 +272,7 @@ static void token_post(struct http_ctx *ctx)
         if (!auth_rate_pending(&limits))
             auth_client_authenticate(ctx, &tw->w, &tw->cw, false, token_client_ready);
         else if (auth_rate_continue(ctx, &tw->w, token_rate_passed) != 0)
-            auth_answer_now(ctx, 503, "the server is busy; retry later");
+            auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
     }
     explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
 }

@@ -24,6 +24,7 @@
  * worker skips the eventfd write, either the shard's exchange saw its job or another
  * thread set the flag after the clear and wrote the eventfd. */
 #include "core/workers.h"
+#include "core/loop.h"
 #include "core/wake.h"
 
 #include <assert.h>
@@ -146,7 +147,9 @@ static void *workers_thread_main(void *arg)
         if (job == NULL)
             return NULL; /* stopping */
         job->next = NULL;
-        job->run(job);
+        job->expired = job->run_by_us != 0 && loop_now_us() > job->run_by_us;
+        if (!job->expired)
+            job->run(job);
         workers_complete(workers, job);
     }
 }
@@ -273,7 +276,8 @@ static bool workers_reserve(struct workers *workers, unsigned limit)
     return true;
 }
 
-static int workers_enqueue(struct workers *workers, unsigned shard, struct worker_job *job, bool urgent)
+static int workers_enqueue(struct workers *workers, unsigned shard, struct worker_job *job, bool urgent,
+                           uint64_t run_by_us)
 {
     assert(workers != NULL);
     assert(shard < workers->shards);
@@ -284,6 +288,8 @@ static int workers_enqueue(struct workers *workers, unsigned shard, struct worke
         return -TE_FULL; /* the job was not taken: the caller answers 503 */
     job->shard = shard;
     job->next = NULL;
+    job->run_by_us = run_by_us;
+    job->expired = false;
     pthread_mutex_lock(&workers->lock);
     assert(!workers->stopping); /* submitting after destroy began is a bug */
     workers_fifo_push(urgent ? &workers->urgent : &workers->ordinary, job);
@@ -294,12 +300,17 @@ static int workers_enqueue(struct workers *workers, unsigned shard, struct worke
 
 int workers_submit(struct workers *workers, unsigned shard, struct worker_job *job)
 {
-    return workers_enqueue(workers, shard, job, false);
+    return workers_enqueue(workers, shard, job, false, 0);
+}
+
+int workers_submit_by(struct workers *workers, unsigned shard, struct worker_job *job, uint64_t run_by_us)
+{
+    return workers_enqueue(workers, shard, job, false, run_by_us);
 }
 
 int workers_submit_urgent(struct workers *workers, unsigned shard, struct worker_job *job)
 {
-    return workers_enqueue(workers, shard, job, true);
+    return workers_enqueue(workers, shard, job, true, 0);
 }
 
 /* Moves every completion the workers have pushed to the shard's ready list,

@@ -11,7 +11,9 @@
 #ifndef TESSERA_CORE_WORKERS_H
 #define TESSERA_CORE_WORKERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 
@@ -23,6 +25,8 @@
 struct worker_job {
     void (*run)(struct worker_job *job);  /* on a worker thread: no shard state touched */
     void (*done)(struct worker_job *job); /* on the submitting shard's thread */
+    uint64_t run_by_us;                   /* set by submit: see workers_submit_by */
+    bool expired;                         /* set by the pool: run was skipped (done still runs) */
     unsigned shard;                       /* set by workers_submit */
     struct worker_job *next;              /* private */
 };
@@ -40,6 +44,12 @@ void workers_destroy(struct workers *workers);
 /* Called by shard `shard` only. Returns 0, or -TE_FULL when WORKERS_JOBS_MAX jobs
  * are queued or running (the job was not taken). */
 int workers_submit(struct workers *workers, unsigned shard, struct worker_job *job);
+
+/* The same for a job whose request stops waiting at run_by_us (loop_now_us's clock): a
+ * job still queued then is not run (job->expired is set and done called all the same), so a
+ * queue grown under a flood sheds the work nobody waits for any more instead of spending the
+ * pool on it, and a login answered 503 never creates a session after all. */
+int workers_submit_by(struct workers *workers, unsigned shard, struct worker_job *job, uint64_t run_by_us);
 
 /* Like workers_submit, for short jobs a request on the hot path waits on (a tenant's keys
  * loaded, a token signed): taken by the next free worker ahead of every ordinary job

@@ -112,6 +112,7 @@ struct http_conn {
 struct http_park {
     struct conn *conn;            /* NULL once the connection went away */
     struct loop *loop;
+    uint64_t parked_us;           /* loop_now_us() when the handler parked it */
     int route;
     enum http1_method method;
     int version_minor;
@@ -988,6 +989,7 @@ void *http_park(struct http_ctx *ctx, size_t bytes)
     memset(park, 0, sizeof(*park) + bytes);
     park->conn = ctx->conn;
     park->loop = ctx->loop;
+    park->parked_us = loop_now_us();
     park->route = ctx->route;
     park->method = ctx->req->method;
     park->version_minor = ctx->req->version_minor;
@@ -1001,6 +1003,22 @@ void *http_park(struct http_ctx *ctx, size_t bytes)
     park->in_handler = true;
     ctx->parked = park;
     return park->state;
+}
+
+static const struct http_park *http_park_of(const void *state)
+{
+    return (const struct http_park *)((const char *)state - offsetof(struct http_park, state));
+}
+
+uint64_t http_parked_since_us(const void *state)
+{
+    return http_park_of(state)->parked_us;
+}
+
+bool http_parked_waiting(const void *state)
+{
+    const struct http_park *park = http_park_of(state);
+    return park->in_handler || (park->conn != NULL && !conn_closing(park->conn));
 }
 
 /* The request as the answer and the access log need it, from what the park kept. */

@@ -34,7 +34,8 @@
 #define HTTP_STATUS_SLOTS 32         /* distinct statuses counted; others count as "other" */
 #define HTTP_PARK_BYTES 8192         /* a parked request: its HTTP facts plus the handler's state */
 #define HTTP_PARK_PATH_BYTES 256     /* of the path kept for the access log; longer is cut */
-#define HTTP_PARK_STATE_MAX 7680     /* handler state per parked request (the rest: HTTP facts) */
+#define HTTP_PARK_STATE_MAX 7792     /* handler state per parked request (the rest, 392 bytes:
+                                      * HTTP facts; a static assert keeps the sum in bounds) */
 
 _Static_assert(HTTP_RESPONSE_BYTES_MAX * 2 <= LOOP_OUT_BUF_BYTES, "a response fits beside pending output");
 
@@ -103,6 +104,12 @@ const char *http_status_reason(int status);
  * (req, body, params, scratch), so it copies what it needs there. NULL when no memory
  * can be had: the handler answers at once instead (503). */
 void *http_park(struct http_ctx *ctx, size_t bytes);
+/* When the request of parked state was parked (loop_now_us's clock): its idle backstop
+ * answers 503 at this plus TESSERA_IDLE_TIMEOUT_MS, if nothing answered it before. */
+uint64_t http_parked_since_us(const void *state);
+/* False once nobody waits for the answer of parked state any more (the backstop answered,
+ * or the client went away): a handler need not commit work whose result nobody will read. */
+bool http_parked_waiting(const void *state);
 /* A handler that parked and then must answer at once after all (its wait was refused)
  * simply answers: the park is undone. */
 /* Ends a parked request, on its shard's thread, from a loop event (a store reply, a

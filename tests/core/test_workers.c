@@ -10,12 +10,17 @@
  *  - destroy lets a running job finish and drops the queued ones (run nor done);
  *  - hands completions back in completion order (one worker: submission order),
  *    across drains capped by max, waking the shard itself when it stops at max;
+ *  - a job submitted with workers_submit_by whose time has passed when a worker takes it is
+ *    not run, is marked expired, and its done still runs once; one whose time has not
+ *    passed, and a plain one, run;
  *  - wakes a sleeping shard for each of 2 x 50,000 jobs submitted one at a time;
  *  - under 4 shard threads x 200,000 jobs, retrying on -TE_FULL while draining,
  *    loses and duplicates nothing.
  * Shards wait for completions in poll() on their eventfd: a lost wake-up hangs them
  * until TEST_DEADLINE_S, which fails the test. No timing assertions. */
 #include "core/workers.h"
+
+#include "core/loop.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -117,7 +122,7 @@ static void test_job_done(struct worker_job *job)
 {
     struct test_job *tj = (struct test_job *)job;
     CHECK(pthread_equal(tj->submitter, pthread_self()));
-    CHECK(tj->result == test_result(tj->seq));
+    CHECK(tj->result == (job->expired ? 0 : test_result(tj->seq))); /* expired: never run */
     tj->dones++;
     if (tj->order != NULL)
         tj->order[(*tj->order_len)++] = tj->seq;
@@ -260,6 +265,43 @@ static void test_urgent(void)
         CHECK(order[1 + i] == URGENT_SEQ + i);
     for (size_t i = 1 + WORKERS_URGENT_RESERVE; i < total; i++)
         CHECK(order[i] == i - WORKERS_URGENT_RESERVE);
+    workers_destroy(pool);
+}
+
+/* ---- a wait's end (workers_submit_by) ---- */
+
+static void test_run_by(void)
+{
+    struct workers *pool = workers_create(1, 1);
+    CHECK(pool != NULL);
+    static struct test_job gate, late, timely, plain;
+    pthread_mutex_lock(&test_gate_lock);
+    test_gate_open = false;
+    pthread_mutex_unlock(&test_gate_lock);
+    atomic_store(&test_gate_waiting, 0);
+    test_job_init(&gate, 1);
+    gate.job.run = test_gated_run;
+    CHECK(workers_submit(pool, 0, &gate.job) == 0);
+    while (atomic_load(&test_gate_waiting) < 1 && !test_deadline_passed())
+        sched_yield(); /* the worker holds the gate: the next three wait in the queue */
+    test_job_init(&late, 2);
+    test_job_init(&timely, 3);
+    test_job_init(&plain, 4);
+    uint64_t now = loop_now_us();
+    CHECK(workers_submit_by(pool, 0, &late.job, now > 1 ? now - 1 : 1) == 0); /* already past */
+    CHECK(workers_submit_by(pool, 0, &timely.job, now + 3600u * 1000000u) == 0);
+    CHECK(workers_submit(pool, 0, &plain.job) == 0);
+    pthread_mutex_lock(&test_gate_lock);
+    test_gate_open = true;
+    pthread_cond_broadcast(&test_gate_cond);
+    pthread_mutex_unlock(&test_gate_lock);
+    size_t done = 0;
+    uint64_t drains = 0, writes = 0;
+    test_drain_until(pool, 0, 4, &done, &drains, &writes);
+    CHECK(done == 4);
+    CHECK(late.job.expired && atomic_load(&late.runs) == 0 && late.dones == 1);
+    CHECK(!timely.job.expired && atomic_load(&timely.runs) == 1 && timely.dones == 1);
+    CHECK(!plain.job.expired && atomic_load(&plain.runs) == 1 && plain.dones == 1);
     workers_destroy(pool);
 }
 
@@ -474,6 +516,7 @@ int main(void)
     test_start = time(NULL);
     test_bound();
     test_urgent();
+    test_run_by();
     test_order();
     test_destroy_drops_queued();
     test_serial();

@@ -90,6 +90,11 @@ FLOOD_ARGON2_M_KIB = 4096    # cheap hashes: one worker drains 1,024 of them in 
                              # slower than they arrive
 FLOOD_READ_S = 300           # a socket's wait for its answer: the whole queue on a slow machine
 FLOOD_IDLE_MS = FLOOD_READ_S * 1000
+SHED_LOGINS = 120            # logins at once, one worker, default Argon2id (25 ms each in a Release
+                             # build, 60-150 ms under ASan): 3 s of work at the least
+SHED_IDLE_MS = 1000          # the parked request's backstop: the queue's tail is answered 503 by it
+SHED_SETTLE_S = 2.0          # after the last answer: the job running at the deadline finishes
+SHED_EDGE = 2                # sessions committing in the moment their request's backstop fired
 
 
 # ---------------------------------------------------------------------------- HTTP helpers
@@ -564,6 +569,36 @@ def test_f15(res, env):
     check_clean_exit(res, srv, "F15 server exits 0 on SIGTERM, no sanitizer report")
 
 
+def test_queue_sheds(res, env):
+    """A login still queued when its request's backstop answered 503 is not run
+    (workers_submit_by): no Argon2id spent on it, no session made that nobody hears of."""
+    srv = env.server(TESSERA_WORKERS=1, TESSERA_IDLE_TIMEOUT_MS=SHED_IDLE_MS)
+    uid = env.user("shed")
+    verify(srv.port, "warm.up.keys")
+    body = json.dumps({"username": "shed", "password": PASSWORD,
+                       "client_id": env.clients["app"]["client_id"]}).encode()
+    head = ("POST /t/%s/api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (TENANT, len(body))).encode()
+    socks = []
+    for _ in range(SHED_LOGINS):
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        sock.sendall(head + body)
+        socks.append(sock)
+    answers = [read_status(s) for s in socks]
+    statuses = [a[0] for a in answers]
+    n200, n503 = statuses.count(200), statuses.count(503)
+    time.sleep(SHED_SETTLE_S)  # the rest of the queue is shed, not run
+    sessions = int(env.sql("SELECT count(*) FROM sessions WHERE user_id = '%s'" % uid))
+    res.check("shed: logins past the backstop answer 503 with Retry-After, the rest 200",
+              n503 > 0 and n200 + n503 == SHED_LOGINS and all(a[1] for a in answers if a[0] == 503),
+              "%d × 200, %d × 503 of %d" % (n200, n503, SHED_LOGINS))
+    res.check("shed: no session for a login answered 503 (at most %d running at its deadline)" % SHED_EDGE,
+              n200 <= sessions <= n200 + SHED_EDGE, "%d sessions, %d answered 200" % (sessions, n200))
+    print("MEASURE shed: %d logins at once, one worker, backstop %d ms: %d × 200, %d × 503, %d sessions"
+          % (SHED_LOGINS, SHED_IDLE_MS, n200, n503, sessions), flush=True)
+    check_clean_exit(res, srv, "shed: server exits 0 on SIGTERM, no sanitizer report")
+
+
 # ---------------------------------------------------------------------------- P05, P06, P07
 
 def fullwidth(text):
@@ -749,6 +784,7 @@ def run_all(res, env):
     check_clean_exit(res, srv)
     res.run("P05", test_p05, res, env)
     res.run("F15", test_f15, res, env)
+    res.run("queue sheds", test_queue_sheds, res, env)
 
 
 def main():
