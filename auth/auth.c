@@ -175,7 +175,7 @@ bool auth_shard_ready(const struct auth *auth, const struct loop *loop)
     return auth_revoked_ready(auth->shards[loop_index(loop)]->revoked);
 }
 
-static void auth_stat_add(uint64_t *counter, uint64_t n)
+void auth_stat_add(uint64_t *counter, uint64_t n)
 {
     /* Owner-only write; a relaxed store so a scrape's relaxed load is race-free. */
     __atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
@@ -233,6 +233,10 @@ void auth_render_metrics(struct auth *auth, struct buf *out)
     buf_printf(out, "tessera_revocation_fanout_seconds_sum %.6f\n"
                     "tessera_revocation_fanout_seconds_count %llu\n",
                (double)sum_us / 1e6, (unsigned long long)cumulative);
+    buf_printf(out, "# HELP tessera_tenant_key_loads_total Reads of a tenant's signing keys a shard started "
+                    "(the requests that came meanwhile waited on them).\n"
+                    "# TYPE tessera_tenant_key_loads_total counter\ntessera_tenant_key_loads_total %llu\n",
+               (unsigned long long)auth_stat_sum(auth, offsetof(struct auth_shard_stats, tenant_loads)));
 }
 
 bool auth_handle_message(struct auth *auth, struct loop *loop, const struct ring_msg *msg)

@@ -154,7 +154,10 @@ void auth_revoke_spread_not_before(struct auth_wait *w, uint64_t key, int64_t nb
 struct auth_shard_stats {
     uint64_t fanout[AUTH_FANOUT_BUCKETS + 1]; /* the last: over the largest bound */
     uint64_t fanout_sum_us;
+    uint64_t tenant_loads; /* reads of a tenant's keys started (one per tenant in flight) */
 };
+/* Owner-only increment, a relaxed store so a scrape's relaxed load is race-free. */
+void auth_stat_add(uint64_t *counter, uint64_t n);
 
 struct auth_wait;
 struct auth_tenant;

@@ -340,5 +340,6 @@ void auth_tenant_get(struct http_ctx *ctx, struct auth_wait *w, const char *slug
         w->tenant_flight = (unsigned)(flight - shard->flights) + 1;
         w->tenant_ready = tenant_flight_ready;
     }
+    auth_stat_add(&shard->stats.tenant_loads, 1);
     auth_send(ctx, w, STORE_TENANT_KEYS, NULL, tenant_rows_arrived);
 }

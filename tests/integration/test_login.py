@@ -599,6 +599,40 @@ def test_queue_sheds(res, env):
     check_clean_exit(res, srv, "shed: server exits 0 on SIGTERM, no sanitizer report")
 
 
+COLD_VERIFIES = 100          # /verify requests at once to a server whose shards hold no keys yet
+SHARDS = 2                   # Env.server's TESSERA_SHARDS
+
+
+def test_cold_single_load(res, env):
+    """A shard loads a tenant's keys once however many requests need them at the same moment
+    (auth/tenants.c AUTH_TENANT_FLIGHTS); the others wait on that load."""
+    env.user("cold")
+    issuer = env.server()
+    try:
+        token = good_login(env, issuer.port, "cold")[2].get("access_token", "")
+    finally:
+        issuer.kill()
+    cold = env.server()
+    try:
+        head = ("GET /t/%s/verify HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                "Authorization: Bearer %s\r\n\r\n" % (TENANT, token)).encode()
+        socks = []
+        for _ in range(COLD_VERIFIES):
+            sock = socket.create_connection(("127.0.0.1", cold.port), timeout=30)
+            sock.sendall(head)
+            socks.append(sock)
+        statuses = [read_status(s)[0] for s in socks]
+        _, _, metrics = call(cold.port, "GET", "/metrics")
+        loads = [int(line.split()[1]) for line in metrics.decode().splitlines()
+                 if line.startswith("tessera_tenant_key_loads_total ")]
+        res.check("cold shards: %d /verify at once all answer 200" % COLD_VERIFIES,
+                  statuses == [200] * COLD_VERIFIES, repr(sorted(set(map(str, statuses)))))
+        res.check("cold shards: one key load per shard, not one per request",
+                  len(loads) == 1 and 1 <= loads[0] <= SHARDS, repr(loads))
+    finally:
+        cold.kill()
+
+
 # ---------------------------------------------------------------------------- P05, P06, P07
 
 def fullwidth(text):
@@ -784,6 +818,7 @@ def run_all(res, env):
     check_clean_exit(res, srv)
     res.run("P05", test_p05, res, env)
     res.run("F15", test_f15, res, env)
+    res.run("cold single load", test_cold_single_load, res, env)
     res.run("queue sheds", test_queue_sheds, res, env)
 
 
