@@ -157,6 +157,24 @@ static void test_gated_run(struct worker_job *job)
     test_job_run(job);
 }
 
+/* Holds every gated run at the gate from now on. */
+static void test_gate_close(void)
+{
+    pthread_mutex_lock(&test_gate_lock);
+    test_gate_open = false;
+    pthread_mutex_unlock(&test_gate_lock);
+    atomic_store(&test_gate_waiting, 0);
+}
+
+/* Lets every gated run through. */
+static void test_gate_release(void)
+{
+    pthread_mutex_lock(&test_gate_lock);
+    test_gate_open = true;
+    pthread_cond_broadcast(&test_gate_cond);
+    pthread_mutex_unlock(&test_gate_lock);
+}
+
 /* Drains shard `shard` until `total` dones ran, waiting on the eventfd when idle. */
 static void test_drain_until(struct workers *pool, unsigned shard, size_t total,
                              size_t *done, uint64_t *drains, uint64_t *writes)
@@ -191,10 +209,7 @@ static void test_bound(void)
     while (atomic_load(&test_gate_waiting) < THREADS && !test_deadline_passed())
         sched_yield(); /* both workers hold a job: none can complete until the gate opens */
     CHECK(workers_drain(pool, SHARD, WORKERS_JOBS_MAX) == 0);
-    pthread_mutex_lock(&test_gate_lock);
-    test_gate_open = true;
-    pthread_cond_broadcast(&test_gate_cond);
-    pthread_mutex_unlock(&test_gate_lock);
+    test_gate_release();
     size_t done = 0;
     uint64_t drains = 0, writes = 0;
     test_drain_until(pool, SHARD, accepted, &done, &drains, &writes);
@@ -230,10 +245,7 @@ static void test_urgent(void)
     static struct test_job ordinary[WORKERS_JOBS_MAX + 1], urgent[WORKERS_URGENT_RESERVE + 1];
     static uint64_t order[WORKERS_JOBS_MAX + WORKERS_URGENT_RESERVE];
     size_t order_len = 0;
-    pthread_mutex_lock(&test_gate_lock);
-    test_gate_open = false;
-    pthread_mutex_unlock(&test_gate_lock);
-    atomic_store(&test_gate_waiting, 0);
+    test_gate_close();
     for (size_t i = 0; i <= WORKERS_JOBS_MAX; i++) {
         test_job_init(&ordinary[i], i);
         ordinary[i].order = order;
@@ -250,10 +262,7 @@ static void test_urgent(void)
         CHECK(workers_submit_urgent(pool, 0, &urgent[i].job) == (i < WORKERS_URGENT_RESERVE ? 0 : -TE_FULL));
     }
     CHECK(workers_submit(pool, 0, &ordinary[WORKERS_JOBS_MAX].job) == -TE_FULL);
-    pthread_mutex_lock(&test_gate_lock);
-    test_gate_open = true;
-    pthread_cond_broadcast(&test_gate_cond);
-    pthread_mutex_unlock(&test_gate_lock);
+    test_gate_release();
     size_t done = 0;
     uint64_t drains = 0, writes = 0;
     size_t total = WORKERS_JOBS_MAX + WORKERS_URGENT_RESERVE;
@@ -275,10 +284,7 @@ static void test_run_by(void)
     struct workers *pool = workers_create(1, 1);
     CHECK(pool != NULL);
     static struct test_job gate, late, timely, plain;
-    pthread_mutex_lock(&test_gate_lock);
-    test_gate_open = false;
-    pthread_mutex_unlock(&test_gate_lock);
-    atomic_store(&test_gate_waiting, 0);
+    test_gate_close();
     test_job_init(&gate, 1);
     gate.job.run = test_gated_run;
     CHECK(workers_submit(pool, 0, &gate.job) == 0);
@@ -291,10 +297,7 @@ static void test_run_by(void)
     CHECK(workers_submit_by(pool, 0, &late.job, now > 1 ? now - 1 : 1) == 0); /* already past */
     CHECK(workers_submit_by(pool, 0, &timely.job, now + 3600u * 1000000u) == 0);
     CHECK(workers_submit(pool, 0, &plain.job) == 0);
-    pthread_mutex_lock(&test_gate_lock);
-    test_gate_open = true;
-    pthread_cond_broadcast(&test_gate_cond);
-    pthread_mutex_unlock(&test_gate_lock);
+    test_gate_release();
     size_t done = 0;
     uint64_t drains = 0, writes = 0;
     test_drain_until(pool, 0, 4, &done, &drains, &writes);
@@ -349,10 +352,7 @@ static void *test_gate_opener(void *arg)
     (void)arg;
     struct timespec pause = { .tv_nsec = 200 * 1000 * 1000 }; /* orders the events, asserts nothing */
     nanosleep(&pause, NULL);
-    pthread_mutex_lock(&test_gate_lock);
-    test_gate_open = true;
-    pthread_cond_broadcast(&test_gate_cond);
-    pthread_mutex_unlock(&test_gate_lock);
+    test_gate_release();
     return NULL;
 }
 
@@ -362,10 +362,7 @@ static void test_destroy_drops_queued(void)
     CHECK(workers_create(1, 0) == NULL);
     struct workers *pool = workers_create(1, 1);
     CHECK(pool != NULL);
-    pthread_mutex_lock(&test_gate_lock);
-    test_gate_open = false;
-    pthread_mutex_unlock(&test_gate_lock);
-    atomic_store(&test_gate_waiting, 0);
+    test_gate_close();
     static struct test_job jobs[TEST_ORDER_JOBS];
     for (size_t i = 0; i < TEST_ORDER_JOBS; i++) {
         test_job_init(&jobs[i], i);
