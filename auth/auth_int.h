@@ -520,6 +520,9 @@ int auth_refresh_make(const char *sid, char *token, char *sha_hex);
 /* The session id of a presented refresh token and the hex SHA-256 of it; -TE_INVAL when it
  * is not of the form above. */
 int auth_refresh_parse(const char *token, char *sid, char *sha_hex);
+/* The checks of auth_refresh_parse alone (the form, the session id, a canonical secret), without
+ * hashing: whether a token is a refresh token at all. */
+bool auth_refresh_well_formed(struct slice token);
 
 /* What a user's access token says (DESIGN §4, RFC 9068 §2.2): rendered and signed on a
  * worker thread by auth_session_sign. */

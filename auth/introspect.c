@@ -82,20 +82,6 @@ static void introspect_inactive(struct http_ctx *ctx)
     introspect_respond_json(ctx, &body);
 }
 
-/* A token of the refresh form that parses (a session id, a canonical 43-character secret):
- * only then is Postgres asked; anything else is inactive at once. A secret with one
- * character changed may be non-canonical base64url (bits under the last character), which
- * the parse refuses: that was answered 500 once the request had parked for Postgres. */
-static bool introspect_looks_like_refresh(struct slice token)
-{
-    if (token.len != AUTH_REFRESH_TOKEN_LEN || memcmp(token.ptr, "rt_", 3) != 0)
-        return false;
-    char text[AUTH_REFRESH_TOKEN_LEN + 1], sid[CT_UUID_TEXT_LEN + 1], sha_hex[2 * HASH_SHA256_BYTES + 1];
-    memcpy(text, token.ptr, token.len);
-    text[token.len] = '\0';
-    return auth_refresh_parse(text, sid, sha_hex) == 0;
-}
-
 /* A refresh token's answer (§2.2): its session's row, read for the asking client. */
 static void introspect_refresh_respond(struct http_ctx *ctx, void *state)
 {
@@ -132,7 +118,7 @@ static void introspect_refresh_respond(struct http_ctx *ctx, void *state)
  * the token is not of that form. */
 static bool introspect_refresh(struct introspect_wait *iw)
 {
-    if (!introspect_looks_like_refresh(slice_make(iw->token, iw->token_len)) ||
+    if (iw->token_len != AUTH_REFRESH_TOKEN_LEN || /* then NUL-terminated: the state was zeroed */
         auth_refresh_parse(iw->token, iw->sid, iw->sha_hex) != 0)
         return false;
     const char **p = iw->w.q.params;
@@ -157,7 +143,9 @@ static bool introspect_answer(struct http_ctx *ctx, const struct auth *auth, con
                               const struct auth_tenant *tenant, struct slice token)
 {
     if (!introspect_looks_like_jwt(token)) {
-        if (introspect_looks_like_refresh(token))
+        /* Only a well-formed refresh token parks for Postgres: a non-canonical secret (one
+         * character changed) parked, then failed to parse, and was answered 500. */
+        if (auth_refresh_well_formed(token))
             return false; /* Postgres knows: park */
         introspect_inactive(ctx);
         return true;

@@ -87,16 +87,26 @@ static bool session_uuid_valid(const char *s)
     return true;
 }
 
+bool auth_refresh_well_formed(struct slice token)
+{
+    if (token.len != AUTH_REFRESH_TOKEN_LEN || memcmp(token.ptr, "rt_", 3) != 0 ||
+        token.ptr[3 + CT_UUID_TEXT_LEN] != '.')
+        return false;
+    char uuid[CT_UUID_TEXT_LEN + 1];
+    memcpy(uuid, token.ptr + 3, CT_UUID_TEXT_LEN);
+    uuid[CT_UUID_TEXT_LEN] = '\0';
+    uint8_t secret[AUTH_REFRESH_SECRET_BYTES];
+    const char *tail = token.ptr + 4 + CT_UUID_TEXT_LEN;
+    bool ok = session_uuid_valid(uuid) &&
+              b64url_decode(tail, token.len - 4 - CT_UUID_TEXT_LEN, secret, sizeof(secret)) == AUTH_REFRESH_SECRET_BYTES;
+    explicit_bzero(secret, sizeof(secret));
+    return ok;
+}
+
 int auth_refresh_parse(const char *token, char *sid, char *sha_hex)
 {
-    if (strlen(token) != AUTH_REFRESH_TOKEN_LEN || strncmp(token, "rt_", 3) != 0 ||
-        token[3 + CT_UUID_TEXT_LEN] != '.' || !session_uuid_valid(token + 3))
+    if (!auth_refresh_well_formed(slice_make(token, strlen(token))))
         return -TE_INVAL;
-    uint8_t secret[AUTH_REFRESH_SECRET_BYTES];
-    const char *tail = token + 4 + CT_UUID_TEXT_LEN;
-    if (b64url_decode(tail, strlen(tail), secret, sizeof(secret)) != AUTH_REFRESH_SECRET_BYTES)
-        return -TE_INVAL;
-    explicit_bzero(secret, sizeof(secret));
     memcpy(sid, token + 3, CT_UUID_TEXT_LEN);
     sid[CT_UUID_TEXT_LEN] = '\0';
     session_sha_hex(token, sha_hex);
