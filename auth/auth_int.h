@@ -224,8 +224,7 @@ struct auth_rate_check {
     uint32_t burst[AUTH_RATE_BUCKETS];
     bool remote[AUTH_RATE_BUCKETS];
     bool later;                        /* the tenant's limits are not known on this shard yet */
-    int8_t denied;                     /* the bucket that said no (packed: a login's parked
-                                        * state is within bytes of HTTP_PARK_STATE_MAX) */
+    int denied;                        /* the bucket that said no */
     uint64_t retry_us;
     char slug[AUTH_SLUG_MAX + 1];
 };

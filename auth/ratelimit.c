@@ -287,7 +287,7 @@ bool auth_rate_local(const struct auth *auth, const struct loop *loop, struct au
         uint64_t retry = rate_take_interval(rate, chk->keys[i], rate_interval_us(chk, i),
                                             chk->burst[i]);
         if (retry > 0) {
-            chk->denied = (int8_t)i;
+            chk->denied = i;
             chk->retry_us = retry;
             return false;
         }
@@ -436,7 +436,7 @@ void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer)
         w->rate.retry_us = answer->a;
         for (int i = 0; i < AUTH_RATE_BUCKETS; i++) {
             if (answer->b == w->rate.keys[i])
-                w->rate.denied = (int8_t)i; /* the answer names its key */
+                w->rate.denied = i; /* the answer names its key */
         }
     }
     if (w->rate_pending > 0)
