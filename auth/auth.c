@@ -12,6 +12,8 @@
 #include "core/log.h"
 #include "store/admin.h"
 
+static int auth_replies_init(struct auth_replies *r, unsigned shards);
+
 static void auth_on_event(void *arg, struct loop *loop, uint32_t kind, uint64_t value);
 
 /* SECURITY F14: a master key file that is named but missing, of the wrong size or mode
@@ -97,7 +99,9 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
         if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL ||
             (auth->shards[i]->verified = auth_vcache_create()) == NULL ||
             (auth->shards[i]->revoked = auth_revoked_create(auth)) == NULL ||
-            (auth->shards[i]->rate = auth_rate_create(cfg->shards)) == NULL ||
+            (auth->shards[i]->rate = auth_rate_create()) == NULL ||
+            (auth->shards[i]->sessions = auth_session_owner_create()) == NULL ||
+            auth_replies_init(&auth->shards[i]->replies, cfg->shards) != 0 ||
             (auth->shards[i]->clients = auth_client_cache_create()) == NULL) {
             auth_destroy(auth);
             return NULL;
@@ -123,6 +127,8 @@ void auth_destroy(struct auth *auth)
         if (shard != NULL) {
             auth_revoked_destroy(shard->revoked);
             auth_rate_destroy(shard->rate);
+            auth_session_owner_destroy(shard->sessions);
+            free(shard->replies.pending);
             auth_vcache_destroy(shard->verified);
             auth_client_cache_destroy(shard->clients);
         }
@@ -161,13 +167,46 @@ static void auth_on_event(void *arg, struct loop *loop, uint32_t kind, uint64_t 
 void auth_shard_start(struct auth *auth, struct loop *loop)
 {
     auth_revoked_start(auth->shards[loop_index(loop)]->revoked, loop);
-    auth_rate_start(auth->shards[loop_index(loop)]->rate, loop);
+    auth->shards[loop_index(loop)]->replies.loop = loop;
 }
 
 void auth_shard_stop(struct auth *auth, struct loop *loop)
 {
     auth_revoked_stop(auth->shards[loop_index(loop)]->revoked);
-    auth_rate_stop(auth->shards[loop_index(loop)]->rate);
+    loop_timer_stop(loop, &auth->shards[loop_index(loop)]->replies.resend);
+}
+
+/* ---- Answers to other shards ---------------------------------------------------------------- */
+
+static void auth_replies_resend(struct loop_timer *timer)
+{
+    struct auth_replies *r = (struct auth_replies *)((char *)timer - offsetof(struct auth_replies, resend));
+    size_t kept = 0;
+    for (size_t i = 0; i < r->count; i++) {
+        if (loop_send_message(r->loop, r->pending[i].to, &r->pending[i].msg) != 0)
+            r->pending[kept++] = r->pending[i];
+    }
+    r->count = kept;
+    if (kept > 0)
+        loop_timer_start(r->loop, &r->resend, AUTH_REPLY_RETRY_MS);
+}
+
+static int auth_replies_init(struct auth_replies *r, unsigned shards)
+{
+    r->cap = (size_t)(AUTH_RATE_ASKS_MAX + AUTH_SESSION_ASKS_MAX) * shards;
+    r->pending = calloc(r->cap, sizeof(*r->pending));
+    r->resend.on_expire = auth_replies_resend;
+    return r->pending != NULL ? 0 : -TE_NOMEM;
+}
+
+void auth_reply(struct auth_replies *r, unsigned to, const struct ring_msg *msg)
+{
+    if (loop_send_message(r->loop, to, msg) == 0)
+        return;
+    assert(r->count < r->cap); /* sized for every ask that can be out */
+    r->pending[r->count++] = (struct auth_reply){ to, *msg };
+    if (!loop_timer_active(&r->resend))
+        loop_timer_start(r->loop, &r->resend, AUTH_REPLY_RETRY_MS);
 }
 
 bool auth_shard_ready(const struct auth *auth, const struct loop *loop)
@@ -213,8 +252,29 @@ static uint64_t auth_stat_sum(const struct auth *auth, size_t at)
     return total;
 }
 
+/* One counter per shard, labelled with it. */
+static void auth_render_per_shard(const struct auth *auth, struct buf *out, const char *name,
+                                  const char *help, size_t at)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (unsigned s = 0; s < auth->cfg->shards; s++) {
+        const uint64_t *counter = (const uint64_t *)((const char *)&auth->shards[s]->stats + at);
+        buf_printf(out, "%s{shard=\"%u\"} %llu\n", name, s,
+                   (unsigned long long)__atomic_load_n(counter, __ATOMIC_RELAXED));
+    }
+}
+
 void auth_render_metrics(struct auth *auth, struct buf *out)
 {
+    auth_render_per_shard(auth, out, "tessera_session_rotations_total",
+                          "Refresh-token rotations a shard ran as the owner of their session.",
+                          offsetof(struct auth_shard_stats, session_rotations));
+    auth_render_per_shard(auth, out, "tessera_session_forwarded_total",
+                          "Refresh-token rotations a shard sent to their session's owner shard.",
+                          offsetof(struct auth_shard_stats, session_forwarded));
+    auth_render_per_shard(auth, out, "tessera_session_waits_total",
+                          "Rotations that waited on their owner for another rotation of the same session.",
+                          offsetof(struct auth_shard_stats, session_waits));
     buf_append_cstr(out, "# HELP tessera_revocation_fanout_seconds A revocation's ring hop from the "
                          "revoking shard to another shard of the instance, as the receiver timed it.\n"
                          "# TYPE tessera_revocation_fanout_seconds histogram\n");
@@ -246,10 +306,15 @@ bool auth_handle_message(struct auth *auth, struct loop *loop, const struct ring
         auth_fanout_heard(shard, msg);
     else if (msg->kind == AUTH_MSG_NOT_BEFORE)
         auth_not_before_heard(shard, msg);
-    else if (msg->kind == AUTH_MSG_RATE_ASK)
-        auth_rate_on_ask(shard->rate, msg);
-    else if (msg->kind == AUTH_MSG_RATE_ANSWER)
+    else if (msg->kind == AUTH_MSG_RATE_ASK) {
+        struct ring_msg answer = auth_rate_on_ask(shard->rate, msg);
+        auth_reply(&shard->replies, msg->from, &answer);
+    } else if (msg->kind == AUTH_MSG_RATE_ANSWER)
         auth_rate_answered(msg->ptr, msg);
+    else if (msg->kind == AUTH_MSG_SESSION_ASK)
+        auth_session_on_ask(auth, loop, msg);
+    else if (msg->kind == AUTH_MSG_SESSION_ANSWER)
+        auth_session_answered(auth, loop, msg);
     else
         return false;
     return true;

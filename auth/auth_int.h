@@ -155,6 +155,9 @@ struct auth_shard_stats {
     uint64_t fanout[AUTH_FANOUT_BUCKETS + 1]; /* the last: over the largest bound */
     uint64_t fanout_sum_us;
     uint64_t tenant_loads; /* reads of a tenant's keys started (one per tenant in flight) */
+    uint64_t session_rotations; /* rotations this shard ran as their session's owner */
+    uint64_t session_forwarded; /* rotations this shard sent to their session's owner */
+    uint64_t session_waits;     /* rotations that waited on this owner behind one of their session */
 };
 /* Owner-only increment, a relaxed store so a scrape's relaxed load is race-free. */
 void auth_stat_add(uint64_t *counter, uint64_t n);
@@ -163,10 +166,30 @@ struct auth_wait;
 struct auth_tenant;
 typedef void (*auth_tenant_ready_fn)(struct auth_wait *w, struct auth_tenant *tenant);
 
+/* Answers to other shards' asks that a full ring refused: sent again on a timer, never
+ * dropped (the asker's parked request waits for each). Bounded by construction: a shard has at
+ * most AUTH_RATE_ASKS_MAX + AUTH_SESSION_ASKS_MAX asks out, so at most that many per asking
+ * shard wait here. */
+#define AUTH_REPLY_RETRY_MS 1 /* an answer a full ring refused is sent again this soon */
+struct auth_replies {
+    struct loop *loop;
+    struct auth_reply {
+        unsigned to;
+        struct ring_msg msg;
+    } *pending;
+    size_t count, cap;
+    struct loop_timer resend;
+};
+/* Sends an answer to shard `to`, now or, when its ring is full, on the resend timer. */
+void auth_reply(struct auth_replies *replies, unsigned to, const struct ring_msg *msg);
+
 struct auth_shard {
     struct auth_shard_stats stats;
+    struct auth_replies replies;
     struct auth_rate *rate;
     unsigned rate_asks; /* asks out to other shards' buckets */
+    struct auth_session_owner *sessions; /* this shard's sessions with a rotation running */
+    unsigned session_asks;               /* rotations out to other shards' sessions */
     struct auth_revoked *revoked;
     struct auth_vcache *verified;
     struct auth_client_cache *clients;
@@ -252,15 +275,14 @@ struct auth_wait {
 };
 
 struct auth_rate;
-struct auth_rate *auth_rate_create(unsigned shards);
+struct auth_rate *auth_rate_create(void);
 void auth_rate_destroy(struct auth_rate *rate);
-void auth_rate_start(struct auth_rate *rate, struct loop *loop);
-void auth_rate_stop(struct auth_rate *rate);
 uint64_t auth_rate_key(const char *tenant, const char *kind, const char *value);
 unsigned auth_rate_owner(const struct auth *auth, uint64_t key);
 /* GCRA on this shard's bucket: 0 (allowed, counted) or the microseconds to wait. */
 uint64_t auth_rate_take(struct auth_rate *rate, uint64_t key, uint32_t per_s, uint32_t burst);
-void auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask);
+/* On the owner: the answer to another shard's ask (sent back with auth_reply). */
+struct ring_msg auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask);
 int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t interval_us, uint32_t burst);
 /* What a request's buckets are keyed on: "" skips one. */
 struct auth_rate_subjects {
@@ -541,6 +563,61 @@ int auth_session_sign(const struct auth_user_token *t, char *out, size_t cap);
  * user id; else value is a session id: the session statements' columns; a row of NULLs is
  * skipped) by auth_revoke_spread(_not_before); how many. */
 int auth_session_spread(struct auth_wait *w);
+
+/* Sessions' owner shards (auth/session_owner.c). A session belongs to shard xxh3(id) % N
+ * (DESIGN §1: ownership by hash). Its rotations run there, one at a time within the instance:
+ * a rotation asked while another of the same session runs waits for it (and then meets the
+ * token already rotated: reuse), so two of an instance's statements never race on one
+ * session's row; across instances the conditional UPDATE's row lock decides. A rotation
+ * asked on another shard travels to the owner as a message carrying the op, which the owner
+ * hands back with the verdict (the op's memory stays its sender's: ring.h). */
+#define AUTH_SESSION_BUSY_SLOTS 4096 /* per owner: sessions with a rotation running or waiting
+                                      * (open addressing, a power of two); full: 503 */
+#define AUTH_SESSION_ASKS_MAX 1024   /* rotations a shard may have out to owners at once: past
+                                      * it 503 */
+#define AUTH_MSG_SESSION_ASK 0x41550005u    /* ptr = the struct auth_session_op, handed over */
+#define AUTH_MSG_SESSION_ANSWER 0x41550006u /* ptr as asked, handed back with its verdict */
+#define AUTH_SESSION_PARAMS 7               /* each statement's parameters */
+
+enum auth_session_verdict {
+    AUTH_SESSION_ROTATED, /* committed: user_id, lifetime_s (and client_scopes) are set */
+    AUTH_SESSION_REFUSED, /* not the session's current token (reuse revoked it when it was
+                           * the previous one: `reused`) */
+    AUTH_SESSION_FAILED,  /* Postgres said outcome */
+    AUTH_SESSION_BUSY,    /* no room on the rings or the owner's table: 503 */
+    AUTH_SESSION_EXPIRED, /* still waiting when its request's backstop answered: not run */
+};
+
+struct auth_session_op {
+    struct auth_wait w;          /* the owner's statements, on the owner's loop */
+    /* asked (read by the owner while it holds the op) */
+    const char *sid;
+    const char *rotate[AUTH_SESSION_PARAMS]; /* STORE_SESSION_ROTATE's */
+    const char *reuse[AUTH_SESSION_PARAMS];  /* STORE_SESSION_REUSE's */
+    void (*done)(struct auth_session_op *op); /* on the asking shard, with the verdict */
+    /* the owner's bookkeeping */
+    struct auth_session_op *next; /* the next rotation of the same session waiting */
+    uint64_t key;
+    uint64_t run_by_us;           /* loop_now_us: past it, nobody waits for the answer */
+    unsigned origin;
+    /* answered */
+    enum auth_session_verdict verdict;
+    enum pg_outcome outcome;
+    bool reused;
+    int64_t lifetime_s;
+    char user_id[CT_UUID_TEXT_LEN + 1];
+    char *client_scopes; /* asked: JWT_SCOPE_MAX + 1 bytes for the client's scopes, or NULL */
+};
+
+struct auth_session_owner;
+struct auth_session_owner *auth_session_owner_create(void);
+void auth_session_owner_destroy(struct auth_session_owner *owner);
+/* Runs op's rotation on its session's owner: op->done runs on w's shard (perhaps before this
+ * returns, when the verdict comes at once). w is the asking request's wait. */
+void auth_session_rotate(struct auth_wait *w, struct auth_session_op *op);
+/* The messages: on the owner, and back on the asking shard. */
+void auth_session_on_ask(struct auth *auth, struct loop *loop, const struct ring_msg *msg);
+void auth_session_answered(struct auth *auth, struct loop *loop, const struct ring_msg *msg);
 
 /* The caller of a grant at the token endpoint: 0 with *public_client set when a client names
  * itself by client_id without any secret (RFC 6749 §2.1 public clients, §3.2.1), else its

@@ -43,7 +43,6 @@
 #include "crypto/jscan.h"
 
 #define RATE_USEC 1000000ull
-#define RATE_REPLY_RETRY_MS 1 /* a reply a full ring refused is sent again this soon */
 #define RATE_POLICY_MAX 10000000 /* a tenant's per-second limit or burst seconds, at most */
 #define RATE_POLICY_FIELDS 7     /* the members of settings.rate_limit */
 #define RATE_KEY_TEXT_MAX (AUTH_SLUG_MAX + 16 + AUTH_EMAIL_MAX + 2) /* slug, kind, the longest
@@ -58,54 +57,18 @@ struct rate_bucket {
     uint64_t tat_us;
 };
 
-struct rate_reply {
-    unsigned to;
-    struct ring_msg msg;
-};
-
 struct auth_rate {
-    struct loop *loop;
     struct rate_bucket buckets[AUTH_RATE_SLOTS];
-    /* Answers a full ring refused: sent again on the timer, never dropped (a parked
-     * request waits for each one). Bounded by construction: every shard has at most
-     * AUTH_RATE_ASKS_MAX asks outstanding, so at most that many per shard wait here. */
-    struct rate_reply *pending;
-    size_t pending_count, pending_cap;
-    struct loop_timer resend;
 };
 
-static void rate_resend(struct loop_timer *timer);
-
-struct auth_rate *auth_rate_create(unsigned shards)
+struct auth_rate *auth_rate_create(void)
 {
-    struct auth_rate *rate = calloc(1, sizeof(struct auth_rate));
-    if (rate == NULL)
-        return NULL;
-    rate->pending_cap = (size_t)AUTH_RATE_ASKS_MAX * shards;
-    rate->pending = calloc(rate->pending_cap, sizeof(*rate->pending));
-    if (rate->pending == NULL) {
-        free(rate);
-        return NULL;
-    }
-    rate->resend.on_expire = rate_resend;
-    return rate;
+    return calloc(1, sizeof(struct auth_rate));
 }
 
 void auth_rate_destroy(struct auth_rate *rate)
 {
-    if (rate != NULL)
-        free(rate->pending);
     free(rate);
-}
-
-void auth_rate_start(struct auth_rate *rate, struct loop *loop)
-{
-    rate->loop = loop;
-}
-
-void auth_rate_stop(struct auth_rate *rate)
-{
-    loop_timer_stop(rate->loop, &rate->resend);
 }
 
 uint64_t auth_rate_key(const char *tenant, const char *kind, const char *value)
@@ -175,30 +138,11 @@ static uint32_t rate_interval_us(const struct auth_rate_check *chk, int i)
 
 /* ---- Asking another shard ------------------------------------------------------------------ */
 
-static void rate_resend(struct loop_timer *timer)
-{
-    struct auth_rate *rate = (struct auth_rate *)((char *)timer - offsetof(struct auth_rate, resend));
-    size_t kept = 0;
-    for (size_t i = 0; i < rate->pending_count; i++) {
-        if (loop_send_message(rate->loop, rate->pending[i].to, &rate->pending[i].msg) != 0)
-            rate->pending[kept++] = rate->pending[i];
-    }
-    rate->pending_count = kept;
-    if (kept > 0)
-        loop_timer_start(rate->loop, &rate->resend, RATE_REPLY_RETRY_MS);
-}
-
-/* On the owner: decide and answer. The policy travels in b: interval_us (high 32 bits), burst. */
-void auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask)
+/* On the owner: decide. The policy travels in b: interval_us (high 32 bits), burst. */
+struct ring_msg auth_rate_on_ask(struct auth_rate *rate, const struct ring_msg *ask)
 {
     uint64_t retry = rate_take_interval(rate, ask->a, ask->b >> 32, (uint32_t)ask->b);
-    struct ring_msg answer = { .kind = AUTH_MSG_RATE_ANSWER, .a = retry, .b = ask->a, .ptr = ask->ptr };
-    if (loop_send_message(rate->loop, ask->from, &answer) == 0)
-        return;
-    assert(rate->pending_count < rate->pending_cap); /* sized for every ask that can be out */
-    rate->pending[rate->pending_count++] = (struct rate_reply){ ask->from, answer };
-    if (!loop_timer_active(&rate->resend))
-        loop_timer_start(rate->loop, &rate->resend, RATE_REPLY_RETRY_MS);
+    return (struct ring_msg){ .kind = AUTH_MSG_RATE_ANSWER, .a = retry, .b = ask->a, .ptr = ask->ptr };
 }
 
 int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t interval_us, uint32_t burst)

@@ -6,11 +6,12 @@
  * confidential client authenticates as at the token endpoint, RFC 6749 §2.3; a public
  * client, whose row has no secret, names itself by client_id, §3.2.1) and the requested
  * scope checked against the client's (§6: never wider, SECURITY O19) → the tenant's keys
- * (a keyless tenant is 503 before the token is spent) → rotation by one conditional UPDATE
- * (store.c STORE_SESSION_ROTATE: the token, the calling client, the session live and its
- * user enabled; under the row lock two presentations of one token give one success,
- * SECURITY O16) → the access token signed on the worker pool → §5.1's answer with the new
- * refresh token. When the rotation matches nothing and the token was the session's
+ * (a keyless tenant is 503 before the token is spent) → rotation on the session's owner
+ * shard (auth/session_owner.c: one at a time per session within the instance) by one
+ * conditional UPDATE (store.c STORE_SESSION_ROTATE: the token, the calling client, the
+ * session live and its user enabled; across instances, under the row lock, two
+ * presentations of one token give one success, SECURITY O16) → the access token signed (RSA
+ * on the worker pool) → §5.1's answer with the new refresh token. When the rotation matches nothing and the token was the session's
  * previous one, the session is revoked with a 'sid' revocation (RFC 9700 §4.14.2, SECURITY
  * O15), spread as DESIGN §1's protocol says; any failure is invalid_grant (§5.2).
  *
@@ -155,9 +156,8 @@ struct refresh_wait {
     bool public_client;
     bool scope_given;
     int jwt_len;
-    int64_t lifetime_s;
+    struct auth_session_op op; /* the rotation, run on the session's owner shard */
     char sid[CT_UUID_TEXT_LEN + 1];
-    char user_id[CT_UUID_TEXT_LEN + 1];
     char presented_sha[2 * HASH_SHA256_BYTES + 1];
     char new_sha[2 * HASH_SHA256_BYTES + 1];
     char refresh[AUTH_REFRESH_TOKEN_LEN + 1];
@@ -202,7 +202,7 @@ static void refresh_respond(struct http_ctx *ctx, void *state)
     buf_append_cstr(&body, "{\"access_token\":");
     buf_append_json_string(&body, slice_make(rw->jwt, (size_t)rw->jwt_len));
     buf_printf(&body, ",\"token_type\":\"Bearer\",\"expires_in\":%" PRId64 ",\"refresh_token\":",
-               rw->lifetime_s);
+               rw->op.lifetime_s);
     buf_append_json_string(&body, slice_make(rw->refresh, strlen(rw->refresh)));
     if (rw->scope[0]) {
         buf_append_cstr(&body, ",\"scope\":");
@@ -220,9 +220,9 @@ static void refresh_sign_run(struct worker_job *job)
 {
     struct refresh_wait *rw = REFRESH_OF(job);
     struct auth_user_token t = {
-        .tenant = rw->tenant, .issuer = rw->issuer, .sub = rw->user_id,
+        .tenant = rw->tenant, .issuer = rw->issuer, .sub = rw->op.user_id,
         .client_id = rw->cw.client_id,
-        .scope = rw->scope, .sid = rw->sid, .lifetime_s = rw->lifetime_s,
+        .scope = rw->scope, .sid = rw->sid, .lifetime_s = rw->op.lifetime_s,
     };
     rw->jwt_len = auth_session_sign(&t, rw->jwt, sizeof(rw->jwt));
 }
@@ -261,54 +261,31 @@ int auth_session_spread(struct auth_wait *w)
     return spread;
 }
 
-/* The reuse check's answer: a revoked session is spread like any revocation. */
-static void refresh_reuse_done(struct auth_wait *w)
+/* The owner's verdict (auth/session_owner.c): sign the access token of a rotated session. */
+static void refresh_owner_answered(struct auth_session_op *op)
 {
-    struct refresh_wait *rw = (struct refresh_wait *)w;
-    if (w->outcome != PG_OK) {
+    struct refresh_wait *rw = (struct refresh_wait *)((char *)op - offsetof(struct refresh_wait, op));
+    if (op->verdict != AUTH_SESSION_ROTATED) {
+        if (op->verdict == AUTH_SESSION_REFUSED) {
+            refresh_invalid(rw);
+            return;
+        }
         refresh_release(rw);
         refresh_forget(rw);
-        auth_fail(w, w->outcome);
+        if (op->verdict == AUTH_SESSION_FAILED)
+            auth_fail(&rw->w, op->outcome);
+        else
+            auth_answer(&rw->w, 503, AUTH_BUSY_DETAIL);
         return;
     }
-    if (auth_session_spread(w) > 0)
-        log_msg(LOG_WARN, "refresh token reuse: session revoked", "session", rw->sid, NULL);
-    refresh_invalid(rw);
-}
-
-static void refresh_rotated(struct auth_wait *w)
-{
-    struct refresh_wait *rw = (struct refresh_wait *)w;
-    if (w->outcome != PG_OK) {
-        refresh_release(rw);
-        refresh_forget(rw);
-        auth_fail(w, w->outcome);
-        return;
-    }
-    if (pg_result_rows(w->result) != 1) { /* not the current token: was it the previous one? */
-        w->q.params[0] = rw->cw.slug;
-        w->q.params[1] = rw->sid;
-        w->q.params[2] = rw->presented_sha;
-        w->q.params[3] = rw->cw.client_id;
-        w->q.params[4] = rw->request_id;
-        w->q.params[5] = rw->ip[0] ? rw->ip : NULL;
-        w->q.params[6] = rw->slack_text;
-        w->q.params_count = 7;
-        auth_send(NULL, w, STORE_SESSION_REUSE, NULL, refresh_reuse_done);
-        return;
-    }
-    snprintf(rw->user_id, sizeof(rw->user_id), "%s", pg_result_value(w->result, 0, 1));
-    if (!rw->scope_given)
-        snprintf(rw->scope, sizeof(rw->scope), "%s", pg_result_value(w->result, 0, 2));
-    rw->lifetime_s = strtoll(pg_result_value(w->result, 0, 3), NULL, 10);
     rw->job.run = refresh_sign_run;
     rw->job.done = refresh_sign_done;
-    if (auth_sign_job(w, rw->tenant, &rw->job) != 0) {
+    if (auth_sign_job(&rw->w, rw->tenant, &rw->job) != 0) {
         /* Committed, but no token can be signed now: the new refresh token is lost and the
          * client logs in again (SECURITY F15 keeps the hot path; the session is unharmed). */
         refresh_release(rw);
         refresh_forget(rw);
-        auth_answer(w, 503, AUTH_BUSY_DETAIL);
+        auth_answer(&rw->w, 503, AUTH_BUSY_DETAIL);
     }
 }
 
@@ -332,15 +309,18 @@ static void refresh_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
         auth_answer(w, 500, "internal error");
         return;
     }
-    w->q.params[0] = rw->cw.slug;
-    w->q.params[1] = rw->sid;
-    w->q.params[2] = rw->presented_sha;
-    w->q.params[3] = rw->new_sha;
-    w->q.params[4] = rw->cw.client_id;
-    w->q.params[5] = rw->public_client ? "t" : "f";
-    w->q.params[6] = rw->idle_text;
-    w->q.params_count = 7;
-    auth_send(NULL, w, STORE_SESSION_ROTATE, NULL, refresh_rotated);
+    const char *rotate[AUTH_SESSION_PARAMS] = { rw->cw.slug, rw->sid, rw->presented_sha, rw->new_sha,
+                                                rw->cw.client_id, rw->public_client ? "t" : "f",
+                                                rw->idle_text };
+    const char *reuse[AUTH_SESSION_PARAMS] = { rw->cw.slug, rw->sid, rw->presented_sha, rw->cw.client_id,
+                                               rw->request_id, rw->ip[0] ? rw->ip : NULL,
+                                               rw->slack_text };
+    memcpy(rw->op.rotate, rotate, sizeof(rotate));
+    memcpy(rw->op.reuse, reuse, sizeof(reuse));
+    rw->op.sid = rw->sid;
+    rw->op.client_scopes = rw->scope_given ? NULL : rw->scope; /* none asked: all the client's */
+    rw->op.done = refresh_owner_answered;
+    auth_session_rotate(w, &rw->op);
 }
 
 /* The caller is known with the client's scopes: the scope may only narrow (RFC 6749 §6). */

@@ -18,6 +18,11 @@ token is checked with /verify and introspection on fresh connections to both ins
   invalid_grant, the session revoked and its access token refused on A and B;
 - O16: one token presented twice at the same moment, on one instance and on A and B at
   once: exactly one 200, and at most one live successor;
+- the session's owner shard (DESIGN §1, auth/session_owner.c): rotations of 12 sessions at once
+  on fresh connections all succeed, each ran once on its session's owner (both shards own
+  some), those landing on the other shard forwarded; with the session's row locked by another
+  transaction, 6 presentations of one token put one statement in Postgres while 5 wait on the
+  owner, and then exactly one succeeds;
 - O18: another client presents the token → invalid_grant and the token still works;
 - O19: a wider scope → invalid_scope and the token is not spent; a narrower one is granted;
 - O20: idle expiry, absolute cap, revoked session, disabled user → invalid_grant;
@@ -47,6 +52,7 @@ import json
 import os
 import socket
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -60,6 +66,15 @@ from test_store_faults import metric_values, sh
 PROPAGATION_S = 2.0   # a 'sid' revocation reaches B by Redis (ms) or, at worst, the 1 s poll
 FRESH = 6             # fresh connections per instance: both shards with near certainty
 RACES = 6             # concurrent double presentations per setting
+OWNER_SESSIONS = 12   # sessions refreshed at once, each on fresh connections
+OWNER_ROTATIONS = 3   # rotations per session
+OWNER_RACERS = 6      # concurrent presentations of one token while its row is locked
+OWNER_WARMUP = 6      # refreshes on fresh connections before the lock
+OWNER_ARRIVAL_S = 5   # for the racers to reach the owner (or, without it, Postgres)
+OWNER_WAITS_MIN = 2   # of the 5 others, those seen waiting on the owner: the token endpoint reads the
+                      # client first, and that read may queue behind the locked statement on the
+                      # owner's pipelined connection (its other one busy), so not always all 5
+OWNER_LOCK_BUDGET_MS = 30000  # that test's server: its statements wait out the lock
 
 
 def refresh(port, rt, client=None, client_id=None, scope=None):
@@ -256,6 +271,102 @@ def test_o16(res, env, a, b):
                 bad.append([(r[0], r[2]) for r in answers])
         res.check("O16 (%s): a token presented twice at once → exactly one 200, the other invalid_grant"
                   % label, not bad, repr(bad[:2]))
+
+
+def shard_sum(port, name):
+    return sum(metric_values(port, name).values())
+
+
+def test_owner_forwarding(res, env, a):
+    """Rotations from many connections land on both shards; each runs on its session's owner."""
+    app = env.clients["app"]
+    env.user("oona")
+    chains = [good_login(env, a.port, "oona")[2]["refresh_token"] for _ in range(OWNER_SESSIONS)]
+    rot0 = metric_values(a.port, "tessera_session_rotations_total")
+    fwd0 = shard_sum(a.port, "tessera_session_forwarded_total")
+    failures = []
+
+    def chain(i):
+        rt = chains[i]
+        for _ in range(OWNER_ROTATIONS):
+            status, _, body = refresh(a.port, rt, client=app)  # a fresh connection each time
+            if status != 200 or verify(a.port, body["access_token"])[0] != 200:
+                failures.append((status, body))
+                return
+            rt = body["refresh_token"]
+    threads = [threading.Thread(target=chain, args=(i,)) for i in range(OWNER_SESSIONS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rot1 = metric_values(a.port, "tessera_session_rotations_total")
+    ran = {s: rot1[s] - rot0.get(s, 0) for s in rot1}
+    forwarded = shard_sum(a.port, "tessera_session_forwarded_total") - fwd0
+    total = OWNER_SESSIONS * OWNER_ROTATIONS
+    res.check("owner: %d rotations from %d connections at once all answered 200 with a valid token"
+              % (total, total), not failures, repr(failures[:2]))
+    res.check("owner: every rotation ran once, on its session's owner, and both shards own some",
+              sum(ran.values()) == total and len(ran) == 2 and all(v > 0 for v in ran.values()), repr(ran))
+    res.check("owner: the rotations that landed on the other shard were forwarded to the owner",
+              0 < forwarded < total, "forwarded %d of %d" % (forwarded, total))
+
+
+def lock_waiters(env):
+    return int(env.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND query LIKE 'UPDATE sessions%'"))
+
+
+def test_owner_serialised(res, env):
+    """With the session's row locked by another transaction, concurrent presentations of one token
+    on one instance put one statement in Postgres; the others wait on the owner shard. A server of
+    its own whose statements outlast the lock (the default budget is 2 s)."""
+    app = env.clients["app"]
+    env.user("owen")
+    srv = env.server(TESSERA_PG_QUERY_TIMEOUT_MS=OWNER_LOCK_BUDGET_MS)
+    holder = subprocess.Popen(["psql", env.pg.url, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    answers = []
+    threads = []
+    try:
+        rt = good_login(env, srv.port, "owen")[2]["refresh_token"]
+        for _ in range(OWNER_WARMUP):  # the shards load the tenant's keys now, not behind the lock
+            rt = refresh(srv.port, rt, client=app)[2]["refresh_token"]
+        waits0 = shard_sum(srv.port, "tessera_session_waits_total")
+        holder.stdin.write("BEGIN;\nSELECT 1 FROM sessions WHERE id = '%s' FOR UPDATE;\n" % rt[3:39])
+        holder.stdin.flush()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and int(env.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")) < 1:
+            time.sleep(0.02)
+        threads = [threading.Thread(target=lambda: answers.append(refresh(srv.port, rt, client=app)))
+                   for _ in range(OWNER_RACERS)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + OWNER_ARRIVAL_S
+        waits = 0
+        while time.monotonic() < deadline:
+            waits = shard_sum(srv.port, "tessera_session_waits_total") - waits0
+            if (waits >= OWNER_RACERS - 1 and lock_waiters(env) >= 1) or lock_waiters(env) > 1:
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)  # a second statement, were one sent, would be waiting by now
+        waiting = lock_waiters(env)
+        waits = shard_sum(srv.port, "tessera_session_waits_total") - waits0
+        res.check("owner: %d presentations at once, the row locked elsewhere → one statement waits in "
+                  "Postgres, the others on the owner shard" % OWNER_RACERS,
+                  waiting == 1 and waits >= OWNER_WAITS_MIN, "in Postgres %d, on the owner %d" % (waiting, waits))
+    finally:
+        holder.stdin.write("COMMIT;\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        for t in threads:
+            t.join()
+        srv.kill()
+    oks = [r for r in answers if r[0] == 200]
+    res.check("owner: then exactly one 200, the others invalid_grant (reuse: the session revoked)",
+              len(oks) == 1 and all(r[2].get("error") == "invalid_grant" for r in answers if r[0] != 200)
+              and not refresh_alive(env, oks[0][2]["refresh_token"]),
+              repr([(r[0], r[2].get("error")) for r in answers]))
 
 
 def refresh_alive(env, rt):
@@ -518,6 +629,8 @@ def run_all(res, env):
     try:
         res.run("O15", test_o15, res, env, a, b)
         res.run("O16", test_o16, res, env, a, b)
+        res.run("owner forwarding", test_owner_forwarding, res, env, a)
+        res.run("owner serialised", test_owner_serialised, res, env)
         res.run("O17", test_o17, res, env, a, b)
         res.run("inline signing", test_inline_signing, res, env, a, b)
         res.run("O18/O19", test_o18_o19, res, env, a, b)
