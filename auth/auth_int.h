@@ -97,7 +97,8 @@ void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice t
 #define AUTH_CLIENT_SECRET_MAX 256    /* generated secrets are 43 characters */
 #define AUTH_CLIENT_SLOTS 1024        /* authenticated clients cached per shard */
 #define AUTH_CLIENT_TTL_MS 10000      /* a deleted client or a changed secret is seen within
-                                       * 10 s by introspection and revocation */
+                                       * 10 s by introspection, revocation and the refresh grant
+                                       * (whose rotation refuses a deleted client at once) */
 #define AUTH_CLIENT_STALE_MS 3600000  /* while Postgres is away, a result this recent still
                                        * authenticates (stale if error, SECURITY F01) */
 

@@ -7,7 +7,8 @@
  * revocation) the result is cached per shard for AUTH_CLIENT_TTL_MS, so a repeated call
  * costs one SHA-256 of the presented secret and no query; a presented secret that does not
  * match the cached digest is checked against Postgres again (the secret may have changed).
- * The token endpoint always reads Postgres. */
+ * The token endpoint reads Postgres for every grant but refresh_token, whose rotation
+ * statement reads the client's row anyway (auth/session.c). */
 #include "auth/auth_int.h"
 
 #include <stdio.h>

@@ -371,7 +371,9 @@ static void refresh_public_row(struct auth_wait *w)
 static void refresh_identify(struct http_ctx *ctx, struct refresh_wait *rw)
 {
     if (!rw->public_client) {
-        auth_client_authenticate(ctx, &rw->w, &rw->cw, false, refresh_client_ready);
+        /* The shard's cached client may answer (AUTH_CLIENT_TTL_MS): the rotation statement
+         * reads the client row again and refuses a deleted one. */
+        auth_client_authenticate(ctx, &rw->w, &rw->cw, true, refresh_client_ready);
         return;
     }
     rw->w.q.params[0] = rw->cw.client_id;

@@ -23,6 +23,8 @@ token is checked with /verify and introspection on fresh connections to both ins
   some), those landing on the other shard forwarded; with the session's row locked by another
   transaction, 6 presentations of one token put one statement in Postgres while 5 wait on the
   owner, and then exactly one succeeds;
+- a client deleted while the shards hold it in their client caches: its refresh tokens are
+  invalid_grant at once (the rotation reads the client row);
 - O18: another client presents the token → invalid_grant and the token still works;
 - O19: a wider scope → invalid_scope and the token is not spent; a narrower one is granted;
 - O20: idle expiry, absolute cap, revoked session, disabled user → invalid_grant;
@@ -309,6 +311,26 @@ def test_owner_forwarding(res, env, a):
               sum(ran.values()) == total and len(ran) == 2 and all(v > 0 for v in ran.values()), repr(ran))
     res.check("owner: the rotations that landed on the other shard were forwarded to the owner",
               0 < forwarded < total, "forwarded %d of %d" % (forwarded, total))
+
+
+def test_deleted_client(res, env, a):
+    """The refresh grant authenticates from the shard's client cache; its rotation reads the client
+    row again, so a client deleted while cached on every shard is refused at once."""
+    gone = env.client("gone", "--first-party", "--grant", "refresh_token", "--grant", "password")
+    env.user("gina")
+    rt = good_login(env, a.port, "gina", client="gone")[2]["refresh_token"]
+    for _ in range(FRESH):  # fresh connections: the client cached on both shards
+        status, _, body = refresh(a.port, rt, client=gone)
+        if status != 200:
+            break
+        rt = body["refresh_token"]
+    res.check("deleted client: its refreshes work before", status == 200, "%s %r" % (status, body))
+    env.admin("admin", "client", "delete", "--tenant", "acme", "--client-id", gone["client_id"])
+    answers = [refresh(a.port, rt, client=gone) for _ in range(FRESH)]
+    res.check("deleted client: right after `admin client delete`, its refresh token → 400 invalid_grant "
+              "on every shard, though the client is cached there",
+              all(st == 400 and body.get("error") == "invalid_grant" for st, _, body in answers),
+              repr([(st, body) for st, _, body in answers]))
 
 
 def lock_waiters(env):
@@ -631,6 +653,7 @@ def run_all(res, env):
         res.run("O16", test_o16, res, env, a, b)
         res.run("owner forwarding", test_owner_forwarding, res, env, a)
         res.run("owner serialised", test_owner_serialised, res, env)
+        res.run("deleted client", test_deleted_client, res, env, a)
         res.run("O17", test_o17, res, env, a, b)
         res.run("inline signing", test_inline_signing, res, env, a, b)
         res.run("O18/O19", test_o18_o19, res, env, a, b)
