@@ -91,6 +91,8 @@ struct pg_client {
     unsigned statements_count;
     uint32_t head;           /* FIFO of commands in flight, in pipeline order */
     uint32_t count;
+    uint64_t progress_ms;    /* loop_now_ms when the FIFO last moved: a command completed, or
+                              * one was sent to an idle connection */
     struct pg_entry fifo[PG_FIFO_SLOTS];
 };
 
@@ -218,6 +220,8 @@ static void pg_finish(struct pg_client *client, struct pg_query *q, enum pg_outc
 static uint32_t pg_fifo_push(struct pg_client *client, struct pg_query *q, enum pg_entry_kind kind)
 {
     assert(client->count < PG_FIFO_SLOTS);
+    if (client->count == 0)
+        client->progress_ms = loop_now_ms(client->loop);
     uint32_t slot = (client->head + client->count) % PG_FIFO_SLOTS;
     client->fifo[slot] = (struct pg_entry){ .q = q, .kind = (uint8_t)kind };
     client->count++;
@@ -231,6 +235,7 @@ static struct pg_entry pg_fifo_pop(struct pg_client *client)
     client->fifo[client->head] = (struct pg_entry){ 0 };
     client->head = (client->head + 1) % PG_FIFO_SLOTS;
     client->count--;
+    client->progress_ms = loop_now_ms(client->loop);
     return entry;
 }
 
@@ -576,6 +581,11 @@ void pg_client_destroy(struct pg_client *client)
 unsigned pg_client_in_flight(const struct pg_client *client)
 {
     return client->count;
+}
+
+uint64_t pg_client_stalled_ms(const struct pg_client *client)
+{
+    return client->count == 0 ? 0 : loop_now_ms(client->loop) - client->progress_ms;
 }
 
 bool pg_client_ready(const struct pg_client *client)

@@ -91,6 +91,9 @@ void pg_client_destroy(struct pg_client *client);
 bool pg_client_ready(const struct pg_client *client);
 /* Queries sent and not yet answered. */
 unsigned pg_client_in_flight(const struct pg_client *client);
+/* How long queries have been in flight with none answered (0 when none is in flight): the
+ * head of the pipeline is waiting (a lock, a slow statement) and every query behind it too. */
+uint64_t pg_client_stalled_ms(const struct pg_client *client);
 const struct pg_stats *pg_client_stats(const struct pg_client *client);
 
 /* Registers a prepared statement (name and sql copied): prepared now when connected,

@@ -13,6 +13,9 @@
 #include "store/sql.h"
 
 #define STORE_EVENTS_PENDING_MAX 256 /* per destination shard while its ring is full */
+#define STORE_PG_STALL_MS 20 /* a connection with queries in flight and no answer for this long is
+                              * passed over while another one answers (statements take well
+                              * under a millisecond; a busy pipeline answers every few µs) */
 
 struct store_stmt_def {
     const char *name;
@@ -608,13 +611,25 @@ static enum store_state store_redis_state(const struct redis_client *client)
     return client == NULL ? STORE_ABSENT : redis_client_ready(client) ? STORE_UP : STORE_DOWN;
 }
 
-/* The ready primary connection with the fewest queries in flight, or NULL. */
+/* Whether a is the better connection to send on: one whose answers have stopped for
+ * STORE_PG_STALL_MS only when b's have too (a statement waiting on a row lock, say a rotation
+ * raced by another instance, holds up every query pipelined behind it), then the fewer in flight. */
+static bool store_primary_better(const struct pg_client *a, const struct pg_client *b)
+{
+    bool a_stalled = pg_client_stalled_ms(a) >= STORE_PG_STALL_MS;
+    bool b_stalled = pg_client_stalled_ms(b) >= STORE_PG_STALL_MS;
+    if (a_stalled != b_stalled)
+        return !a_stalled;
+    return pg_client_in_flight(a) < pg_client_in_flight(b);
+}
+
+/* The ready primary connection to send on, or NULL. */
 static struct pg_client *store_primary(const struct store_shard *shard)
 {
     struct pg_client *best = NULL;
     for (unsigned c = 0; c < CONFIG_PG_CONNECTIONS_MAX && shard->primary[c] != NULL; c++) {
         struct pg_client *client = shard->primary[c];
-        if (pg_client_ready(client) && (best == NULL || pg_client_in_flight(client) < pg_client_in_flight(best)))
+        if (pg_client_ready(client) && (best == NULL || store_primary_better(client, best)))
             best = client;
     }
     return best;

@@ -23,6 +23,9 @@ token is checked with /verify and introspection on fresh connections to both ins
   some), those landing on the other shard forwarded; with the session's row locked by another
   transaction, 6 presentations of one token put one statement in Postgres while 5 wait on the
   owner, and then exactly one succeeds;
+- a shard's Postgres connection waiting on a row lock is passed over (store.c): with a
+  rotation blocked by another transaction's lock, 10 concurrent GET /me/sessions on that
+  one-shard server answer at once on its other connection;
 - a client deleted while the shards hold it in their client caches: its refresh tokens are
   invalid_grant at once (the rotation reads the client row);
 - O18: another client presents the token → invalid_grant and the token still works;
@@ -71,11 +74,13 @@ RACES = 6             # concurrent double presentations per setting
 OWNER_SESSIONS = 12   # sessions refreshed at once, each on fresh connections
 OWNER_ROTATIONS = 3   # rotations per session
 OWNER_RACERS = 6      # concurrent presentations of one token while its row is locked
+STALL_READS = 10      # concurrent reads while a statement waits on a lock
+STALL_ANSWER_S = 3.0  # each answers within this (the lock is held until all have)
 OWNER_WARMUP = 6      # refreshes on fresh connections before the lock
 OWNER_ARRIVAL_S = 5   # for the racers to reach the owner (or, without it, Postgres)
-OWNER_WAITS_MIN = 2   # of the 5 others, those seen waiting on the owner: the token endpoint reads the
-                      # client first, and that read may queue behind the locked statement on the
-                      # owner's pipelined connection (its other one busy), so not always all 5
+OWNER_WAITS_MIN = 2   # of the 5 others, those seen waiting on the owner: a racer's earlier read (its
+                      # tenant's keys, say) may queue behind the locked statement on the owner's
+                      # pipelined connection before that connection counts as stalled (store.c)
 OWNER_LOCK_BUDGET_MS = 30000  # that test's server: its statements wait out the lock
 
 
@@ -313,6 +318,50 @@ def test_owner_forwarding(res, env, a):
               0 < forwarded < total, "forwarded %d of %d" % (forwarded, total))
 
 
+def test_stalled_connection(res, env):
+    """A shard's Postgres connection whose statement waits on a row lock is passed over: the
+    shard's other queries go to its other connection instead of queueing behind it."""
+    env.user("stella")
+    srv = env.server(TESSERA_SHARDS=1, TESSERA_PG_CONNECTIONS=2, TESSERA_PG_QUERY_TIMEOUT_MS=OWNER_LOCK_BUDGET_MS)
+    holder = None
+    blocked, answers, threads = [], [], []
+    try:
+        rt = good_login(env, srv.port, "stella")[2]["refresh_token"]
+        at = good_login(env, srv.port, "stella")[2]["access_token"]  # another session's
+        holder = lock_session_row(env, rt[3:39])
+        threads.append(threading.Thread(target=lambda: blocked.append(refresh(srv.port, rt, client=env.clients["app"]))))
+        threads[0].start()
+        wait_lock_waiters(env, 1)
+        time.sleep(0.1)  # past STORE_PG_STALL_MS
+
+        def one():
+            t0 = time.monotonic()
+            status, _, data = call(srv.port, "GET", "/t/acme/api/v1/me/sessions",
+                                   headers={"Authorization": "Bearer " + at})
+            answers.append((status, len(jbody(data).get("sessions", [])), time.monotonic() - t0))
+        more = [threading.Thread(target=one) for _ in range(STALL_READS)]
+        for t in more:
+            t.start()
+        for t in more:
+            t.join(timeout=STALL_ANSWER_S + 5)
+        threads += more
+        waiting = lock_waiters(env)
+        res.check("stalled connection: with one statement waiting on a row lock, %d concurrent "
+                  "GET /me/sessions on the shard answer both sessions within %.0f s, the lock still held"
+                  % (STALL_READS, STALL_ANSWER_S),
+                  len(answers) == STALL_READS and waiting == 1 and
+                  all(st == 200 and n == 2 and dt < STALL_ANSWER_S for st, n, dt in answers),
+                  "waiting on the lock %d, answers %r" % (waiting, answers))
+    finally:
+        if holder is not None:
+            unlock(holder)
+        for t in threads:
+            t.join()
+        srv.kill()
+    res.check("stalled connection: the waiting rotation completes once the lock is gone",
+              blocked and blocked[0][0] == 200, repr(blocked))
+
+
 def test_deleted_client(res, env, a):
     """The refresh grant authenticates from the shard's client cache; its rotation reads the client
     row again, so a client deleted while cached on every shard is refused at once."""
@@ -338,6 +387,35 @@ def lock_waiters(env):
                        "AND query LIKE 'UPDATE sessions%'"))
 
 
+def lock_session_row(env, sid):
+    """A psql session holding the session row's lock (an open transaction), once it holds it."""
+    holder = subprocess.Popen(["psql", env.pg.url, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    holder.stdin.write("BEGIN;\nSELECT 1 FROM sessions WHERE id = '%s' FOR UPDATE;\n" % sid)
+    holder.stdin.flush()
+    deadline = time.monotonic() + 10
+    while int(env.sql("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                      "WHERE a.state = 'idle in transaction' AND l.mode = 'RowShareLock'")) < 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the row lock was not taken")
+        time.sleep(0.02)
+    return holder
+
+
+def unlock(holder):
+    holder.stdin.write("COMMIT;\n")
+    holder.stdin.close()
+    holder.wait(timeout=30)
+
+
+def wait_lock_waiters(env, n):
+    deadline = time.monotonic() + 10
+    while lock_waiters(env) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no statement waits on the row lock")
+        time.sleep(0.02)
+
+
 def test_owner_serialised(res, env):
     """With the session's row locked by another transaction, concurrent presentations of one token
     on one instance put one statement in Postgres; the others wait on the owner shard. A server of
@@ -345,8 +423,7 @@ def test_owner_serialised(res, env):
     app = env.clients["app"]
     env.user("owen")
     srv = env.server(TESSERA_PG_QUERY_TIMEOUT_MS=OWNER_LOCK_BUDGET_MS)
-    holder = subprocess.Popen(["psql", env.pg.url, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    holder = None
     answers = []
     threads = []
     try:
@@ -354,12 +431,7 @@ def test_owner_serialised(res, env):
         for _ in range(OWNER_WARMUP):  # the shards load the tenant's keys now, not behind the lock
             rt = refresh(srv.port, rt, client=app)[2]["refresh_token"]
         waits0 = shard_sum(srv.port, "tessera_session_waits_total")
-        holder.stdin.write("BEGIN;\nSELECT 1 FROM sessions WHERE id = '%s' FOR UPDATE;\n" % rt[3:39])
-        holder.stdin.flush()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and int(env.sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")) < 1:
-            time.sleep(0.02)
+        holder = lock_session_row(env, rt[3:39])
         threads = [threading.Thread(target=lambda: answers.append(refresh(srv.port, rt, client=app)))
                    for _ in range(OWNER_RACERS)]
         for t in threads:
@@ -378,9 +450,8 @@ def test_owner_serialised(res, env):
                   "Postgres, the others on the owner shard" % OWNER_RACERS,
                   waiting == 1 and waits >= OWNER_WAITS_MIN, "in Postgres %d, on the owner %d" % (waiting, waits))
     finally:
-        holder.stdin.write("COMMIT;\n")
-        holder.stdin.close()
-        holder.wait(timeout=30)
+        if holder is not None:
+            unlock(holder)
         for t in threads:
             t.join()
         srv.kill()
@@ -654,6 +725,7 @@ def run_all(res, env):
         res.run("owner forwarding", test_owner_forwarding, res, env, a)
         res.run("owner serialised", test_owner_serialised, res, env)
         res.run("deleted client", test_deleted_client, res, env, a)
+        res.run("stalled connection", test_stalled_connection, res, env)
         res.run("O17", test_o17, res, env, a, b)
         res.run("inline signing", test_inline_signing, res, env, a, b)
         res.run("O18/O19", test_o18_o19, res, env, a, b)
