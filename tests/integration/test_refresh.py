@@ -353,11 +353,7 @@ def test_stalled_connection(res, env):
                   all(st == 200 and n == 2 and dt < STALL_ANSWER_S for st, n, dt in answers),
                   "waiting on the lock %d, answers %r" % (waiting, answers))
     finally:
-        if holder is not None:
-            unlock(holder)
-        for t in threads:
-            t.join()
-        srv.kill()
+        release(holder, threads, srv)
     res.check("stalled connection: the waiting rotation completes once the lock is gone",
               blocked and blocked[0][0] == 200, repr(blocked))
 
@@ -402,10 +398,15 @@ def lock_session_row(env, sid):
     return holder
 
 
-def unlock(holder):
-    holder.stdin.write("COMMIT;\n")
-    holder.stdin.close()
-    holder.wait(timeout=30)
+def release(holder, threads, srv):
+    """The lock's end (when it was taken), then the requests that waited on it, then the server."""
+    if holder is not None:
+        holder.stdin.write("COMMIT;\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    for t in threads:
+        t.join()
+    srv.kill()
 
 
 def wait_lock_waiters(env, n):
@@ -450,11 +451,7 @@ def test_owner_serialised(res, env):
                   "Postgres, the others on the owner shard" % OWNER_RACERS,
                   waiting == 1 and waits >= OWNER_WAITS_MIN, "in Postgres %d, on the owner %d" % (waiting, waits))
     finally:
-        if holder is not None:
-            unlock(holder)
-        for t in threads:
-            t.join()
-        srv.kill()
+        release(holder, threads, srv)
     oks = [r for r in answers if r[0] == 200]
     res.check("owner: then exactly one 200, the others invalid_grant (reuse: the session revoked)",
               len(oks) == 1 and all(r[2].get("error") == "invalid_grant" for r in answers if r[0] != 200)
