@@ -15,7 +15,8 @@
  *    passed, and a plain one, run;
  *  - wakes a sleeping shard for each of 2 x 50,000 jobs submitted one at a time;
  *  - under 4 shard threads x 200,000 jobs, retrying on -TE_FULL while draining,
- *    loses and duplicates nothing.
+ *    loses and duplicates nothing;
+ *  - jobs run at SCHED_IDLE (a shard that wakes takes its core back at once).
  * Shards wait for completions in poll() on their eventfd: a lost wake-up hangs them
  * until TEST_DEADLINE_S, which fails the test. No timing assertions. */
 #include "core/workers.h"
@@ -508,6 +509,33 @@ static void test_stress(void)
     workers_destroy(pool);
 }
 
+/* ---- scheduling ---- */
+
+static atomic_int test_policy_seen = -1;
+
+static void test_policy_run(struct worker_job *job)
+{
+    atomic_store(&test_policy_seen, sched_getscheduler(0));
+    test_job_run(job);
+}
+
+static void test_policy(void)
+{
+    struct workers *pool = workers_create(1, 1);
+    CHECK(pool != NULL);
+    static struct test_job tj;
+    test_job_init(&tj, 1);
+    tj.job.run = test_policy_run;
+    CHECK(workers_submit(pool, 0, &tj.job) == 0);
+    size_t done = 0;
+    uint64_t drains = 0, writes = 0;
+    test_drain_until(pool, 0, 1, &done, &drains, &writes);
+    CHECK(done == 1);
+    CHECK(atomic_load(&test_policy_seen) == SCHED_IDLE);
+    CHECK(sched_getscheduler(0) == SCHED_OTHER); /* the submitting (shard) thread unchanged */
+    workers_destroy(pool);
+}
+
 int main(void)
 {
     test_start = time(NULL);
@@ -518,6 +546,7 @@ int main(void)
     test_destroy_drops_queued();
     test_serial();
     test_stress();
+    test_policy();
     int failures = atomic_load(&test_failures);
     printf("test_workers: %s (%d failed checks)\n", failures == 0 ? "PASS" : "FAIL", failures);
     return failures == 0 ? 0 : 1;
