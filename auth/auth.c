@@ -149,10 +149,9 @@ int auth_routes(struct auth *auth, struct http_server *http)
     rc = rc != 0 ? rc : auth_login_routes(auth, http);
     rc = rc != 0 ? rc : auth_logout_routes(auth, http);
     rc = rc != 0 ? rc : auth_recovery_routes(auth, http);
-    rc = rc != 0 ? rc : auth_password_change_routes(auth, http);
+    rc = rc != 0 ? rc : auth_reauth_routes(auth, http);
     rc = rc != 0 ? rc : auth_admin_routes(auth, http);
     rc = rc != 0 ? rc : auth_audit_routes(auth, http);
-    rc = rc != 0 ? rc : auth_me_delete_routes(auth, http);
     return rc != 0 ? rc : auth_token_routes(auth, http);
 }
 

@@ -653,8 +653,8 @@ int auth_recovery_routes(struct auth *auth, struct http_server *http);
 int auth_mail_token(const struct auth *auth, const char *slug, bool reset, char *sha_hex,
                     char *body, const char **subject, int *ttl_s);
 
-/* POST /t/{tenant}/api/v1/me/password (auth/password_change.c). */
-int auth_password_change_routes(struct auth *auth, struct http_server *http);
+/* POST /t/{tenant}/api/v1/me/password and DELETE /t/{tenant}/api/v1/me (auth/reauth.c). */
+int auth_reauth_routes(struct auth *auth, struct http_server *http);
 
 /* ---- Tenant admin endpoints (auth/admin.c, auth/audit.c) ---- */
 
@@ -705,8 +705,5 @@ const char *auth_admin_limit(const struct http_ctx *ctx, char *dst);
 
 int auth_admin_routes(struct auth *auth, struct http_server *http);
 int auth_audit_routes(struct auth *auth, struct http_server *http);
-
-/* DELETE /t/{tenant}/api/v1/me (auth/me_delete.c). */
-int auth_me_delete_routes(struct auth *auth, struct http_server *http);
 
 #endif

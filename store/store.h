@@ -109,7 +109,7 @@ enum store_stmt {
                                * $5 slack s, $6 ip, $7 request id → none when the user is gone; else a
                                * row as logout's per other session revoked (one of NULLs for none) */
     /* Tenant admin endpoints (auth/admin.c, auth/audit.c) and self-service deletion
-     * (auth/me_delete.c). Every one is confined to $1, the tenant id of the checked token. */
+     * (auth/reauth.c). Every one is confined to $1, the tenant id of the checked token. */
     STORE_ADMIN_USERS_LIST, /* $1 tenant id, $2 cursor (the last user id seen) or NULL, $3 search
                              * text or NULL, $4 limit → one row: {"users": [...], "next_cursor"}
                              * as JSON, live users in id order, never a hash */

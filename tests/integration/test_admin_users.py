@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The tenant admin's users API (auth/admin.c) and self-service deletion (auth/me_delete.c), issue 6.
+"""The tenant admin's users API (auth/admin.c) and self-service deletion (auth/reauth.c), issue 6.
 
 A tenant admin is a client of the tenant with a client_credentials token whose scope carries
 users:read / users:write (Auth0 Management API's model). Two tenants, acme and beta, each with
@@ -23,7 +23,7 @@ an admin client; checks named by their SECURITY rows where one applies:
   refresh token invalid_grant, login refused as a wrong password; the username registers again;
 - each change's audit row (actor_kind client, actor_id the admin's client_id, target the user,
   the request id) is committed with it;
-- DELETE /me (auth/me_delete.c): no token 401, a client's own token 401, no password 400, not JSON
+- DELETE /me (auth/reauth.c): no token 401, a client's own token 401, no password 400, not JSON
   415, a wrong password 403 (nothing deleted); the right one 204: the account soft-deleted, the
   token refused, the refresh token invalid_grant, login refused, an audit row user_deleted with
   actor_kind user.

@@ -19,7 +19,7 @@ DELETE /t/{tenant}/api/v1/me/sessions/{id}.
   revoke another's session, nor plant a 'sid' revocation for it); an id that is not a UUID: 404;
   a session already revoked: 404;
 - no token, a garbage token, a client's own token (no session): 401, 401, 400;
-- POST /me/password (auth/password_change.c): a wrong current password 403, a common or too short
+- POST /me/password (auth/reauth.c): a wrong current password 403, a common or too short
   new one, the same one, a missing member 400, no token 401; then 204: every other session's
   access token refused at once and its refresh token invalid_grant, the asking session kept
   (its access token verifies, its refresh token refreshes), the old password refused at login and
