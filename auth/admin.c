@@ -172,7 +172,7 @@ void auth_admin_check(struct http_ctx *ctx, struct auth_admin *admin, auth_admin
     assert(ready != NULL);
     admin->ready = ready;
     struct auth_rate_check limits;
-    if (!auth_rate_admit(ctx, admin->w.auth, "", &limits))
+    if (!auth_rate_admit(ctx, admin->w.auth, "", NULL, &limits))
         return; /* answered 429: the park is undone */
     admin->w.rate = limits;
     if (!auth_rate_pending(&admin->w.rate))

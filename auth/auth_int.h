@@ -219,6 +219,7 @@ struct auth {
 #define AUTH_RATE_ASKS_MAX 1024      /* asks a shard may have out to owners at once: past it 503 */
 #define AUTH_RATE_BUCKETS 4          /* per source address, per client, per account (login), per
                                       * mail recipient (sign-up, reset, verification) */
+#define AUTH_RATE_CLIENT 1           /* the index of the per-client bucket */
 #define AUTH_RATE_ACCOUNT 2          /* the index of the per-account bucket (SECURITY P05) */
 #define AUTH_RATE_RECIPIENT 3        /* the index of the per-recipient bucket */
 /* SECURITY P05, the per-account login bucket keyed on the normalised submitted name: one
@@ -289,6 +290,8 @@ int auth_rate_ask(struct auth_wait *w, uint64_t key, uint32_t interval_us, uint3
 struct auth_rate_subjects {
     const char *peer_ip;
     const char *client_id;
+    const uint8_t *client_secret_sha256; /* the presented secret's digest, or NULL: the client's
+                                          * bucket is keyed on both (see auth_rate_admit) */
     const char *account;   /* the normalised submitted username or email at login */
     const char *recipient; /* the submitted address a mail would go to, lower case */
 };
@@ -311,9 +314,12 @@ bool auth_rate_pending(const struct auth_rate_check *chk);
 int auth_rate_continue(struct http_ctx *ctx, struct auth_wait *w, void (*next)(struct auth_wait *w));
 /* A handler's first step (the tenant is ctx->params[0], already checked): prepares the
  * buckets and decides those this shard owns. False: answered 429. When the shard does not
- * hold the tenant (its limits), nothing is decided yet: auth_rate_pending says so. */
+ * hold the tenant (its limits), nothing is decided yet: auth_rate_pending says so. The
+ * client's bucket is keyed on the client and the presented secret's digest (secret_sha256,
+ * or NULL for a request without one): a stranger presenting wrong secrets for a client_id
+ * fills a bucket of their own, held by their address's bucket, and never the client's. */
 bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
-                     struct auth_rate_check *limits);
+                     const uint8_t *secret_sha256, struct auth_rate_check *limits);
 /* The same with the per-account bucket of a login (SECURITY P05): account is the normalised
  * submitted name, whether or not such an account exists; the 429 is the same either way. */
 bool auth_rate_admit_account(struct http_ctx *ctx, const struct auth *auth, const char *client_id,

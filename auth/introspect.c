@@ -276,7 +276,7 @@ static void introspect_post(struct http_ctx *ctx)
     explicit_bzero(f->creds.secret, sizeof(f->creds.secret));
     struct slice token = slice_make(f->token, strlen(f->token));
     struct auth_rate_check limits;
-    if (!auth_rate_admit(ctx, auth, cw->client_id, &limits))
+    if (!auth_rate_admit(ctx, auth, cw->client_id, cw->secret_sha256, &limits))
         return; /* answered 429 */
     bool remote = auth_rate_pending(&limits);
     const struct auth_client *client = remote ? NULL : auth_client_cached(auth, ctx->loop, cw);

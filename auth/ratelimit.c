@@ -17,7 +17,8 @@
  * with a burst of TESSERA_RATE_BURST_S seconds' worth (0 turns a limit off); a tenant's
  * settings.rate_limit overrides them ({"client_per_s", "address_per_s", "burst_s"}) once a
  * shard holds the tenant's keys (before that, for a tenant's first requests on a shard, the
- * defaults apply).
+ * defaults apply). A client's bucket is keyed on the client and the digest of the secret
+ * presented (auth_rate_admit), so wrong secrets never spend the real client's quota.
  *
  * Logins add a third bucket per account (SECURITY P05): keyed on the tenant and the
  * normalised submitted username or email, whether or not the account exists (so its 429
@@ -215,6 +216,9 @@ void auth_rate_prepare(const struct auth *auth, const char *slug, const struct a
                                               subjects->recipient };
     for (int i = 0; i < AUTH_RATE_BUCKETS; i++)
         chk->keys[i] = values[i][0] ? auth_rate_key(slug, rate_bucket_names[i], values[i]) : 0;
+    if (chk->keys[AUTH_RATE_CLIENT] != 0 && subjects->client_secret_sha256 != NULL)
+        chk->keys[AUTH_RATE_CLIENT] = XXH3_64bits_withSeed(subjects->client_secret_sha256, HASH_SHA256_BYTES,
+                                                           chk->keys[AUTH_RATE_CLIENT]) | 1;
     rate_apply(auth, policy, chk);
 }
 
@@ -297,9 +301,10 @@ static bool rate_admit(struct http_ctx *ctx, const struct auth *auth, struct aut
 }
 
 bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
-                     struct auth_rate_check *limits)
+                     const uint8_t *secret_sha256, struct auth_rate_check *limits)
 {
-    struct auth_rate_subjects subjects = { .client_id = client_id, .account = "", .recipient = "" };
+    struct auth_rate_subjects subjects = { .client_id = client_id, .client_secret_sha256 = secret_sha256,
+                                           .account = "", .recipient = "" };
     return rate_admit(ctx, auth, &subjects, limits);
 }
 

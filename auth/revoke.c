@@ -248,15 +248,17 @@ static void revoke_post(struct http_ctx *ctx)
     f->creds.has_secret = fields[3].seen;
     int status = auth_client_credentials(ctx, &f->creds, &why);
     struct auth_rate_check limits;
+    uint8_t secret_sha256[HASH_SHA256_BYTES];
+    hash_sha256(f->creds.secret, strlen(f->creds.secret), secret_sha256);
     if (status != 0)
         auth_oauth_error(ctx, status, status == 401 ? "invalid_client" : "invalid_request", why);
-    else if (!auth_rate_admit(ctx, auth, f->creds.client_id, &limits))
+    else if (!auth_rate_admit(ctx, auth, f->creds.client_id, secret_sha256, &limits))
         status = 429; /* answered */
     struct revoke_wait *rw = status == 0 ? auth_park(ctx, auth, sizeof(*rw)) : NULL;
     if (rw != NULL) {
         auth_slug_copy(ctx->params[0], rw->cw.slug);
         memcpy(rw->cw.client_id, f->creds.client_id, sizeof(rw->cw.client_id));
-        hash_sha256(f->creds.secret, strlen(f->creds.secret), rw->cw.secret_sha256);
+        memcpy(rw->cw.secret_sha256, secret_sha256, sizeof(secret_sha256));
         rw->token_len = strlen(f->token);
         memcpy(rw->token, f->token, rw->token_len);
         auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));

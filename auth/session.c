@@ -415,10 +415,13 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
         auth_oauth_error(ctx, 400, "invalid_request", "refresh_token is missing");
         return;
     }
-    struct auth_rate_check limits;
-    if (auth_session_caller(ctx, creds, &public_client) != 0 ||
-        !auth_rate_admit(ctx, auth, creds->client_id, &limits))
+    if (auth_session_caller(ctx, creds, &public_client) != 0)
         return; /* answered */
+    struct auth_rate_check limits;
+    uint8_t secret_sha256[HASH_SHA256_BYTES];
+    hash_sha256(creds->secret, strlen(creds->secret), secret_sha256);
+    if (!auth_rate_admit(ctx, auth, creds->client_id, secret_sha256, &limits))
+        return; /* answered 429 */
     struct refresh_wait *rw = auth_park(ctx, auth, sizeof(*rw));
     if (rw == NULL)
         return;
@@ -428,7 +431,7 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
     }
     auth_slug_copy(ctx->params[0], rw->cw.slug);
     memcpy(rw->cw.client_id, creds->client_id, sizeof(rw->cw.client_id));
-    hash_sha256(creds->secret, strlen(creds->secret), rw->cw.secret_sha256);
+    memcpy(rw->cw.secret_sha256, secret_sha256, sizeof(secret_sha256));
     rw->public_client = public_client;
     rw->scope_given = scope_given;
     snprintf(rw->scope, sizeof(rw->scope), "%s", scope);

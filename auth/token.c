@@ -255,13 +255,15 @@ static void token_post(struct http_ctx *ctx)
         explicit_bzero(f, sizeof(*f));
         return;
     }
-    if (rc == 0 && !auth_rate_admit(ctx, auth, f->creds.client_id, &limits))
+    uint8_t secret_sha256[HASH_SHA256_BYTES];
+    hash_sha256(f->creds.secret, strlen(f->creds.secret), secret_sha256);
+    if (rc == 0 && !auth_rate_admit(ctx, auth, f->creds.client_id, secret_sha256, &limits))
         rc = -1; /* answered 429 */
     struct token_wait *tw = rc == 0 ? auth_park(ctx, auth, sizeof(*tw)) : NULL;
     if (tw != NULL) {
         auth_slug_copy(ctx->params[0], tw->cw.slug);
         memcpy(tw->cw.client_id, f->creds.client_id, sizeof(tw->cw.client_id));
-        hash_sha256(f->creds.secret, strlen(f->creds.secret), tw->cw.secret_sha256);
+        memcpy(tw->cw.secret_sha256, secret_sha256, sizeof(secret_sha256));
         tw->scope_given = scope_given;
         memcpy(tw->scope, f->scope, sizeof(tw->scope));
         struct buf issuer;

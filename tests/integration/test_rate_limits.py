@@ -10,7 +10,9 @@ decided by the owner over the rings.
 - Per source address: a second client from the same address is limited by the address bucket.
 - A tenant's settings.rate_limit overrides the defaults for that tenant only (T07: a bucket of
   tenant A has no effect in tenant B).
-- The token endpoint is limited too (429 before any secret is checked).
+- The token endpoint is limited too (429 before any secret is checked). A client's bucket is
+  keyed on the presented secret too: a stranger sending wrong secrets for a client_id from
+  another address is limited in a bucket of their own and leaves the client's untouched.
 Needs TESSERA_TEST_PG_URL (tests/run exports it); skips otherwise.
 """
 import base64
@@ -28,6 +30,7 @@ from tessera_harness import Results, Server, check_clean_exit, tessera_bin
 RATE = 20         # per second, the server's defaults here
 BURST_S = 1       # so a burst is 20 requests
 TENANT_RATE = 5   # tenant beta's own client limit
+STRANGER = "127.0.0.2"  # another peer's address (loopback is 127.0.0.0/8)
 
 
 def psql(url, sql):
@@ -46,9 +49,11 @@ def admin(env, *args):
     return json.loads(r.stdout)
 
 
-def post(port, path, body, client):
+def post(port, path, body, client, source=None):
+    """source: the local address to connect from (another 127.0.0.0/8 address: another peer)."""
     auth = base64.b64encode(("%s:%s" % (client["client_id"], client["client_secret"])).encode()).decode()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                      source_address=(source, 0) if source else None)
     try:
         conn.request("POST", path, body=body, headers={"Authorization": "Basic " + auth,
                                                        "Content-Type": "application/x-www-form-urlencoded"})
@@ -59,9 +64,9 @@ def post(port, path, body, client):
         conn.close()
 
 
-def burst(port, tenant, client, n, path="oauth2/introspect", body="token=not-a-token"):
+def burst(port, tenant, client, n, path="oauth2/introspect", body="token=not-a-token", source=None):
     """n requests on fresh connections, as fast as one thread goes."""
-    return [post(port, "/t/%s/%s" % (tenant, path), body, client) for _ in range(n)]
+    return [post(port, "/t/%s/%s" % (tenant, path), body, client, source) for _ in range(n)]
 
 
 def wait_ready(port, seconds=20.0):
@@ -121,11 +126,18 @@ def test_tenant_policy(res, port, clients):
 
 def test_token_limit(res, port, clients):
     time.sleep(BURST_S + 0.2)
-    bad = dict(clients["alpha_gw"], client_secret="wrong")
+    good = clients["alpha_gw"]
+    bad = dict(good, client_secret="wrong")
     codes = [s for s, _ in burst(port, "alpha", bad, RATE * BURST_S + 10, "oauth2/token",
-                                 "grant_type=client_credentials")]
-    res.check("token endpoint: wrong secrets are 401 until the client's bucket is empty, then 429",
+                                 "grant_type=client_credentials", source=STRANGER)]
+    res.check("token endpoint: a stranger's wrong secrets for a client are 401, then 429 (their own bucket)",
               codes[0] == 401 and codes[-1] == 429, repr(codes))
+    codes = [s for s, _ in burst(port, "alpha", good, 3, "oauth2/token", "grant_type=client_credentials")]
+    res.check("token endpoint: they did not spend the client's own bucket (its requests right after: 200)",
+              codes == [200, 200, 200], repr(codes))
+    codes = [s for s, _ in burst(port, "alpha", good, RATE * BURST_S + 10, "oauth2/token",
+                                 "grant_type=client_credentials")]
+    res.check("token endpoint: the client itself is limited past its burst (429)", codes[-1] == 429, repr(codes))
 
 
 def main():
