@@ -505,6 +505,11 @@ bool auth_job_abandoned(const struct auth_wait *w, const struct worker_job *job)
     return job->expired || !http_parked_waiting(w);
 }
 
+void auth_answer_abandoned(struct auth_wait *w)
+{
+    http_resume_expired(w);
+}
+
 int auth_submit_hash(struct auth_wait *w, struct worker_job *job)
 {
     /* The request's backstop answers 503 once the idle timeout has passed since it parked:

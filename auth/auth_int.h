@@ -516,6 +516,9 @@ int auth_submit_hash(struct auth_wait *w, struct worker_job *job);
  * request was answered by the backstop or its client left while it ran. Its done then
  * changes nothing (no session, no user, no new password) and only releases the request. */
 bool auth_job_abandoned(const struct auth_wait *w, const struct worker_job *job);
+/* Releases such a request: the answer is the backstop's (503, Retry-After, close), as its
+ * wait reached the backstop's moment, or none when the backstop already answered. */
+void auth_answer_abandoned(struct auth_wait *w);
 
 /* The issuer of a tenant: TESSERA_PUBLIC_URL + "/t/" + slug. */
 void auth_issuer(const struct auth *auth, struct slice slug, struct buf *out);

@@ -308,7 +308,7 @@ static void login_verify_done(struct worker_job *job)
     if (auth_job_abandoned(&lw->w, job)) { /* no failure counted, no session */
         login_release(lw);
         login_forget(lw);
-        auth_answer(&lw->w, 503, AUTH_BUSY_DETAIL);
+        auth_answer_abandoned(&lw->w);
         return;
     }
     if (lw->verify_rc != 0) {

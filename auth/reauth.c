@@ -121,7 +121,7 @@ static void reauth_run_done(struct worker_job *job)
     struct reauth_wait *rw = REAUTH_OF(job);
     if (auth_job_abandoned(&rw->w, job)) {
         reauth_forget(rw);
-        auth_answer(&rw->w, 503, AUTH_BUSY_DETAIL);
+        auth_answer_abandoned(&rw->w);
         return;
     }
     if (rw->verify_rc != 0) {

@@ -295,7 +295,7 @@ static void recovery_hash_done(struct worker_job *job)
     struct recovery_wait *rw = RECOVERY_OF(job);
     if (auth_job_abandoned(&rw->w, job)) {
         recovery_forget(rw);
-        auth_answer(&rw->w, 503, AUTH_BUSY_DETAIL);
+        auth_answer_abandoned(&rw->w);
         return;
     }
     if (rw->hash_rc < 0) {

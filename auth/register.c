@@ -213,7 +213,7 @@ static void register_hash_done(struct worker_job *job)
     struct register_wait *rw = (struct register_wait *)((char *)job - offsetof(struct register_wait, job));
     if (auth_job_abandoned(&rw->w, job)) {
         register_forget(rw);
-        auth_answer(&rw->w, 503, AUTH_BUSY_DETAIL);
+        auth_answer_abandoned(&rw->w);
         return;
     }
     if (rw->hash_rc < 0) {

@@ -1048,6 +1048,23 @@ static void http_continue(struct conn *conn, struct http_conn *hc)
     conn_flush(conn);
 }
 
+void http_resume_expired(void *state)
+{
+    struct http_park *park = (struct http_park *)((char *)state - offsetof(struct http_park, state));
+    assert(!park->in_handler);
+    struct conn *conn = park->conn;
+    if (conn != NULL && !conn_closing(conn)) {
+        struct http_conn *hc = conn_proto(conn);
+        assert(hc->parked == park && !hc->shard->dispatching);
+        http_parked_expired(conn, hc);
+        http_settle(conn, hc);
+        conn_flush(conn);
+    } else if (conn != NULL) {
+        ((struct http_conn *)conn_proto(conn))->parked = NULL;
+    }
+    loop_block_put(park->loop, (char *)park, HTTP_PARK_BYTES);
+}
+
 void http_resume(void *state, http_resume_fn respond)
 {
     struct http_park *park = (struct http_park *)((char *)state - offsetof(struct http_park, state));

@@ -120,6 +120,11 @@ bool http_parked_waiting(const void *state);
  * stale cache when the store refused the query), respond runs when the handler returns. */
 typedef void (*http_resume_fn)(struct http_ctx *ctx, void *state);
 void http_resume(void *state, http_resume_fn respond);
+/* Ends a parked request whose wait reached its idle backstop (http_parked_since_us plus
+ * TESSERA_IDLE_TIMEOUT_MS) before the backstop's timer, which ticks every LOOP_TIMER_TICK_MS,
+ * answered it: the client hears what the backstop says (503, Retry-After, Connection: close),
+ * or nothing when the backstop already spoke or the client left. From a loop event only. */
+void http_resume_expired(void *state);
 
 /* Appends the request statistics of every shard, summed, in Prometheus text
  * format: requests by route and status, latency histogram by route. */
