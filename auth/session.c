@@ -274,6 +274,8 @@ static void refresh_owner_answered(struct auth_session_op *op)
         refresh_forget(rw);
         if (op->verdict == AUTH_SESSION_FAILED)
             auth_fail(&rw->w, op->outcome);
+        else if (op->verdict == AUTH_SESSION_EXPIRED)
+            auth_answer_abandoned(&rw->w); /* its backstop's moment passed while it waited */
         else
             auth_answer(&rw->w, 503, AUTH_BUSY_DETAIL);
         return;
