@@ -54,7 +54,7 @@ struct reauth_wait {
     struct worker_job job;
     enum reauth_then then;
     int verify_rc;  /* the worker's: the password against the stored hash */
-    int hash_rc;    /* a change's new hash: its length, or -TE_xxx */
+    int hash_rc;    /* a change's new hash: its length, or a negated core/err.h code */
     size_t token_len;
     size_t current_len;
     size_t new_len;
