@@ -510,12 +510,15 @@ void auth_answer_abandoned(struct auth_wait *w)
     http_resume_expired(w);
 }
 
+uint64_t auth_backstop_us(const struct auth_wait *w)
+{
+    return http_parked_since_us(w) + (uint64_t)w->auth->cfg->idle_timeout_ms * 1000u;
+}
+
 int auth_submit_hash(struct auth_wait *w, struct worker_job *job)
 {
-    /* The request's backstop answers 503 once the idle timeout has passed since it parked:
-     * work still queued then has nobody to serve. */
-    uint64_t run_by = http_parked_since_us(w) + (uint64_t)w->auth->cfg->idle_timeout_ms * 1000u;
-    return workers_submit_by(w->auth->workers, loop_index(w->loop), job, run_by);
+    /* Work still queued at the request's backstop has nobody to serve. */
+    return workers_submit_by(w->auth->workers, loop_index(w->loop), job, auth_backstop_us(w));
 }
 
 int auth_sign_job(struct auth_wait *w, const struct auth_tenant *tenant, struct worker_job *job)

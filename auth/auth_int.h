@@ -516,6 +516,9 @@ int auth_submit_hash(struct auth_wait *w, struct worker_job *job);
  * request was answered by the backstop or its client left while it ran. Its done then
  * changes nothing (no session, no user, no new password) and only releases the request. */
 bool auth_job_abandoned(const struct auth_wait *w, const struct worker_job *job);
+/* The moment (loop_now_us) a parked request's idle backstop answers 503 if nothing has: its
+ * park plus TESSERA_IDLE_TIMEOUT_MS. Work still waiting then has nobody to serve. */
+uint64_t auth_backstop_us(const struct auth_wait *w);
 /* Releases such a request: the answer is the backstop's (503, Retry-After, close), as its
  * wait reached the backstop's moment, or none when the backstop already answered. */
 void auth_answer_abandoned(struct auth_wait *w);

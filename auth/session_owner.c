@@ -232,7 +232,7 @@ void auth_session_rotate(struct auth_wait *w, struct auth_session_op *op)
     struct auth *auth = w->auth;
     op->key = XXH3_64bits(op->sid, strlen(op->sid)) | 1;
     op->origin = loop_index(w->loop);
-    op->run_by_us = http_parked_since_us(w) + (uint64_t)auth->cfg->idle_timeout_ms * 1000u;
+    op->run_by_us = auth_backstop_us(w);
     op->reused = false;
     unsigned owner = (unsigned)((op->key >> 17) % auth->cfg->shards);
     if (owner == op->origin) {
