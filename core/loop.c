@@ -137,6 +137,7 @@ struct loop {
     char date[32];
     bool shutting_down;
     uint64_t shutdown_deadline_ms;
+    unsigned holds;       /* loop_hold's: work that must end before the loop returns */
     struct __kernel_timespec tick_ts;
     uint64_t mailbox_value;
     uint64_t workers_value;
@@ -556,6 +557,17 @@ void loop_request_shutdown(void)
     atomic_store(&loop_shutdown_requested, true);
 }
 
+void loop_hold(struct loop *loop)
+{
+    loop->holds++;
+}
+
+void loop_release(struct loop *loop)
+{
+    assert(loop->holds > 0);
+    loop->holds--;
+}
+
 bool loop_stopping(void)
 {
     return atomic_load_explicit(&loop_shutdown_requested, memory_order_relaxed);
@@ -592,7 +604,7 @@ static bool loop_shutdown_step(struct loop *loop)
         loop_begin_shutdown(loop);
     if (!loop->shutting_down)
         return false;
-    if (loop->counters.open == 0 && !loop->accept_armed)
+    if (loop->counters.open == 0 && !loop->accept_armed && loop->holds == 0)
         return true;
     if (loop->now_ms >= loop->shutdown_deadline_ms) {
         for (uint32_t i = 0; i < loop->slots_used; i++) {

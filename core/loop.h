@@ -101,6 +101,12 @@ void loop_destroy(struct loop *loop);
 void loop_request_shutdown(void);
 /* True once shutdown was asked for (readiness turns false). */
 bool loop_stopping(void);
+/* Work of the shard's own that must end before it stops (queued audit events being written):
+ * while held, a stopping loop keeps running after its last connection closed, until every
+ * hold is released or the shutdown deadline (TESSERA_SHUTDOWN_TIMEOUT_MS) has passed. Each
+ * hold is undone by one release; on the shard's thread only. */
+void loop_hold(struct loop *loop);
+void loop_release(struct loop *loop);
 
 unsigned loop_index(const struct loop *loop);
 struct loop_shared *loop_shared(const struct loop *loop);

@@ -4,7 +4,8 @@
  * deadline; a timer may restart itself from on_expire; the heap stays consistent
  * under random start/stop (checked against a simple model); a watch reports POLLIN
  * on the shard's thread when its pipe becomes readable; a cancelled watch never
- * reports, and the same watch re-armed reports the next readiness. */
+ * reports, and the same watch re-armed reports the next readiness; a held loop keeps
+ * running its timers after shutdown was asked for, and returns once released. */
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -38,6 +39,10 @@ static struct loop_timer test_self_timer;
 static int test_pipe[2];
 static struct loop_watch test_watch;
 static atomic_int test_watch_events, test_watch_stage;
+#define TEST_HOLD_MS 200 /* how long after the shutdown request the hold is released */
+static struct loop_timer test_hold_timer;
+static atomic_bool test_released;
+static atomic_int test_ran_after_release;
 
 static void test_on_timer(struct loop_timer *timer)
 {
@@ -73,6 +78,25 @@ static void test_on_watch(struct loop_watch *watch, unsigned events)
     (void)watch;
 }
 
+/* Watches for the shutdown request; then releases the loop's hold TEST_HOLD_MS later. */
+static void test_on_hold_timer(struct loop_timer *timer)
+{
+    static bool stopping_seen;
+    if (atomic_load(&test_released)) {
+        atomic_fetch_add(&test_ran_after_release, 1);
+        return;
+    }
+    if (!loop_stopping()) {
+        loop_timer_start(test_loop, timer, 5);
+    } else if (!stopping_seen) {
+        stopping_seen = true;
+        loop_timer_start(test_loop, timer, TEST_HOLD_MS); /* fires only if the loop still runs */
+    } else {
+        atomic_store(&test_released, true);
+        loop_release(test_loop);
+    }
+}
+
 /* On the shard's thread: start every timer, stop a third, restart a third. */
 static void test_on_start(struct loop *loop)
 {
@@ -96,6 +120,9 @@ static void test_on_start(struct loop *loop)
     }
     test_self_timer.on_expire = test_on_self;
     loop_timer_start(loop, &test_self_timer, 0);
+    loop_hold(loop);
+    test_hold_timer.on_expire = test_on_hold_timer;
+    loop_timer_start(loop, &test_hold_timer, 5);
 
     /* Watch: armed then cancelled before the pipe is written: must never report. */
     test_watch.on_ready = test_on_watch;
@@ -146,8 +173,12 @@ int main(void)
         waited += 10;
     }
     test_sleep_ms(300); /* the cancelled arm, had it reported, would have by now */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     loop_request_shutdown();
     pthread_join(test_thread, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long held_ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
     loop_destroy(test_loop);
 
     int failures = 0;
@@ -158,12 +189,15 @@ int main(void)
     failures += atomic_load(&test_self_restarts) != 5;
     failures += atomic_load(&test_watch_events) != 1;
     failures += atomic_load(&test_watch_stage) != 1;
+    failures += !atomic_load(&test_released) || held_ms < TEST_HOLD_MS;
     printf("test_loop_timer: fired %d/%d, early %d, twice %d, stopped-but-fired %d, out of order %d, "
            "self restarts %d/5, watch reports %d/1, wrong thread %d\n",
            atomic_load(&test_fired), expected, atomic_load(&test_early), atomic_load(&test_twice),
            atomic_load(&test_stopped_fired), atomic_load(&test_out_of_order),
            atomic_load(&test_self_restarts), atomic_load(&test_watch_events),
            atomic_load(&test_wrong_thread));
+    printf("test_loop_timer: hold released %s, the loop returned %ld ms after the shutdown request "
+           "(at least %d)\n", atomic_load(&test_released) ? "yes" : "no", held_ms, TEST_HOLD_MS);
     printf("test_loop_timer: %d failed\n", failures);
     return failures == 0 ? 0 : 1;
 }
