@@ -463,6 +463,20 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "'user', id::text, $5::inet, $6::text FROM u UNION ALL SELECT tenant_id, 'system', NULL, "
         "'signup_address_taken', 'user', id::text, $5::inet, $6::text FROM held) "
         "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM held)" },
+    /* Batched audit events (auth/audit_batch.c): one JSON array of rows, each keeping the
+     * moment of its event. An event of a tenant that does not exist is dropped by the join;
+     * one already written by a batch whose answer was lost is skipped (its event_id). */
+    [STORE_AUDIT_BATCH] = {
+        "audit_batch", false,
+        "INSERT INTO audit_log (tenant_id, event_id, actor_kind, actor_id, action, target_kind, "
+        "target_id, ip, request_id, details, created_at, updated_at) "
+        "SELECT t.id, e.event_id, e.actor_kind, e.actor_id, e.action, e.target_kind, e.target_id, "
+        "e.ip, e.request_id, coalesce(e.details, '{}'::jsonb), to_timestamp(e.at_us / 1e6), "
+        "to_timestamp(e.at_us / 1e6) "
+        "FROM jsonb_to_recordset($1::jsonb) AS e(slug text, event_id uuid, actor_kind text, "
+        "actor_id text, action text, target_kind text, target_id text, ip inet, request_id text, "
+        "details jsonb, at_us bigint) JOIN tenants t ON t.slug = e.slug "
+        "ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING" },
 };
 
 struct store_pending {

@@ -132,6 +132,9 @@ enum store_stmt {
                                * subject / body, $11 / $12 the address-taken mail's → one row: users
                                * created (0 or 1), address-taken mails queued (0 or 1); a taken
                                * username raises 23505 (409) even when the address is taken too */
+    STORE_AUDIT_BATCH,        /* $1 a JSON array of events {slug, event_id, actor_kind, actor_id,
+                               * action, target_kind, target_id, ip, request_id, details (an
+                               * object), at_us (Unix µs)} → none; auth/audit_batch.c */
     STORE_STMT_COUNT,
 };
 
