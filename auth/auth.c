@@ -102,7 +102,8 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
             (auth->shards[i]->rate = auth_rate_create()) == NULL ||
             (auth->shards[i]->sessions = auth_session_owner_create()) == NULL ||
             auth_replies_init(&auth->shards[i]->replies, cfg->shards) != 0 ||
-            (auth->shards[i]->clients = auth_client_cache_create()) == NULL) {
+            (auth->shards[i]->clients = auth_client_cache_create()) == NULL ||
+            (auth->shards[i]->audit = auth_audit_batch_create(auth)) == NULL) {
             auth_destroy(auth);
             return NULL;
         }
@@ -131,6 +132,7 @@ void auth_destroy(struct auth *auth)
             free(shard->replies.pending);
             auth_vcache_destroy(shard->verified);
             auth_client_cache_destroy(shard->clients);
+            auth_audit_batch_destroy(shard->audit);
         }
         free(shard);
     }
@@ -166,12 +168,14 @@ static void auth_on_event(void *arg, struct loop *loop, uint32_t kind, uint64_t 
 void auth_shard_start(struct auth *auth, struct loop *loop)
 {
     auth_revoked_start(auth->shards[loop_index(loop)]->revoked, loop);
+    auth_audit_batch_start(auth->shards[loop_index(loop)]->audit, loop);
     auth->shards[loop_index(loop)]->replies.loop = loop;
 }
 
 void auth_shard_stop(struct auth *auth, struct loop *loop)
 {
     auth_revoked_stop(auth->shards[loop_index(loop)]->revoked);
+    auth_audit_batch_stop(auth->shards[loop_index(loop)]->audit);
     loop_timer_stop(loop, &auth->shards[loop_index(loop)]->replies.resend);
 }
 
@@ -292,6 +296,21 @@ void auth_render_metrics(struct auth *auth, struct buf *out)
     buf_printf(out, "tessera_revocation_fanout_seconds_sum %.6f\n"
                     "tessera_revocation_fanout_seconds_count %llu\n",
                (double)sum_us / 1e6, (unsigned long long)cumulative);
+    buf_printf(out, "# HELP tessera_audit_events_total Audit events without a change of their own "
+                    "(tokens issued, failed client authentications), by what became of them.\n"
+                    "# TYPE tessera_audit_events_total counter\n"
+                    "tessera_audit_events_total{outcome=\"written\"} %llu\n"
+                    "tessera_audit_events_total{outcome=\"dropped\"} %llu\n"
+                    "# HELP tessera_audit_batches_total The INSERTs that wrote them.\n"
+                    "# TYPE tessera_audit_batches_total counter\ntessera_audit_batches_total %llu\n",
+               (unsigned long long)auth_stat_sum(auth, offsetof(struct auth_shard_stats, audit_written)),
+               (unsigned long long)auth_stat_sum(auth, offsetof(struct auth_shard_stats, audit_dropped)),
+               (unsigned long long)auth_stat_sum(auth, offsetof(struct auth_shard_stats, audit_batches)));
+    size_t pending = 0;
+    for (unsigned s = 0; s < auth->cfg->shards; s++)
+        pending += auth_audit_batch_pending(auth->shards[s]->audit);
+    buf_printf(out, "# HELP tessera_audit_pending Audit events queued or being written.\n"
+                    "# TYPE tessera_audit_pending gauge\ntessera_audit_pending %zu\n", pending);
     buf_printf(out, "# HELP tessera_tenant_key_loads_total Reads of a tenant's signing keys a shard started "
                     "(the requests that came meanwhile waited on them).\n"
                     "# TYPE tessera_tenant_key_loads_total counter\ntessera_tenant_key_loads_total %llu\n",
@@ -487,7 +506,11 @@ bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
 
 void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap)
 {
-    const char *peer = conn_peer(ctx->conn);
+    auth_peer_host(conn_peer(ctx->conn), dst, cap);
+}
+
+void auth_peer_host(const char *peer, char *dst, size_t cap)
+{
     const char *colon = strrchr(peer, ':');
     size_t len = colon ? (size_t)(colon - peer) : strlen(peer);
     if (len >= 2 && peer[0] == '[' && peer[len - 1] == ']') { /* "[v6]:port" */

@@ -151,6 +151,38 @@ void auth_revoke_spread(struct auth_wait *w, uint64_t key, int64_t exp, int64_t 
 /* The same for a 'sub' revocation (auth_revoked_add_not_before). */
 void auth_revoke_spread_not_before(struct auth_wait *w, uint64_t key, int64_t nb, int64_t until, int64_t seq);
 
+/* ---- Batched audit events (auth/audit_batch.c) ---- */
+
+#define AUTH_AUDIT_BATCH_ROWS 128   /* events per INSERT: one statement's worth of rows that
+                                     * Postgres writes in about a millisecond */
+#define AUTH_AUDIT_PENDING_MAX 4096 /* events a shard keeps while Postgres is away or slow (4 MiB,
+                                     * touched as it fills); past it they are dropped and counted */
+#define AUTH_AUDIT_DETAILS_MAX 511  /* an event's details: a small JSON object */
+
+/* What a caller says of an event; ip, request id and time come from the parked request. */
+struct auth_audit_fields {
+    const char *actor_kind, *actor_id, *action, *target_kind, *target_id;
+    const char *details; /* a JSON object, or NULL */
+};
+struct auth_audit_batch;
+struct auth_audit_batch *auth_audit_batch_create(struct auth *auth);
+void auth_audit_batch_destroy(struct auth_audit_batch *b);
+void auth_audit_batch_start(struct auth_audit_batch *b, struct loop *loop);
+/* Counts what it could not write as dropped; nothing is sent after it. */
+void auth_audit_batch_stop(struct auth_audit_batch *b);
+/* Events queued or being written (a scrape may read it from any shard). */
+size_t auth_audit_batch_pending(const struct auth_audit_batch *b);
+/* Queues an event of the parked request w, for tenant slug. Never fails the request: an
+ * event that cannot be kept is counted as dropped. */
+struct auth_wait;
+void auth_audit_note(struct auth_wait *w, const char *slug, const struct auth_audit_fields *f);
+/* A token issued to client_id (its jti) by grant_type; session_id NULL for none. */
+void auth_audit_token_issued(struct auth_wait *w, const char *slug, const char *client_id, const char *jti,
+                             const char *grant_type, const char *scope, const char *session_id);
+/* A client that failed to authenticate (unknown, wrong secret, a confidential one calling
+ * as public) at the parked request's endpoint; client_id as presented. */
+void auth_audit_client_failed(struct auth_wait *w, const char *slug, const char *client_id);
+
 /* Counters written by their shard only (relaxed stores), read by a scrape on any shard. */
 struct auth_shard_stats {
     uint64_t fanout[AUTH_FANOUT_BUCKETS + 1]; /* the last: over the largest bound */
@@ -159,6 +191,9 @@ struct auth_shard_stats {
     uint64_t session_rotations; /* rotations this shard ran as their session's owner */
     uint64_t session_forwarded; /* rotations this shard sent to their session's owner */
     uint64_t session_waits;     /* rotations that waited on this owner behind one of their session */
+    uint64_t audit_written;     /* batched audit events committed */
+    uint64_t audit_dropped;     /* batched audit events lost (queue full, refused, shard stopped) */
+    uint64_t audit_batches;     /* their INSERTs committed */
 };
 /* Owner-only increment, a relaxed store so a scrape's relaxed load is race-free. */
 void auth_stat_add(uint64_t *counter, uint64_t n);
@@ -194,6 +229,7 @@ struct auth_shard {
     struct auth_revoked *revoked;
     struct auth_vcache *verified;
     struct auth_client_cache *clients;
+    struct auth_audit_batch *audit;      /* events waiting for their batched INSERT */
     struct auth_tenant *tenants[AUTH_TENANT_SLOTS];
     struct auth_tenant_flight {
         char slug[AUTH_SLUG_MAX + 1];  /* "" : free */
@@ -338,6 +374,8 @@ int auth_rate_remote(struct auth_wait *w, void (*next)(struct auth_wait *w));
 void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer);
 /* The peer's address without its port, for buckets and audit rows ("" when unknown). */
 void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap);
+/* The same of a conn_peer text ("host:port", "[v6]:port"). */
+void auth_peer_host(const char *peer, char *dst, size_t cap);
 
 /* ---- JSON request bodies (auth/input.c) ---- */
 
@@ -564,6 +602,7 @@ struct auth_user_token {
     const struct auth_tenant *tenant;
     const char *issuer, *sub, *client_id, *scope, *sid;
     int64_t lifetime_s;
+    char *jti_out; /* CT_UUID_TEXT_LEN + 1 bytes that receive the token's jti, or NULL */
 };
 /* Signs a new access token (jti and iat made here) into out; its length or -TE_xxx. */
 int auth_session_sign(const struct auth_user_token *t, char *out, size_t cap);

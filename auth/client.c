@@ -205,6 +205,7 @@ static void auth_client_row(struct auth_wait *w)
         slot->loaded_ms = loop_now_ms(w->loop);
     }
     if (!known || !ct_memeq(slot->secret_sha256, cw->secret_sha256, HASH_SHA256_BYTES)) {
+        auth_audit_client_failed(w, cw->slug, cw->client_id);
         w->status = 401;
         w->detail = "client authentication failed";
         cw->ready(w, NULL);

@@ -383,8 +383,10 @@ static bool login_grant_client_ok(struct login_wait *lw, const struct pg_result 
                    strcmp(pg_result_value(r, 0, 8), "t") == 0;
     const char *error = NULL, *why = NULL;
     int status = 400;
-    if (!authenticated)
+    if (!authenticated) {
         status = 401, error = "invalid_client", why = "client authentication failed";
+        auth_audit_client_failed(&lw->w, lw->slug, lw->client_id);
+    }
     else if (!allowed)
         error = "unauthorized_client", why = "the client may not use this grant type";
     else if (lw->scope_given && !auth_words_subset(lw->scope, pg_result_value(r, 0, 2)))

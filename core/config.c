@@ -68,6 +68,10 @@ static const struct config_uint config_uints[] = {
      * from many addresses; a person asking again after a lost mail never waits. */
     { "TESSERA_RATE_RECIPIENT_PER_HOUR", CONFIG_FIELD(rate_recipient_per_hour), 5, 0, 10000000,
       "sign-up, reset and verification mails per submitted address per hour; 0: no limit" },
+    /* Audit events without a change of their own (auth/audit_batch.c): the longest wait
+     * before their batch is written, and what a crash (not a SIGTERM) may lose of them. */
+    { "TESSERA_AUDIT_FLUSH_MS", CONFIG_FIELD(audit_flush_ms), 100, 1, 60000,
+      "a token issued or a failed client authentication is written to the audit log within this" },
 };
 
 static int config_parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)

@@ -57,6 +57,7 @@ struct config {
     uint32_t rate_burst_s;                /* bursts of this many seconds' worth are let through */
     uint32_t rate_account_per_min;        /* login tries per submitted name per minute; 0: none */
     uint32_t rate_recipient_per_hour;     /* mails asked for per submitted address per hour; 0: none */
+    uint32_t audit_flush_ms;              /* a batched audit event waits at most this long */
     char smtp_url[CONFIG_URL_BYTES_MAX];  /* smtp:// or smtps:// relay; empty: no mail is sent */
     char smtp_from[CONFIG_MAIL_ADDRESS_BYTES_MAX + 1]; /* sender address; set with smtp_url */
 };

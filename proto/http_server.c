@@ -1015,6 +1015,25 @@ uint64_t http_parked_since_us(const void *state)
     return http_park_of(state)->parked_us;
 }
 
+struct slice http_parked_request_id(const void *state)
+{
+    const struct http_park *park = http_park_of(state);
+    return slice_make(park->request_id, park->request_id_len);
+}
+
+const char *http_parked_route(const void *state)
+{
+    const struct http_park *park = http_park_of(state);
+    const struct http_server *server = http_the_server;
+    return park->route >= 0 && (size_t)park->route < server->route_count ? server->routes[park->route].name : "";
+}
+
+const char *http_parked_peer(const void *state)
+{
+    const struct http_park *park = http_park_of(state);
+    return park->conn != NULL ? conn_peer(park->conn) : "";
+}
+
 bool http_parked_waiting(const void *state)
 {
     const struct http_park *park = http_park_of(state);

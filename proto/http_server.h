@@ -107,6 +107,12 @@ void *http_park(struct http_ctx *ctx, size_t bytes);
 /* When the request of parked state was parked (loop_now_us's clock): its idle backstop
  * answers 503 at this plus TESSERA_IDLE_TIMEOUT_MS, if nothing answered it before. */
 uint64_t http_parked_since_us(const void *state);
+/* The X-Request-Id of the request of parked state (taken or made when it arrived). */
+struct slice http_parked_request_id(const void *state);
+/* The name its route was added with ("" when none matched). */
+const char *http_parked_route(const void *state);
+/* Its peer's address as conn_peer gives it, or "" once the connection went away. */
+const char *http_parked_peer(const void *state);
 /* False once nobody waits for the answer of parked state any more (the backstop answered,
  * or the client went away): a handler need not commit work whose result nobody will read. */
 bool http_parked_waiting(const void *state);
