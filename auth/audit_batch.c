@@ -99,6 +99,7 @@ void auth_audit_batch_destroy(struct auth_audit_batch *b)
  * counter under the variant bits. */
 static void audit_event_id(uint64_t prefix, uint64_t counter, char out[CT_UUID_TEXT_LEN + 1])
 {
+    static const char hex[] = "0123456789abcdef";
     uint8_t b[16];
     for (int i = 0; i < 8; i++) {
         b[i] = (uint8_t)(prefix >> (56 - 8 * i));
@@ -106,14 +107,22 @@ static void audit_event_id(uint64_t prefix, uint64_t counter, char out[CT_UUID_T
     }
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x80);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* the counter keeps 62 bits: never wraps */
-    snprintf(out, CT_UUID_TEXT_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
-             b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    size_t n = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[n++] = '-';
+        out[n++] = hex[b[i] >> 4];
+        out[n++] = hex[b[i] & 15];
+    }
+    out[n] = '\0';
 }
 
+/* ,"name":"value" (or null): one per column, for every event of every batch, so no printf. */
 static void audit_json_member(struct buf *out, const char *name, const char *value)
 {
-    buf_printf(out, ",\"%s\":", name);
+    buf_append_cstr(out, ",\"");
+    buf_append_cstr(out, name);
+    buf_append_cstr(out, "\":");
     if (value == NULL || value[0] == '\0')
         buf_append_cstr(out, "null");
     else
@@ -136,7 +145,9 @@ static void audit_event_json(const struct auth_audit_event *e, uint64_t id_prefi
     audit_json_member(out, "request_id", e->request_id);
     buf_append_cstr(out, ",\"details\":");
     buf_append_cstr(out, e->details[0] != '\0' ? e->details : "null"); /* an object we built */
-    buf_printf(out, ",\"at_us\":%lld}", (long long)e->at_us);
+    buf_append_cstr(out, ",\"at_us\":");
+    buf_append_i64(out, e->at_us);
+    buf_append_cstr(out, "}");
 }
 
 /* The first events from head as one JSON array, as many as fit: at least one, since an
@@ -311,17 +322,20 @@ static void audit_add(struct auth_audit_batch *b, const struct auth_audit_event 
 /* src when every byte is printable ASCII (client_ids, request ids and token ids are), else "":
  * a presented value is the client's to choose, and bytes that are not UTF-8 would make
  * Postgres refuse the whole batch. */
-static void audit_copy_text(char *dst, size_t cap, const char *src)
+static void audit_copy_slice(char *dst, size_t cap, struct slice src)
 {
-    size_t len = src != NULL ? strlen(src) : 0;
+    size_t len = src.len < cap ? src.len : 0;
     for (size_t i = 0; i < len; i++) {
-        if (src[i] < 0x20 || src[i] > 0x7e)
+        if (src.ptr[i] < 0x20 || src.ptr[i] > 0x7e)
             len = 0;
     }
-    if (len >= cap)
-        len = 0;
-    memcpy(dst, src != NULL ? src : "", len);
+    memcpy(dst, src.ptr, len);
     dst[len] = '\0';
+}
+
+static void audit_copy_text(char *dst, size_t cap, const char *src)
+{
+    audit_copy_slice(dst, cap, src != NULL ? slice_make(src, strlen(src)) : slice_make("", 0));
 }
 
 void auth_audit_note(struct auth_wait *w, const char *slug, const struct auth_audit_fields *f)
@@ -337,15 +351,10 @@ void auth_audit_note(struct auth_wait *w, const char *slug, const struct auth_au
     e.target_kind = f->target_kind;
     audit_copy_text(e.actor_id, sizeof(e.actor_id), f->actor_id);
     audit_copy_text(e.target_id, sizeof(e.target_id), f->target_id);
-    struct slice rid = http_parked_request_id(w);
-    char rid_text[sizeof(e.request_id)];
-    size_t rid_len = rid.len < sizeof(rid_text) ? rid.len : 0;
-    memcpy(rid_text, rid.ptr, rid_len);
-    rid_text[rid_len] = '\0';
-    audit_copy_text(e.request_id, sizeof(e.request_id), rid_text);
+    audit_copy_slice(e.request_id, sizeof(e.request_id), http_parked_request_id(w));
     auth_peer_host(http_parked_peer(w), e.ip, sizeof(e.ip));
     if (f->details != NULL && strlen(f->details) < sizeof(e.details))
-        memcpy(e.details, f->details, strlen(f->details) + 1);
+        strcpy(e.details, f->details); /* JSON we made: never cut, since a cut object is invalid */
     audit_add(w->auth->shards[loop_index(w->loop)]->audit, &e);
 }
 
