@@ -357,9 +357,11 @@ int auth_rate_continue(struct http_ctx *ctx, struct auth_wait *w, void (*next)(s
 bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
                      const uint8_t *secret_sha256, struct auth_rate_check *limits);
 /* The same with the per-account bucket of a login (SECURITY P05): account is the normalised
- * submitted name, whether or not such an account exists; the 429 is the same either way. */
+ * submitted name, whether or not such an account exists; the 429 is the same either way.
+ * secret_sha256 as auth_rate_admit's: the password grant's presented client secret, NULL for
+ * a public client and the JSON login (which have none to key on). */
 bool auth_rate_admit_account(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
-                             const char *account, struct auth_rate_check *limits);
+                             const uint8_t *secret_sha256, const char *account, struct auth_rate_check *limits);
 /* The same with the per-recipient bucket of an endpoint that mails address (any case), if
  * it is not empty. */
 bool auth_rate_admit_recipient(struct http_ctx *ctx, const struct auth *auth, const char *address,

@@ -495,14 +495,17 @@ void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
     memcpy(lw->name, username, ulen + 1);
     char key[LOGIN_NAME_MAX + 1];
     login_name_normalise(lw, key);
+    /* Before the rate check: the client's bucket is keyed on the presented secret too, so
+     * wrong secrets for a client_id do not spend the real client's (auth_rate_admit). */
+    hash_sha256(creds->secret, strlen(creds->secret), lw->secret_sha256);
     struct auth_rate_check limits;
-    if (!auth_rate_admit_account(ctx, auth, creds->client_id, key, &limits))
+    if (!auth_rate_admit_account(ctx, auth, creds->client_id, public_client ? NULL : lw->secret_sha256, key,
+                                 &limits))
         return; /* answered 429: the park is undone */
     lw->oauth = true;
     lw->public_client = public_client;
     lw->scope_given = scope_given;
     snprintf(lw->scope, sizeof(lw->scope), "%s", scope);
-    hash_sha256(creds->secret, strlen(creds->secret), lw->secret_sha256);
     memcpy(lw->client_id, creds->client_id, sizeof(lw->client_id));
     memcpy(lw->secret.password, password, plen + 1);
     lw->password_len = plen;
@@ -524,7 +527,7 @@ static void login_post(struct http_ctx *ctx)
     char key[LOGIN_NAME_MAX + 1];
     login_name_normalise(lw, key);
     struct auth_rate_check limits;
-    if (!auth_rate_admit_account(ctx, lw->w.auth, lw->client_id, key, &limits)) {
+    if (!auth_rate_admit_account(ctx, lw->w.auth, lw->client_id, NULL, key, &limits)) {
         login_forget(lw);
         return; /* answered 429 */
     }

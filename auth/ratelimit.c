@@ -309,9 +309,10 @@ bool auth_rate_admit(struct http_ctx *ctx, const struct auth *auth, const char *
 }
 
 bool auth_rate_admit_account(struct http_ctx *ctx, const struct auth *auth, const char *client_id,
-                             const char *account, struct auth_rate_check *limits)
+                             const uint8_t *secret_sha256, const char *account, struct auth_rate_check *limits)
 {
-    struct auth_rate_subjects subjects = { .client_id = client_id, .account = account, .recipient = "" };
+    struct auth_rate_subjects subjects = { .client_id = client_id, .client_secret_sha256 = secret_sha256,
+                                           .account = account, .recipient = "" };
     return rate_admit(ctx, auth, &subjects, limits);
 }
 

@@ -12,7 +12,8 @@ decided by the owner over the rings.
   tenant A has no effect in tenant B).
 - The token endpoint is limited too (429 before any secret is checked). A client's bucket is
   keyed on the presented secret too: a stranger sending wrong secrets for a client_id from
-  another address is limited in a bucket of their own and leaves the client's untouched.
+  another address is limited in a bucket of their own and leaves the client's untouched; the
+  same at the password grant of a first-party client.
 Needs TESSERA_TEST_PG_URL (tests/run exports it); skips otherwise.
 """
 import base64
@@ -140,6 +141,23 @@ def test_token_limit(res, port, clients):
     res.check("token endpoint: the client itself is limited past its burst (429)", codes[-1] == 429, repr(codes))
 
 
+def test_password_grant_limit(res, port, clients):
+    """The password grant's client bucket is keyed on the presented secret as the token
+    endpoint's is: a stranger's wrong secrets (each for another username, so no account bucket
+    fills) leave the first-party client's own bucket whole."""
+    time.sleep(BURST_S + 0.2)
+    good = clients["alpha_app"]
+    bad = dict(good, client_secret="wrong")
+    codes = [post(port, "/t/alpha/oauth2/token", "grant_type=password&username=u%d&password=x" % i, bad,
+                  STRANGER)[0] for i in range(RATE * BURST_S + 10)]
+    res.check("password grant: a stranger's wrong client secrets are 401, then 429 (their own bucket)",
+              codes[0] == 401 and codes[-1] == 429, repr(codes))
+    codes = [post(port, "/t/alpha/oauth2/token", "grant_type=password&username=alice&password=wrong", good)[0]
+             for _ in range(3)]
+    res.check("password grant: the client's own requests right after are answered (400 invalid_grant), not 429",
+              codes == [400, 400, 400], repr(codes))
+
+
 def main():
     res = Results("rate limits")
     base = os.environ.get("TESSERA_TEST_PG_URL")
@@ -165,6 +183,8 @@ def main():
             clients["alpha_gw"] = admin(env, "client", "create", "--tenant", "alpha", "--name", "gw", "--introspect")
             clients["alpha_gw2"] = admin(env, "client", "create", "--tenant", "alpha", "--name", "gw2", "--introspect")
             clients["beta_gw"] = admin(env, "client", "create", "--tenant", "beta", "--name", "gw", "--introspect")
+            clients["alpha_app"] = admin(env, "client", "create", "--tenant", "alpha", "--name", "app",
+                                         "--first-party", "--grant", "password")
             psql(url, "UPDATE tenants SET settings = '{\"rate_limit\": {\"client_per_s\": %d}}' WHERE slug = 'beta'"
                  % TENANT_RATE)
             srv = Server(TESSERA_PG_URL=url, TESSERA_MASTER_KEY_FILE=key, TESSERA_RATE_CLIENT_PER_S=RATE,
@@ -174,6 +194,7 @@ def main():
             res.run("address limit", test_address_limit, res, srv.port, clients)
             res.run("tenant policy", test_tenant_policy, res, srv.port, clients)
             res.run("token endpoint", test_token_limit, res, srv.port, clients)
+            res.run("password grant", test_password_grant_limit, res, srv.port, clients)
             check_clean_exit(res, srv)
         finally:
             if srv:
