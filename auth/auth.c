@@ -311,6 +311,10 @@ void auth_render_metrics(struct auth *auth, struct buf *out)
         pending += auth_audit_batch_pending(auth->shards[s]->audit);
     buf_printf(out, "# HELP tessera_audit_pending Audit events queued or being written.\n"
                     "# TYPE tessera_audit_pending gauge\ntessera_audit_pending %zu\n", pending);
+    buf_printf(out, "# HELP tessera_client_loads_total Reads of a client's row a shard started to "
+                    "authenticate it (introspection's requests that came meanwhile waited on them).\n"
+                    "# TYPE tessera_client_loads_total counter\ntessera_client_loads_total %llu\n",
+               (unsigned long long)auth_stat_sum(auth, offsetof(struct auth_shard_stats, client_loads)));
     buf_printf(out, "# HELP tessera_tenant_key_loads_total Reads of a tenant's signing keys a shard started "
                     "(the requests that came meanwhile waited on them).\n"
                     "# TYPE tessera_tenant_key_loads_total counter\ntessera_tenant_key_loads_total %llu\n",

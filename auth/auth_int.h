@@ -188,6 +188,8 @@ struct auth_shard_stats {
     uint64_t fanout[AUTH_FANOUT_BUCKETS + 1]; /* the last: over the largest bound */
     uint64_t fanout_sum_us;
     uint64_t tenant_loads; /* reads of a tenant's keys started (one per tenant in flight) */
+    uint64_t client_loads; /* reads of a client's row started (one per client in flight for the
+                            * requests that may take a cached answer) */
     uint64_t session_rotations; /* rotations this shard ran as their session's owner */
     uint64_t session_forwarded; /* rotations this shard sent to their session's owner */
     uint64_t session_waits;     /* rotations that waited on this owner behind one of their session */
@@ -472,6 +474,7 @@ struct auth_client_wait {
     uint8_t secret_sha256[32];
     bool cached;             /* auth_client_authenticate's: a cached result may answer */
     auth_client_ready_fn ready;
+    struct auth_wait *next_waiter; /* the next request waiting for the same read */
 };
 /* Authenticates cw's client for a parked request: ready(w, client), or ready(w, NULL) with
  * w->status 401 (unknown client, wrong secret, public client) or 503/500 and w->detail.

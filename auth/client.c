@@ -7,6 +7,9 @@
  * revocation) the result is cached per shard for AUTH_CLIENT_TTL_MS, so a repeated call
  * costs one SHA-256 of the presented secret and no query; a presented secret that does not
  * match the cached digest is checked against Postgres again (the secret may have changed).
+ * While a shard reads a client's row, the requests that may take a cached answer and miss
+ * wait for that read instead of each reading the row again (single flight: a gateway's many
+ * connections all miss at once when the entry expires).
  * The token endpoint reads Postgres for every grant but refresh_token, whose rotation
  * statement reads the client's row anyway (auth/session.c). */
 #include "auth/auth_int.h"
@@ -100,6 +103,14 @@ struct auth_client_slot {
     char slug[AUTH_SLUG_MAX + 1];
     uint8_t secret_sha256[HASH_SHA256_BYTES];
     struct auth_client client;
+    /* The read of this slot's client in flight, if any (its slug and client_id), and the
+     * requests that may take a cached answer waiting for it rather than reading the same row
+     * again (a gateway's connections all missing at once when the entry expires). */
+    bool loading;
+    char loading_slug[AUTH_SLUG_MAX + 1];
+    char loading_id[AUTH_CLIENT_ID_MAX + 1];
+    struct auth_wait *leader;  /* the request whose read it is */
+    struct auth_wait *waiters;
 };
 
 struct auth_client_cache {
@@ -181,10 +192,13 @@ const struct auth_client *auth_client_cached(const struct auth *auth, const stru
     return auth_client_lookup(auth, loop, cw, AUTH_CLIENT_TTL_MS);
 }
 
-static void auth_client_row(struct auth_wait *w)
+/* One request's answer once its client's row was read (or could not be): outcome is the
+ * read's, known whether slot now holds the client. */
+static void auth_client_decide(struct auth_wait *w, enum pg_outcome outcome, const struct auth_client_slot *slot,
+                               bool known)
 {
     struct auth_client_wait *cw = w->client_wait;
-    if (w->outcome != PG_OK) {
+    if (outcome != PG_OK) {
         const struct auth_client *stale =
             cw->cached ? auth_client_lookup(w->auth, w->loop, cw, AUTH_CLIENT_STALE_MS) : NULL;
         if (stale != NULL) { /* stale if error: Postgres is away, the result is recent enough */
@@ -192,17 +206,10 @@ static void auth_client_row(struct auth_wait *w)
             return;
         }
         unsigned retry = 0;
-        w->status = pg_outcome_http_status(w->outcome, &retry);
+        w->status = pg_outcome_http_status(outcome, &retry);
         w->detail = "the database is unavailable; retry later";
         cw->ready(w, NULL);
         return;
-    }
-    struct auth_client_slot *slot = auth_client_slot(w->auth->shards[loop_index(w->loop)]->clients, cw->slug,
-                                                     cw->client_id);
-    bool known = pg_result_rows(w->result) == 1 && auth_client_fill(slot, w->result, cw->slug);
-    if (known) {
-        memcpy(slot->client.client_id, cw->client_id, sizeof(slot->client.client_id));
-        slot->loaded_ms = loop_now_ms(w->loop);
     }
     if (!known || !ct_memeq(slot->secret_sha256, cw->secret_sha256, HASH_SHA256_BYTES)) {
         auth_audit_client_failed(w, cw->slug, cw->client_id);
@@ -212,6 +219,40 @@ static void auth_client_row(struct auth_wait *w)
         return;
     }
     cw->ready(w, &slot->client);
+}
+
+static void auth_client_row(struct auth_wait *w)
+{
+    struct auth_client_wait *cw = w->client_wait;
+    struct auth_client_slot *slot = auth_client_slot(w->auth->shards[loop_index(w->loop)]->clients, cw->slug,
+                                                     cw->client_id);
+    bool known = false;
+    if (w->outcome == PG_OK) {
+        known = pg_result_rows(w->result) == 1 && auth_client_fill(slot, w->result, cw->slug);
+        if (known) {
+            memcpy(slot->client.client_id, cw->client_id, sizeof(slot->client.client_id));
+            slot->loaded_ms = loop_now_ms(w->loop);
+        }
+    }
+    struct auth_wait *waiters = NULL;
+    if (slot->loading && slot->leader == w) { /* this request led the slot's read */
+        waiters = slot->waiters;
+        slot->waiters = NULL;
+        slot->loading = false;
+    }
+    enum pg_outcome outcome = w->outcome;
+    auth_client_decide(w, outcome, slot, known);
+    while (waiters != NULL) { /* each decides on the row with its own secret */
+        struct auth_wait *next = waiters->client_wait->next_waiter;
+        auth_client_decide(waiters, outcome, slot, known);
+        waiters = next;
+    }
+}
+
+/* Whether the read in flight for slot is of cw's client. */
+static bool auth_client_loading_for(const struct auth_client_slot *slot, const struct auth_client_wait *cw)
+{
+    return slot->loading && strcmp(slot->loading_slug, cw->slug) == 0 && strcmp(slot->loading_id, cw->client_id) == 0;
 }
 
 void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct auth_client_wait *cw, bool cached,
@@ -224,7 +265,23 @@ void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct 
     }
     cw->cached = cached;
     cw->ready = ready;
+    cw->next_waiter = NULL;
     w->client_wait = cw;
+    struct auth_shard *shard = w->auth->shards[loop_index(w->loop)];
+    struct auth_client_slot *slot = auth_client_slot(shard->clients, cw->slug, cw->client_id);
+    if (cached && auth_client_loading_for(slot, cw)) { /* a cached answer may wait for that read */
+        cw->next_waiter = slot->waiters;
+        slot->waiters = w;
+        return;
+    }
+    if (!slot->loading) { /* this read leads: requests for the same client may wait on it */
+        slot->loading = true;
+        memcpy(slot->loading_slug, cw->slug, sizeof(slot->loading_slug));
+        memcpy(slot->loading_id, cw->client_id, sizeof(slot->loading_id));
+        slot->leader = w;
+        slot->waiters = NULL;
+    }
+    auth_stat_add(&shard->stats.client_loads, 1);
     w->q.params[0] = cw->client_id;
     w->q.params[1] = cw->slug;
     w->q.params_count = 2;

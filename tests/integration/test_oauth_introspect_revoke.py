@@ -10,13 +10,19 @@ SECURITY.md (issue 5), through the serving binary with two shards and its own Po
 - O36: revocation of an unknown, malformed or already revoked token → 200 with an empty body;
 - O37: client B revoking client A's token is refused with 400 invalid_request and the token stays
   active;
-- O42: discovery and JWKS asked with `Host: evil.example` name only TESSERA_PUBLIC_URL.
+- O42: discovery and JWKS asked with `Host: evil.example` name only TESSERA_PUBLIC_URL;
+- single flight: 30 introspections by a client no shard has cached, arriving while its row is
+  locked, are all answered active after one read of the row (tessera_client_loads_total).
 Skips when Postgres is not installed.
 """
 import base64
 import json
 import os
+import re
+import subprocess
 import tempfile
+import threading
+import time
 
 from tessera_harness import Results, Server, check_clean_exit
 from test_revocation import call, form, token
@@ -28,6 +34,7 @@ OTHER = "beta"
 PUBLIC_URL = "https://auth.example.test"
 INTROSPECT = "/t/%s/oauth2/introspect" % TENANT
 REVOKE = "/t/%s/oauth2/revoke" % TENANT
+SINGLE_FLIGHT = 30       # introspections that miss the client cache together
 
 
 def post(port, path, client, **fields):
@@ -171,6 +178,52 @@ def test_rows(res, pg, clients, key):
         srv.kill()
 
 
+def client_loads(port):
+    status, _, data = call(port, "GET", "/metrics")
+    m = re.search(r"^tessera_client_loads_total (\d+)$", data.decode(), re.M) if status == 200 else None
+    return int(m.group(1)) if m else -1
+
+
+def test_single_flight(res, pg, clients, key):
+    """A shard reads a client's row once for all the introspections that miss its cache meanwhile
+    (auth/client.c): the row is held back by a lock while SINGLE_FLIGHT requests arrive."""
+    srv = Server(TESSERA_SHARDS=1, TESSERA_PG_URL=pg.url, TESSERA_MASTER_KEY_FILE=key,
+                 TESSERA_RATE_CLIENT_PER_S=0, TESSERA_RATE_ADDRESS_PER_S=0).start()
+    locker = None
+    try:
+        res.check("ready (single flight)", wait_ready(srv.port))
+        tok = token(srv.port, clients["svc"])  # gw's row is not cached on this server yet
+        locker = subprocess.Popen(["psql", pg.url, "-X", "-qAt"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        locker.stdin.write("BEGIN; LOCK TABLE clients IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
+        locker.stdin.flush()
+        time.sleep(0.3)
+        before = client_loads(srv.port)
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(post(srv.port, INTROSPECT, clients["gw"],
+                                                                       token=tok)))
+                   for _ in range(SINGLE_FLIGHT)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # every request has arrived and waits (the row is locked)
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(30)
+        for t in threads:
+            t.join(30)
+        loads = client_loads(srv.port) - before
+        good = [a for a in answers if a[0] == 200 and (json_of(a[2]) or {}).get("active") is True]
+        res.check("%d introspections by a client not cached, its row locked: every one active" % SINGLE_FLIGHT,
+                  len(good) == SINGLE_FLIGHT, repr([a[0] for a in answers]))
+        res.check("... and the shard read the client's row once for all of them (%d reads)" % loads, loads == 1,
+                  repr(loads))
+        check_clean_exit(res, srv, "server exits 0 on SIGTERM (single flight)")
+    finally:
+        if locker is not None and locker.poll() is None:
+            locker.kill()
+        srv.kill()
+
+
 def main():
     res = Results("introspection and revocation, row by row")
     if sh("tessera_pg_bindir").returncode != 0:
@@ -185,6 +238,7 @@ def main():
             pg.init()
             clients = prepare(Cli(pg, key))
             res.run("O33-O37, O42", test_rows, res, pg, clients, key)
+            res.run("client single flight", test_single_flight, res, pg, clients, key)
         finally:
             pg.stop("fast")
     res.finish()
