@@ -40,8 +40,11 @@ token is checked with /verify and introspection on fresh connections to both ins
   whose clock libfaketime sets 10 minutes back) gets no 'sid' row, only the user's one 'sub' row,
   and its token is refused on every shard of A and B all the same (and by a server started
   afterwards); a login right after logout-all works;
-- RFC 7009: the session's client revoking the refresh token ends the session and its access
-  tokens; another client's revocation answers 200 and changes nothing;
+- O38 (RFC 7009): the session's client revoking the refresh token ends the session and its
+  access tokens; another client's revocation answers 200 and changes nothing; revoking a user's
+  access token writes its 'jti' revocation (refused on A and B) and leaves its session alive;
+- T03: acme's refresh token at beta's token endpoint, by beta's client: invalid_grant, and the
+  session still refreshes at acme;
 - F08: kill -9 right after an acknowledged rotation: after restart the new token works and
   the old one is refused;
 - tenants signing EdDSA and ES256 (on the shard, auth_sign_job): login, refresh and the
@@ -704,16 +707,51 @@ def test_revoke_refresh(res, env, a, b):
     s = good_login(env, a.port, "rae")[2]
     st = revoke(a.port, s["refresh_token"], other)
     st2, _, body = refresh(a.port, s["refresh_token"], client=app)
-    res.check("RFC 7009: another client revoking the refresh token → 200, nothing changes",
+    res.check("O38/RFC 7009: another client revoking the refresh token → 200, nothing changes",
               st == 200 and st2 == 200, "%s %s %r" % (st, st2, body))
     rt, at = body["refresh_token"], body["access_token"]
-    res.check("RFC 7009: its own client revokes the refresh token → 200", revoke(b.port, rt, app) == 200)
+    res.check("O38/RFC 7009: its own client revokes the refresh token → 200", revoke(b.port, rt, app) == 200)
     st, _, body = refresh(a.port, rt, client=app)
-    res.check("RFC 7009: the revoked refresh token → invalid_grant", st == 400
+    res.check("O38/RFC 7009: the revoked refresh token → invalid_grant", st == 400
               and body.get("error") == "invalid_grant", repr(body))
-    res.check("RFC 7009: the session's access tokens are refused on A and B",
+    res.check("O38/RFC 7009: the session's access tokens are refused on A and B",
               everywhere_refused(env, (a.port, b.port), at)
               and everywhere_refused(env, (a.port, b.port), s["access_token"]))
+
+
+def test_o38_access(res, env, a, b):
+    """O38, the access-token half: revoking a user's access token writes a 'jti' revocation for
+    it, refused everywhere; its session (and so its refresh token) lives on (RFC 7009 §2.1 lets
+    the server choose; revoking the refresh token is the way to end the session)."""
+    app = env.clients["app"]
+    env.user("ola")
+    s = good_login(env, a.port, "ola")[2]
+    jti = jwt_claims(s["access_token"])["jti"]
+    res.check("O38: its own client revokes a user's access token → 200", revoke(a.port, s["access_token"], app) == 200)
+    rows = env.sql("SELECT count(*) FROM revocations WHERE kind = 'jti' AND value = '%s'" % jti)
+    res.check("O38: ... a 'jti' revocation row for it", rows == "1", repr(rows))
+    res.check("O38: ... the token is refused on A and B", everywhere_refused(env, (a.port, b.port), s["access_token"]))
+    st, _, body = refresh(b.port, s["refresh_token"], client=app)
+    res.check("O38: ... its session lives on: the refresh token still refreshes", st == 200, repr(body))
+
+
+def test_t03(res, env, a):
+    """T03: a refresh token of tenant acme presented at tenant beta, by beta's own client with the
+    grant, is invalid_grant, and acme's session is untouched."""
+    env.admin("admin", "tenant", "create", "beta")
+    env.admin("admin", "keys", "rotate", "--tenant", "beta")
+    beta_app = env.admin("admin", "client", "create", "--tenant", "beta", "--name", "app", "--scope", "read write",
+                         "--first-party", "--grant", "refresh_token", "--grant", "password")
+    env.user("tess")
+    rt = good_login(env, a.port, "tess")[2]["refresh_token"]
+    form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": rt})
+    st, _, data = call(a.port, "POST", "/t/beta/oauth2/token", form,
+                       {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(beta_app)})
+    res.check("T03: acme's refresh token at beta's token endpoint, by beta's client → 400 invalid_grant",
+              st == 400 and jbody(data).get("error") == "invalid_grant", "%s %r" % (st, data[:200]))
+    res.check("T03: ... acme's session is untouched", refresh_alive(env, rt))
+    st, _, body = refresh(a.port, rt, client=env.clients["app"])
+    res.check("T03: ... and its token still refreshes at acme", st == 200, repr(body))
 
 
 def run_all(res, env):
@@ -734,6 +772,8 @@ def run_all(res, env):
         res.run("logout", test_logout, res, env, a, b)
         res.run("not-before", test_not_before, res, env, a, b)
         res.run("RFC 7009", test_revoke_refresh, res, env, a, b)
+        res.run("O38 access token", test_o38_access, res, env, a, b)
+        res.run("T03", test_t03, res, env, a)
         check_clean_exit(res, b, "B exits 0 on SIGTERM, no sanitizer report")
         a2 = test_f08(res, env, a, b)
         a3 = test_f09(res, env, a2)
