@@ -2,7 +2,11 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -72,6 +76,50 @@ void log_set_request_id(struct slice request_id)
     log_self.request_id_len = n;
 }
 
+/* Lines a shard dropped rather than wait for the sink (SECURITY F12): any thread adds,
+ * a scrape reads. Touched only when the sink is full, never per line. */
+static _Atomic uint64_t log_dropped;
+
+_Static_assert(LOG_LINE_BYTES_MAX <= PIPE_BUF, "a line goes to a pipe with room in one write");
+
+uint64_t log_dropped_lines(void)
+{
+    return atomic_load_explicit(&log_dropped, memory_order_relaxed);
+}
+
+static void log_count_dropped(const char *data, size_t len)
+{
+    uint64_t lines = 0;
+    for (const char *p = data; (p = memchr(p, '\n', (size_t)(data + len - p))) != NULL; p++)
+        lines++;
+    atomic_fetch_add_explicit(&log_dropped, lines, memory_order_relaxed);
+}
+
+/* A shard's pending lines, never waiting for the sink (SECURITY F12: a log shipper that stops
+ * reading must not stop the event loop). A pipe polled writable has room for PIPE_BUF bytes,
+ * so whole lines up to that much go at a time (LOG_LINE_BYTES_MAX is less: at least one line
+ * always fits); what the sink has no room for now, or refuses (a full disk), is dropped whole
+ * lines at a time and counted. */
+static void log_write_shard(const char *data, size_t len)
+{
+    while (len > 0) {
+        struct pollfd p = { .fd = STDERR_FILENO, .events = POLLOUT };
+        if (poll(&p, 1, 0) != 1 || (p.revents & POLLOUT) == 0)
+            break;
+        const char *end = memrchr(data, '\n', len < PIPE_BUF ? len : PIPE_BUF);
+        size_t chunk = end != NULL ? (size_t)(end - data) + 1 : (len < PIPE_BUF ? len : PIPE_BUF);
+        ssize_t n = write(STDERR_FILENO, data, chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        data += n;
+        len -= (size_t)n;
+    }
+    if (len > 0)
+        log_count_dropped(data, len);
+}
+
 static void log_write_all(const char *data, size_t len)
 {
     while (len > 0) {
@@ -87,7 +135,9 @@ static void log_write_all(const char *data, size_t len)
 
 void log_flush(void)
 {
-    log_write_all(log_self.pending, log_self.pending_len);
+    if (log_self.pending_len == 0)
+        return;
+    log_write_shard(log_self.pending, log_self.pending_len);
     log_self.pending_len = 0;
 }
 

@@ -2,17 +2,20 @@
  *   {"level":"info","time":"2026-11-23T10:00:00.123Z","shard":0,"request_id":"…","msg":"…",…}
  * A shard thread buffers its lines and flushes once per loop iteration (log_flush),
  * so the access log costs no system call per request; other threads write each
- * line at once. Secrets never go to the log: callers pass paths without their query
+ * line at once. A shard never waits for the sink: lines it has no room for are dropped
+ * whole and counted (log_dropped_lines, SECURITY F12). Secrets never go to the log: callers pass paths without their query
  * string and never a header value that may carry a credential. */
 #ifndef TESSERA_CORE_LOG_H
 #define TESSERA_CORE_LOG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/buf.h"
 #include "core/slice.h"
 
-#define LOG_LINE_BYTES_MAX 2048 /* a longer line is cut and marked "truncated" */
+#define LOG_LINE_BYTES_MAX 2048 /* a longer line is cut and marked "truncated" (and fits in
+                                 * PIPE_BUF, so a pipe that has room takes a line whole) */
 #define LOG_BUFFER_BYTES 65536  /* a shard's pending lines; flushed when full or per iteration */
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
@@ -29,6 +32,8 @@ void log_thread_init(int shard, bool buffered);
 /* The request the thread is working on now; an empty slice clears it. */
 void log_set_request_id(struct slice request_id);
 void log_flush(void);
+/* Lines shard threads dropped because the sink had no room (any thread may read). */
+uint64_t log_dropped_lines(void);
 
 /* Starts a line with the common members; append ,"key":value members to the
  * returned buffer (buf_append_json_string for strings), then call log_end.
