@@ -386,11 +386,11 @@ static bool login_grant_client_ok(struct login_wait *lw, const struct pg_result 
     if (!authenticated) {
         status = 401, error = "invalid_client", why = "client authentication failed";
         auth_audit_client_failed(&lw->w, lw->slug, lw->client_id);
-    }
-    else if (!allowed)
+    } else if (!allowed) {
         error = "unauthorized_client", why = "the client may not use this grant type";
-    else if (lw->scope_given && !auth_words_subset(lw->scope, pg_result_value(r, 0, 2)))
+    } else if (lw->scope_given && !auth_words_subset(lw->scope, pg_result_value(r, 0, 2))) {
         error = "invalid_scope", why = "a requested scope is not allowed for this client";
+    }
     if (error == NULL)
         return true;
     login_forget(lw);
