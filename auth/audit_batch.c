@@ -1,7 +1,7 @@
 /* auth/audit_batch.c: the security events that have no change of their own to commit with
- * (a token issued, a client's failed authentication), written to audit_log in batches
- * (DESIGN §1: "writes that may be coalesced (last-used timestamps, audit records) are
- * batched"; issue 6).
+ * (a client_credentials token issued, a client's failed authentication), written to audit_log
+ * in batches (DESIGN §1: "writes that may be coalesced (last-used timestamps, audit records)
+ * are batched"; issue 6).
  *
  * An event that records a change is written in the statement of that change (SECURITY F12)
  * and never comes here. Neither does a refused login: its failure count is a change, and an
@@ -359,16 +359,12 @@ void auth_audit_note(struct auth_wait *w, const char *slug, const struct auth_au
 }
 
 void auth_audit_token_issued(struct auth_wait *w, const char *slug, const char *client_id, const char *jti,
-                             const char *grant_type, const char *scope, const char *session_id)
+                             const char *scope)
 {
     char mem[AUTH_AUDIT_DETAILS_MAX + 1];
     struct buf details;
     buf_init(&details, mem, sizeof(mem) - 1);
-    buf_printf(&details, "{\"grant_type\":\"%s\"", grant_type);
-    if (session_id != NULL) {
-        buf_append_cstr(&details, ",\"session_id\":");
-        buf_append_json_string(&details, slice_make(session_id, strlen(session_id)));
-    }
+    buf_append_cstr(&details, "{\"grant_type\":\"client_credentials\"");
     size_t mark = details.len;
     buf_append_cstr(&details, ",\"scope\":");
     buf_append_json_string(&details, slice_make(scope, strlen(scope)));

@@ -176,9 +176,11 @@ size_t auth_audit_batch_pending(const struct auth_audit_batch *b);
  * event that cannot be kept is counted as dropped. */
 struct auth_wait;
 void auth_audit_note(struct auth_wait *w, const char *slug, const struct auth_audit_fields *f);
-/* A token issued to client_id (its jti) by grant_type; session_id NULL for none. */
+/* A client_credentials token issued to client_id (its jti). A user's token is not: its
+ * session's row records it (created at login, last_seen_at at each rotation), and a refresh
+ * stays one statement, which issue 6's refresh goal measures. */
 void auth_audit_token_issued(struct auth_wait *w, const char *slug, const char *client_id, const char *jti,
-                             const char *grant_type, const char *scope, const char *session_id);
+                             const char *scope);
 /* A client that failed to authenticate (unknown, wrong secret, a confidential one calling
  * as public) at the parked request's endpoint; client_id as presented. */
 void auth_audit_client_failed(struct auth_wait *w, const char *slug, const char *client_id);
@@ -607,7 +609,6 @@ struct auth_user_token {
     const struct auth_tenant *tenant;
     const char *issuer, *sub, *client_id, *scope, *sid;
     int64_t lifetime_s;
-    char *jti_out; /* CT_UUID_TEXT_LEN + 1 bytes that receive the token's jti, or NULL */
 };
 /* Signs a new access token (jti and iat made here) into out; its length or -TE_xxx. */
 int auth_session_sign(const struct auth_user_token *t, char *out, size_t cap);

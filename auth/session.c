@@ -126,8 +126,6 @@ int auth_session_sign(const struct auth_user_token *t, char *out, size_t cap)
     if (ct_uuid7((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, uuid) != 0)
         return -TE_IO;
     ct_uuid_format(uuid, jti);
-    if (t->jti_out != NULL)
-        memcpy(t->jti_out, jti, sizeof(jti));
     struct buf payload;
     buf_init(&payload, payload_mem, sizeof(payload_mem));
     struct jwt_access claims = {
@@ -160,7 +158,6 @@ struct refresh_wait {
     int jwt_len;
     struct auth_session_op op; /* the rotation, run on the session's owner shard */
     char sid[CT_UUID_TEXT_LEN + 1];
-    char jti[CT_UUID_TEXT_LEN + 1]; /* the new access token's, for its audit event */
     char presented_sha[2 * HASH_SHA256_BYTES + 1];
     char new_sha[2 * HASH_SHA256_BYTES + 1];
     char refresh[AUTH_REFRESH_TOKEN_LEN + 1];
@@ -225,7 +222,7 @@ static void refresh_sign_run(struct worker_job *job)
     struct auth_user_token t = {
         .tenant = rw->tenant, .issuer = rw->issuer, .sub = rw->op.user_id,
         .client_id = rw->cw.client_id,
-        .scope = rw->scope, .sid = rw->sid, .lifetime_s = rw->op.lifetime_s, .jti_out = rw->jti,
+        .scope = rw->scope, .sid = rw->sid, .lifetime_s = rw->op.lifetime_s,
     };
     rw->jwt_len = auth_session_sign(&t, rw->jwt, sizeof(rw->jwt));
 }
@@ -240,7 +237,6 @@ static void refresh_sign_done(struct worker_job *job)
         auth_answer(&rw->w, 500, "internal error");
         return;
     }
-    auth_audit_token_issued(&rw->w, rw->cw.slug, rw->cw.client_id, rw->jti, "refresh_token", rw->scope, rw->sid);
     http_resume(rw, refresh_respond);
 }
 

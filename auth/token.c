@@ -114,7 +114,7 @@ static void token_sign_done(struct worker_job *job)
         auth_answer(&tw->w, 500, "internal error");
         return;
     }
-    auth_audit_token_issued(&tw->w, tw->cw.slug, tw->cw.client_id, tw->jti, "client_credentials", tw->scope, NULL);
+    auth_audit_token_issued(&tw->w, tw->cw.slug, tw->cw.client_id, tw->jti, tw->scope);
     http_resume(tw, token_respond);
 }
 

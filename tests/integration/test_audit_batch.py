@@ -8,8 +8,6 @@ one keeps the batching check meaningful on a slow machine):
   per token (its jti), naming the client, the address, the X-Request-Id sent with it (quotes
   and backslashes kept), grant_type and scope, with the moment of the request (not of the
   INSERT); every row has its own event_id; fewer INSERTs than events (batched);
-- a refresh: a token_issued row with grant_type refresh_token, the session and the new token's
-  jti;
 - client authentication failures: a wrong secret at the token, introspection and revocation
   endpoints, an unknown client_id with a quote in it, a confidential client's password grant
   with a wrong secret: one client_auth_failed row each with its endpoint; a client_id that
@@ -41,8 +39,7 @@ import urllib.parse
 
 from tessera_harness import Results, check_clean_exit
 from test_admin_users import client_token
-from test_login import (PASSWORD, TENANT, Env, basic, call, good_login, introspect, jbody, jwt_claims, sh,
-                        sid_of)
+from test_login import PASSWORD, TENANT, Env, basic, call, jbody, jwt_claims, sh
 
 TOKENS = 40
 THREADS = 8
@@ -148,25 +145,6 @@ def check_tokens(res, env, port):
     batches = metric(port, "tessera_audit_batches_total") - batches0
     res.check("... written by fewer INSERTs than events (batched): %d for %d" % (batches, TOKENS),
               0 < batches < TOKENS and written(port) - written0 == TOKENS, repr((batches, written(port) - written0)))
-
-
-def check_refresh(res, env, port):
-    app = env.clients["app"]
-    st, _, session = good_login(env, port, "alice")
-    res.check("alice logs in (setup)", st == 200, repr(session))
-    form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": session.get("refresh_token", "")})
-    st, _, data = call(port, "POST", "/t/%s/oauth2/token" % TENANT, form,
-                       {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(app)})
-    body = jbody(data)
-    res.check("a refresh (setup)", st == 200, repr(data[:200]))
-    if st != 200:
-        return
-    res.check("... its event is written", settle(port))
-    jti = jwt_claims(body["access_token"])["jti"]
-    got = rows(env, "action = 'token_issued' AND target_id = '%s'" % jti)
-    want = {"grant_type": "refresh_token", "session_id": sid_of(session["refresh_token"]), "scope": "read write"}
-    res.check("a refresh: token_issued for the new token, naming the client and the session",
-              len(got) == 1 and got[0]["actor_id"] == app["client_id"] and got[0]["details"] == want, repr(got))
 
 
 def form_post(port, path, form, authorization):
@@ -317,7 +295,6 @@ def run_all(res, env):
     try:
         admin_token = client_token(srv.port, admin)
         check_tokens(res, env, srv.port)
-        check_refresh(res, env, srv.port)
         check_failures(res, env, srv.port, admin_token)
         check_clean_exit(res, srv)
     finally:
