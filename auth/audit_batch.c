@@ -33,7 +33,6 @@
 #include "core/log.h"
 
 #define AUDIT_EVENT_JSON_MAX 2048 /* one event as JSON: its fields with every quote escaped */
-#define AUDIT_STOP_CHECK_MS 20    /* while events wait, a stopping shard writes them this soon */
 
 /* One event as a shard keeps it; "" is NULL in the row. */
 struct auth_audit_event {
@@ -182,8 +181,7 @@ static void audit_send(struct auth_audit_batch *b);
 static void audit_arm(struct auth_audit_batch *b)
 {
     uint64_t now = loop_now_ms(b->loop);
-    uint64_t wait = b->due_ms > now ? b->due_ms - now : 0;
-    loop_timer_start(b->loop, &b->timer, wait < AUDIT_STOP_CHECK_MS ? wait : AUDIT_STOP_CHECK_MS);
+    loop_timer_start(b->loop, &b->timer, b->due_ms > now ? b->due_ms - now : 0);
 }
 
 static void audit_timer(struct loop_timer *timer)
@@ -191,7 +189,7 @@ static void audit_timer(struct loop_timer *timer)
     struct auth_audit_batch *b = (struct auth_audit_batch *)((char *)timer - offsetof(struct auth_audit_batch, timer));
     if (b->sending > 0 || b->count == 0)
         return; /* the INSERT's answer decides what comes next */
-    if (loop_stopping() || loop_now_ms(b->loop) >= b->due_ms)
+    if (loop_stopping() || loop_now_ms(b->loop) >= b->due_ms) /* due, or woken by the hold */
         audit_send(b);
     else
         audit_arm(b);
@@ -207,7 +205,7 @@ static void audit_release(struct auth_audit_batch *b)
 {
     if (b->held && b->count == 0) {
         b->held = false;
-        loop_release(b->loop);
+        loop_release(b->loop, &b->timer);
     }
 }
 
@@ -285,7 +283,7 @@ void auth_audit_batch_stop(struct auth_audit_batch *b)
     }
     if (b->held) {
         b->held = false;
-        loop_release(b->loop);
+        loop_release(b->loop, &b->timer);
     }
 }
 
@@ -306,12 +304,12 @@ static void audit_add(struct auth_audit_batch *b, const struct auth_audit_event 
     audit_set_count(b, b->count + 1);
     if (!b->held) {
         b->held = true;
-        loop_hold(b->loop);
+        loop_hold(b->loop, &b->timer);
     }
     if (b->sending > 0)
         return; /* the answer of the INSERT in flight sends what waits */
-    if (b->count == 1)
-        b->due_ms = loop_now_ms(b->loop) + b->auth->cfg->audit_flush_ms;
+    if (b->count == 1) /* a stopping shard writes at once: the hold's wake has already fired */
+        b->due_ms = loop_now_ms(b->loop) + (loop_stopping() ? 0 : b->auth->cfg->audit_flush_ms);
     if (b->count >= AUTH_AUDIT_BATCH_ROWS)
         b->due_ms = loop_now_ms(b->loop);
     audit_arm(b);

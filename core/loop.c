@@ -137,7 +137,9 @@ struct loop {
     char date[32];
     bool shutting_down;
     uint64_t shutdown_deadline_ms;
-    unsigned holds;       /* loop_hold's: work that must end before the loop returns */
+    struct loop_timer *holds[LOOP_HOLDS_MAX]; /* loop_hold's wake timers: work that must end
+                                               * before the loop returns */
+    unsigned hold_count;
     struct __kernel_timespec tick_ts;
     uint64_t mailbox_value;
     uint64_t workers_value;
@@ -557,15 +559,21 @@ void loop_request_shutdown(void)
     atomic_store(&loop_shutdown_requested, true);
 }
 
-void loop_hold(struct loop *loop)
+void loop_hold(struct loop *loop, struct loop_timer *wake)
 {
-    loop->holds++;
+    assert(loop->hold_count < LOOP_HOLDS_MAX);
+    loop->holds[loop->hold_count++] = wake;
 }
 
-void loop_release(struct loop *loop)
+void loop_release(struct loop *loop, struct loop_timer *wake)
 {
-    assert(loop->holds > 0);
-    loop->holds--;
+    for (unsigned i = 0; i < loop->hold_count; i++) {
+        if (loop->holds[i] == wake) {
+            loop->holds[i] = loop->holds[--loop->hold_count];
+            return;
+        }
+    }
+    assert(!"loop_release of a timer that holds nothing");
 }
 
 bool loop_stopping(void)
@@ -595,6 +603,8 @@ static void loop_begin_shutdown(struct loop *loop)
         loop->shared->handler->on_shutdown(conn);
         conn_kick(conn);
     }
+    for (unsigned i = 0; i < loop->hold_count; i++)
+        loop_timer_start(loop, loop->holds[i], 0); /* the holder finishes now, not on its schedule */
 }
 
 /* True when the loop may return. Past the deadline every connection is cut. */
@@ -604,7 +614,7 @@ static bool loop_shutdown_step(struct loop *loop)
         loop_begin_shutdown(loop);
     if (!loop->shutting_down)
         return false;
-    if (loop->counters.open == 0 && !loop->accept_armed && loop->holds == 0)
+    if (loop->counters.open == 0 && !loop->accept_armed && loop->hold_count == 0)
         return true;
     if (loop->now_ms >= loop->shutdown_deadline_ms) {
         for (uint32_t i = 0; i < loop->slots_used; i++) {

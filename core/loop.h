@@ -103,10 +103,14 @@ void loop_request_shutdown(void);
 bool loop_stopping(void);
 /* Work of the shard's own that must end before it stops (queued audit events being written):
  * while held, a stopping loop keeps running after its last connection closed, until every
- * hold is released or the shutdown deadline (TESSERA_SHUTDOWN_TIMEOUT_MS) has passed. Each
- * hold is undone by one release; on the shard's thread only. */
-void loop_hold(struct loop *loop);
-void loop_release(struct loop *loop);
+ * hold is released or the shutdown deadline (TESSERA_SHUTDOWN_TIMEOUT_MS) has passed. The
+ * holder's timer `wake` is started with no delay when shutdown begins, so it finishes then
+ * rather than on its own schedule. At most LOOP_HOLDS_MAX at once; each released with the
+ * timer it was taken with; on the shard's thread only. */
+#define LOOP_HOLDS_MAX 8
+struct loop_timer;
+void loop_hold(struct loop *loop, struct loop_timer *wake);
+void loop_release(struct loop *loop, struct loop_timer *wake);
 
 unsigned loop_index(const struct loop *loop);
 struct loop_shared *loop_shared(const struct loop *loop);

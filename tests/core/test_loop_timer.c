@@ -5,7 +5,8 @@
  * under random start/stop (checked against a simple model); a watch reports POLLIN
  * on the shard's thread when its pipe becomes readable; a cancelled watch never
  * reports, and the same watch re-armed reports the next readiness; a held loop keeps
- * running its timers after shutdown was asked for, and returns once released. */
+ * running its timers after shutdown was asked for, its holder's timer is started when
+ * shutdown begins, and the loop returns once released. */
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -41,8 +42,8 @@ static struct loop_watch test_watch;
 static atomic_int test_watch_events, test_watch_stage;
 #define TEST_HOLD_MS 200 /* how long after the shutdown request the hold is released */
 static struct loop_timer test_hold_timer;
-static atomic_bool test_released;
-static atomic_int test_ran_after_release;
+static atomic_bool test_released, test_woken;
+static atomic_int test_woken_early;
 
 static void test_on_timer(struct loop_timer *timer)
 {
@@ -78,23 +79,19 @@ static void test_on_watch(struct loop_watch *watch, unsigned events)
     (void)watch;
 }
 
-/* Watches for the shutdown request; then releases the loop's hold TEST_HOLD_MS later. */
+/* The hold's wake: armed far ahead, it fires when shutdown begins; it then releases the
+ * loop's hold TEST_HOLD_MS later (a timer that fires only if the loop still runs). */
 static void test_on_hold_timer(struct loop_timer *timer)
 {
-    static bool stopping_seen;
-    if (atomic_load(&test_released)) {
-        atomic_fetch_add(&test_ran_after_release, 1);
+    if (!atomic_load(&test_woken)) {
+        atomic_store(&test_woken, true);
+        if (!loop_stopping())
+            atomic_fetch_add(&test_woken_early, 1);
+        loop_timer_start(test_loop, timer, TEST_HOLD_MS);
         return;
     }
-    if (!loop_stopping()) {
-        loop_timer_start(test_loop, timer, 5);
-    } else if (!stopping_seen) {
-        stopping_seen = true;
-        loop_timer_start(test_loop, timer, TEST_HOLD_MS); /* fires only if the loop still runs */
-    } else {
-        atomic_store(&test_released, true);
-        loop_release(test_loop);
-    }
+    atomic_store(&test_released, true);
+    loop_release(test_loop, timer);
 }
 
 /* On the shard's thread: start every timer, stop a third, restart a third. */
@@ -120,9 +117,9 @@ static void test_on_start(struct loop *loop)
     }
     test_self_timer.on_expire = test_on_self;
     loop_timer_start(loop, &test_self_timer, 0);
-    loop_hold(loop);
     test_hold_timer.on_expire = test_on_hold_timer;
-    loop_timer_start(loop, &test_hold_timer, 5);
+    loop_timer_start(loop, &test_hold_timer, TEST_WAIT_MS_MAX); /* woken by the shutdown */
+    loop_hold(loop, &test_hold_timer);
 
     /* Watch: armed then cancelled before the pipe is written: must never report. */
     test_watch.on_ready = test_on_watch;
@@ -190,14 +187,16 @@ int main(void)
     failures += atomic_load(&test_watch_events) != 1;
     failures += atomic_load(&test_watch_stage) != 1;
     failures += !atomic_load(&test_released) || held_ms < TEST_HOLD_MS;
+    failures += !atomic_load(&test_woken) || atomic_load(&test_woken_early) > 0 || held_ms >= TEST_WAIT_MS_MAX;
     printf("test_loop_timer: fired %d/%d, early %d, twice %d, stopped-but-fired %d, out of order %d, "
            "self restarts %d/5, watch reports %d/1, wrong thread %d\n",
            atomic_load(&test_fired), expected, atomic_load(&test_early), atomic_load(&test_twice),
            atomic_load(&test_stopped_fired), atomic_load(&test_out_of_order),
            atomic_load(&test_self_restarts), atomic_load(&test_watch_events),
            atomic_load(&test_wrong_thread));
-    printf("test_loop_timer: hold released %s, the loop returned %ld ms after the shutdown request "
-           "(at least %d)\n", atomic_load(&test_released) ? "yes" : "no", held_ms, TEST_HOLD_MS);
+    printf("test_loop_timer: hold woken by the shutdown %s (early %d), released %s, the loop returned "
+           "%ld ms after the shutdown request (at least %d)\n", atomic_load(&test_woken) ? "yes" : "no",
+           atomic_load(&test_woken_early), atomic_load(&test_released) ? "yes" : "no", held_ms, TEST_HOLD_MS);
     printf("test_loop_timer: %d failed\n", failures);
     return failures == 0 ? 0 : 1;
 }
