@@ -55,7 +55,6 @@ struct auth_audit_batch {
     struct auth_audit_event *events; /* a ring of AUTH_AUDIT_PENDING_MAX */
     size_t head, count;
     size_t sending;                  /* events of the INSERT in flight, from head; 0: none */
-    bool held;                       /* the loop is held for the events queued */
     bool stopped;                    /* auth_audit_batch_stop ran: nothing more is sent */
     uint64_t due_ms;                 /* when the oldest waiting event must be sent */
     uint64_t id_prefix;
@@ -201,12 +200,11 @@ static void audit_set_count(struct auth_audit_batch *b, size_t count)
     __atomic_store_n(&b->count, count, __ATOMIC_RELAXED);
 }
 
+/* The loop is held while events wait (count > 0), until the shard stops. */
 static void audit_release(struct auth_audit_batch *b)
 {
-    if (b->held && b->count == 0) {
-        b->held = false;
+    if (b->count == 0)
         loop_release(b->loop, &b->timer);
-    }
 }
 
 static void audit_dropped(struct auth_audit_batch *b, size_t n)
@@ -281,10 +279,8 @@ void auth_audit_batch_stop(struct auth_audit_batch *b)
         log_msg(LOG_ERROR, "audit events were not written before the shard stopped", "events", text, NULL);
         audit_dropped(b, lost);
     }
-    if (b->held) {
-        b->held = false;
+    if (b->count > 0)
         loop_release(b->loop, &b->timer);
-    }
 }
 
 size_t auth_audit_batch_pending(const struct auth_audit_batch *b)
@@ -292,20 +288,24 @@ size_t auth_audit_batch_pending(const struct auth_audit_batch *b)
     return __atomic_load_n(&b->count, __ATOMIC_RELAXED);
 }
 
-static void audit_add(struct auth_audit_batch *b, const struct auth_audit_event *e)
+/* The queue's next slot, filled in place by the caller, then audit_queued; NULL when the
+ * event cannot be kept (counted as dropped). */
+static struct auth_audit_event *audit_reserve(struct auth_audit_batch *b)
 {
     if (b->stopped || b->count == AUTH_AUDIT_PENDING_MAX) {
         audit_dropped(b, 1);
-        return;
+        return NULL;
     }
     struct auth_audit_event *slot = &b->events[(b->head + b->count) % AUTH_AUDIT_PENDING_MAX];
-    *slot = *e;
     slot->id = b->next_id++;
+    return slot;
+}
+
+static void audit_queued(struct auth_audit_batch *b)
+{
     audit_set_count(b, b->count + 1);
-    if (!b->held) {
-        b->held = true;
+    if (b->count == 1)
         loop_hold(b->loop, &b->timer);
-    }
     if (b->sending > 0)
         return; /* the answer of the INSERT in flight sends what waits */
     if (b->count == 1) /* a stopping shard writes at once: the hold's wake has already fired */
@@ -338,22 +338,27 @@ static void audit_copy_text(char *dst, size_t cap, const char *src)
 
 void auth_audit_note(struct auth_wait *w, const char *slug, const struct auth_audit_fields *f)
 {
-    struct auth_audit_event e;
-    memset(&e, 0, sizeof(e));
+    struct auth_audit_batch *b = w->auth->shards[loop_index(w->loop)]->audit;
+    struct auth_audit_event *e = audit_reserve(b);
+    if (e == NULL)
+        return;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    e.at_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
-    audit_copy_text(e.slug, sizeof(e.slug), slug);
-    e.actor_kind = f->actor_kind;
-    e.action = f->action;
-    e.target_kind = f->target_kind;
-    audit_copy_text(e.actor_id, sizeof(e.actor_id), f->actor_id);
-    audit_copy_text(e.target_id, sizeof(e.target_id), f->target_id);
-    audit_copy_slice(e.request_id, sizeof(e.request_id), http_parked_request_id(w));
-    auth_peer_host(http_parked_peer(w), e.ip, sizeof(e.ip));
-    if (f->details != NULL && strlen(f->details) < sizeof(e.details))
-        strcpy(e.details, f->details); /* JSON we made: never cut, since a cut object is invalid */
-    audit_add(w->auth->shards[loop_index(w->loop)]->audit, &e);
+    e->at_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    audit_copy_text(e->slug, sizeof(e->slug), slug);
+    e->actor_kind = f->actor_kind;
+    e->action = f->action;
+    e->target_kind = f->target_kind;
+    audit_copy_text(e->actor_id, sizeof(e->actor_id), f->actor_id);
+    audit_copy_text(e->target_id, sizeof(e->target_id), f->target_id);
+    audit_copy_slice(e->request_id, sizeof(e->request_id), http_parked_request_id(w));
+    auth_peer_host(http_parked_peer(w), e->ip, sizeof(e->ip));
+    bool fits = f->details != NULL && strlen(f->details) < sizeof(e->details);
+    if (fits)
+        strcpy(e->details, f->details); /* JSON we made: never cut, since a cut object is invalid */
+    else
+        e->details[0] = '\0';
+    audit_queued(b);
 }
 
 void auth_audit_token_issued(struct auth_wait *w, const char *slug, const char *client_id, const char *jti,
