@@ -106,10 +106,9 @@ struct auth_client_slot {
     /* The read of this slot's client in flight, if any (its slug and client_id), and the
      * requests that may take a cached answer waiting for it rather than reading the same row
      * again (a gateway's connections all missing at once when the entry expires). */
-    bool loading;
     char loading_slug[AUTH_SLUG_MAX + 1];
     char loading_id[AUTH_CLIENT_ID_MAX + 1];
-    struct auth_wait *leader;  /* the request whose read it is */
+    struct auth_wait *leader;  /* the request whose read it is; NULL: none in flight */
     struct auth_wait *waiters;
 };
 
@@ -235,10 +234,10 @@ static void auth_client_row(struct auth_wait *w)
         }
     }
     struct auth_wait *waiters = NULL;
-    if (slot->loading && slot->leader == w) { /* this request led the slot's read */
+    if (slot->leader == w) { /* this request led the slot's read */
         waiters = slot->waiters;
         slot->waiters = NULL;
-        slot->loading = false;
+        slot->leader = NULL;
     }
     enum pg_outcome outcome = w->outcome;
     auth_client_decide(w, outcome, slot, known);
@@ -252,7 +251,7 @@ static void auth_client_row(struct auth_wait *w)
 /* Whether the read in flight for slot is of cw's client. */
 static bool auth_client_loading_for(const struct auth_client_slot *slot, const struct auth_client_wait *cw)
 {
-    return slot->loading && strcmp(slot->loading_slug, cw->slug) == 0 && strcmp(slot->loading_id, cw->client_id) == 0;
+    return slot->leader != NULL && strcmp(slot->loading_slug, cw->slug) == 0 && strcmp(slot->loading_id, cw->client_id) == 0;
 }
 
 void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct auth_client_wait *cw, bool cached,
@@ -274,8 +273,7 @@ void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct 
         slot->waiters = w;
         return;
     }
-    if (!slot->loading) { /* this read leads: requests for the same client may wait on it */
-        slot->loading = true;
+    if (slot->leader == NULL) { /* this read leads: requests for the same client may wait on it */
         memcpy(slot->loading_slug, cw->slug, sizeof(slot->loading_slug));
         memcpy(slot->loading_id, cw->client_id, sizeof(slot->loading_id));
         slot->leader = w;
