@@ -95,19 +95,22 @@ static void log_count_dropped(const char *data, size_t len)
     atomic_fetch_add_explicit(&log_dropped, lines, memory_order_relaxed);
 }
 
-/* A shard's pending lines, never waiting for the sink (SECURITY F12: a log shipper that stops
- * reading must not stop the event loop). A pipe polled writable has room for PIPE_BUF bytes,
- * so whole lines up to that much go at a time (LOG_LINE_BYTES_MAX is less: at least one line
- * always fits); what the sink has no room for now, or refuses (a full disk), is dropped whole
- * lines at a time and counted. */
-static void log_write_shard(const char *data, size_t len)
+/* Writes lines to stderr; what is not written (stderr gone, a full disk) is dropped and
+ * counted. A shard never waits for the sink (SECURITY F12: a log shipper that stops reading
+ * must not stop the event loop): it writes only what the sink has room for now. A pipe polled
+ * writable has room for PIPE_BUF bytes, so whole lines up to that much go at a time
+ * (LOG_LINE_BYTES_MAX is less: at least one line always fits). Other threads may wait. */
+static void log_write(const char *data, size_t len, bool never_wait)
 {
     while (len > 0) {
-        struct pollfd p = { .fd = STDERR_FILENO, .events = POLLOUT };
-        if (poll(&p, 1, 0) != 1 || (p.revents & POLLOUT) == 0)
-            break;
-        const char *end = memrchr(data, '\n', len < PIPE_BUF ? len : PIPE_BUF);
-        size_t chunk = end != NULL ? (size_t)(end - data) + 1 : (len < PIPE_BUF ? len : PIPE_BUF);
+        size_t chunk = len;
+        if (never_wait) {
+            struct pollfd p = { .fd = STDERR_FILENO, .events = POLLOUT };
+            if (poll(&p, 1, 0) != 1 || (p.revents & POLLOUT) == 0)
+                break;
+            const char *end = memrchr(data, '\n', len < PIPE_BUF ? len : PIPE_BUF);
+            chunk = end != NULL ? (size_t)(end - data) + 1 : (len < PIPE_BUF ? len : PIPE_BUF);
+        }
         ssize_t n = write(STDERR_FILENO, data, chunk);
         if (n < 0 && errno == EINTR)
             continue;
@@ -120,24 +123,11 @@ static void log_write_shard(const char *data, size_t len)
         log_count_dropped(data, len);
 }
 
-static void log_write_all(const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(STDERR_FILENO, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return; /* stderr gone: nothing better to do than drop the line */
-        data += n;
-        len -= (size_t)n;
-    }
-}
-
 void log_flush(void)
 {
     if (log_self.pending_len == 0)
         return;
-    log_write_shard(log_self.pending, log_self.pending_len);
+    log_write(log_self.pending, log_self.pending_len, true);
     log_self.pending_len = 0;
 }
 
@@ -191,7 +181,7 @@ void log_end(struct buf *line)
     line->cap = sizeof(log_self.line_mem);
     buf_append_cstr(line, "}\n");
     if (!log_self.buffered) {
-        log_write_all(line->data, line->len);
+        log_write(line->data, line->len, false);
         return;
     }
     if (line->len > sizeof(log_self.pending) - log_self.pending_len)

@@ -32,7 +32,8 @@ void log_thread_init(int shard, bool buffered);
 /* The request the thread is working on now; an empty slice clears it. */
 void log_set_request_id(struct slice request_id);
 void log_flush(void);
-/* Lines shard threads dropped because the sink had no room (any thread may read). */
+/* Log lines dropped: a shard's that found no room in the sink, any thread's the sink refused
+ * (any thread may read). */
 uint64_t log_dropped_lines(void);
 
 /* Starts a line with the common members; append ,"key":value members to the

@@ -184,8 +184,8 @@ static void serve_metrics(struct http_ctx *ctx)
         body.cap = SERVE_METRICS_BYTES;
     buf_printf(&body, "# HELP tessera_shards Shard threads serving.\n# TYPE tessera_shards gauge\n"
                       "tessera_shards %u\n"
-                      "# HELP tessera_log_dropped_lines_total Log lines a shard dropped because the log sink "
-                      "had no room (it never waits for it).\n"
+                      "# HELP tessera_log_dropped_lines_total Log lines dropped: the log sink had no room for a "
+                      "shard's (a shard never waits for it) or refused them.\n"
                       "# TYPE tessera_log_dropped_lines_total counter\ntessera_log_dropped_lines_total %llu\n",
                serve->cfg.shards, (unsigned long long)log_dropped_lines());
     serve_render_loop_counters(serve, &body);
