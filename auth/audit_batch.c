@@ -4,8 +4,8 @@
  * are batched"; issue 6).
  *
  * An event that records a change is written in the statement of that change (SECURITY F12)
- * and never comes here. Neither does a refused login: its failure count is a change, and an
- * unknown name and a wrong password must cost the same until their answer (P01).
+ * and never comes here. Neither does a refused login: its failure count is a change, whose
+ * statement writes the audit row too (auth/login_failure.c).
  *
  * Each shard keeps its events in a bounded FIFO and writes them as one INSERT over a JSON
  * array (store.c STORE_AUDIT_BATCH) once AUTH_AUDIT_BATCH_ROWS are waiting, or

@@ -103,7 +103,8 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
             (auth->shards[i]->sessions = auth_session_owner_create()) == NULL ||
             auth_replies_init(&auth->shards[i]->replies, cfg->shards) != 0 ||
             (auth->shards[i]->clients = auth_client_cache_create()) == NULL ||
-            (auth->shards[i]->audit = auth_audit_batch_create(auth)) == NULL) {
+            (auth->shards[i]->audit = auth_audit_batch_create(auth)) == NULL ||
+            (auth->shards[i]->login_failures = auth_login_failures_create(auth)) == NULL) {
             auth_destroy(auth);
             return NULL;
         }
@@ -133,6 +134,7 @@ void auth_destroy(struct auth *auth)
             auth_vcache_destroy(shard->verified);
             auth_client_cache_destroy(shard->clients);
             auth_audit_batch_destroy(shard->audit);
+            auth_login_failures_destroy(shard->login_failures);
         }
         free(shard);
     }
@@ -169,6 +171,7 @@ void auth_shard_start(struct auth *auth, struct loop *loop)
 {
     auth_revoked_start(auth->shards[loop_index(loop)]->revoked, loop);
     auth_audit_batch_start(auth->shards[loop_index(loop)]->audit, loop);
+    auth_login_failures_start(auth->shards[loop_index(loop)]->login_failures, loop);
     auth->shards[loop_index(loop)]->replies.loop = loop;
 }
 
@@ -176,6 +179,7 @@ void auth_shard_stop(struct auth *auth, struct loop *loop)
 {
     auth_revoked_stop(auth->shards[loop_index(loop)]->revoked);
     auth_audit_batch_stop(auth->shards[loop_index(loop)]->audit);
+    auth_login_failures_stop(auth->shards[loop_index(loop)]->login_failures);
     loop_timer_stop(loop, &auth->shards[loop_index(loop)]->replies.resend);
 }
 
@@ -311,6 +315,19 @@ void auth_render_metrics(struct auth *auth, struct buf *out)
         pending += auth_audit_batch_pending(auth->shards[s]->audit);
     buf_printf(out, "# HELP tessera_audit_pending Audit events queued or being written.\n"
                     "# TYPE tessera_audit_pending gauge\ntessera_audit_pending %zu\n", pending);
+    buf_printf(out, "# HELP tessera_login_failures_total Refused logins' failure counts and audit rows "
+                    "(committed after the refusal's answer), by what became of them.\n"
+                    "# TYPE tessera_login_failures_total counter\n"
+                    "tessera_login_failures_total{outcome=\"recorded\"} %llu\n"
+                    "tessera_login_failures_total{outcome=\"lost\"} %llu\n",
+               (unsigned long long)auth_stat_sum(auth, offsetof(struct auth_shard_stats, login_failures_recorded)),
+               (unsigned long long)auth_stat_sum(auth, offsetof(struct auth_shard_stats, login_failures_lost)));
+    pending = 0;
+    for (unsigned s = 0; s < auth->cfg->shards; s++)
+        pending += auth_login_failures_pending(auth->shards[s]->login_failures);
+    buf_printf(out, "# HELP tessera_login_failures_pending Refused logins' statements in flight.\n"
+                    "# TYPE tessera_login_failures_pending gauge\ntessera_login_failures_pending %zu\n",
+               pending);
     buf_printf(out, "# HELP tessera_client_loads_total Reads of a client's row a shard started to "
                     "authenticate it (introspection's requests that came meanwhile waited on them).\n"
                     "# TYPE tessera_client_loads_total counter\ntessera_client_loads_total %llu\n",

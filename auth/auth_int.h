@@ -185,6 +185,41 @@ void auth_audit_token_issued(struct auth_wait *w, const char *slug, const char *
  * as public) at the parked request's endpoint; client_id as presented. */
 void auth_audit_client_failed(struct auth_wait *w, const char *slug, const char *client_id);
 
+/* ---- Refused logins' failures, committed after their answer (auth/login_failure.c) ---- */
+
+/* Lockout (SECURITY P03/P04), simpler than Keycloak's: from AUTH_LOCKOUT_THRESHOLD consecutive
+ * failures on, each failure locks the account for a wait that starts at
+ * AUTH_LOCKOUT_FIRST_WAIT_S and doubles up to AUTH_LOCKOUT_MAX_WAIT_S; a try during the wait is
+ * refused like a wrong password and does not lengthen it; the count restarts after
+ * AUTH_LOCKOUT_RESET_S without failures or at a success. Never permanent: the victim of a spray
+ * gets in at most AUTH_LOCKOUT_MAX_WAIT_S after it stops. */
+#define AUTH_LOCKOUT_THRESHOLD 10     /* NIST SP 800-63B §5.2.2 allows up to 100; 10 keeps an
+                                       * online guesser slow while a typo-prone user is safe */
+#define AUTH_LOCKOUT_FIRST_WAIT_S 2   /* the first wait: short, so a mistaken lock hurts little */
+#define AUTH_LOCKOUT_MAX_WAIT_S 900   /* Keycloak's maximum wait (15 min): a spray locks out for
+                                       * at most this long (P04) */
+#define AUTH_LOCKOUT_RESET_S 43200    /* Keycloak's failure reset time (12 h) */
+#define AUTH_REQUEST_ID_MAX 64        /* of a request's X-Request-Id kept for its audit row */
+#define AUTH_LOGIN_FAILURES_MAX 256   /* refused logins a shard may have in Postgres at once: a
+                                       * shard's share of the hash pool finishes far fewer per
+                                       * statement round trip; past it the refusal is 503 */
+
+/* What a refused login records: its user's id, NULL for an unknown or disabled name. */
+struct auth_login_refusal {
+    const char *tenant_id, *user_id, *ip, *request_id; /* ip "" : none */
+};
+struct auth_login_failures;
+struct auth_login_failures *auth_login_failures_create(struct auth *auth);
+void auth_login_failures_destroy(struct auth_login_failures *t);
+void auth_login_failures_start(struct auth_login_failures *t, struct loop *loop);
+void auth_login_failures_stop(struct auth_login_failures *t);
+/* Statements in flight (a scrape may read it from any shard). */
+size_t auth_login_failures_pending(const struct auth_login_failures *t);
+/* Sends the refusal's STORE_LOGIN_FAILED on loop's shard, owned by the shard from here on: the
+ * caller may answer at once. PG_UNAVAILABLE when every slot is taken, else the store's. */
+enum pg_outcome auth_login_failure_send(struct auth *auth, struct loop *loop,
+                                        const struct auth_login_refusal *refusal);
+
 /* Counters written by their shard only (relaxed stores), read by a scrape on any shard. */
 struct auth_shard_stats {
     uint64_t fanout[AUTH_FANOUT_BUCKETS + 1]; /* the last: over the largest bound */
@@ -198,6 +233,8 @@ struct auth_shard_stats {
     uint64_t audit_written;     /* batched audit events committed */
     uint64_t audit_dropped;     /* batched audit events lost (queue full, refused, shard stopped) */
     uint64_t audit_batches;     /* their INSERTs committed */
+    uint64_t login_failures_recorded; /* refused logins' failure statements committed */
+    uint64_t login_failures_lost;     /* ... that failed: the count and audit row are lost */
 };
 /* Owner-only increment, a relaxed store so a scrape's relaxed load is race-free. */
 void auth_stat_add(uint64_t *counter, uint64_t n);
@@ -234,6 +271,7 @@ struct auth_shard {
     struct auth_vcache *verified;
     struct auth_client_cache *clients;
     struct auth_audit_batch *audit;      /* events waiting for their batched INSERT */
+    struct auth_login_failures *login_failures; /* refused logins' statements in flight */
     struct auth_tenant *tenants[AUTH_TENANT_SLOTS];
     struct auth_tenant_flight {
         char slug[AUTH_SLUG_MAX + 1];  /* "" : free */

@@ -13,17 +13,12 @@
  * (Argon2id, or an imported bcrypt hash, crypto/password.h; an unknown, disabled, deleted or
  * locked user is verified against the policy's dummy hash, so each refusal costs the same
  * and answers the same, SECURITY P01), a bcrypt or outdated hash rehashed (P10) and the
- * access token signed → one statement commits the outcome with its audit row: on success
- * the failure count reset, the new session (a fresh id each time, P13) with its refresh
- * token's SHA-256; on failure the count and the lockout → the answer, only after the commit.
- * A full worker queue is 503 + Retry-After (SECURITY F15).
- *
- * Lockout (SECURITY P03/P04), simpler than Keycloak's: from LOGIN_LOCKOUT_THRESHOLD
- * consecutive failures on, each failure locks the account for a wait that starts at
- * LOGIN_LOCKOUT_FIRST_WAIT_S and doubles up to LOGIN_LOCKOUT_MAX_WAIT_S; a try during the
- * wait is refused like a wrong password and does not lengthen it; the count restarts after
- * LOGIN_LOCKOUT_RESET_S without failures or at a success. Never permanent: the victim of a
- * spray gets in at most LOGIN_LOCKOUT_MAX_WAIT_S after it stops.
+ * access token signed → on success one statement commits the failure count's reset, the new
+ * session (a fresh id each time, P13) with its refresh token's SHA-256 and the audit row,
+ * and the answer waits for it; on failure the refusal is answered at once and its statement
+ * (the count, the lockout, the audit row) commits after it, so that no refusal waits on a
+ * write that only a known user's has (auth/login_failure.c, where the lockout policy is
+ * too). A full worker queue is 503 + Retry-After (SECURITY F15).
  *
  * Names and passwords (SECURITY P05-P07): a username is looked up in the form sign-up stored
  * (core/precis.h, RFC 8265 §3.3): "Alice", " alice " (trimmed: no stored name has surrounding
@@ -56,14 +51,7 @@
 #define LOGIN_NAME_MAX 320             /* a username (128) or an email (RFC 5321 §4.5.3.1) */
 #define LOGIN_AGENT_MAX 128            /* of User-Agent kept with the session: enough to tell
                                         * devices apart in a session list (display only) */
-#define LOGIN_REQUEST_ID_MAX 64        /* the X-Request-Id kept for the audit row */
 #define LOGIN_NUM_TEXT 16              /* a statement's int parameter as decimal text */
-#define LOGIN_LOCKOUT_THRESHOLD 10     /* NIST SP 800-63B §5.2.2 allows up to 100; 10 keeps an
-                                        * online guesser slow while a typo-prone user is safe */
-#define LOGIN_LOCKOUT_FIRST_WAIT_S 2   /* the first wait: short, so a mistaken lock hurts little */
-#define LOGIN_LOCKOUT_MAX_WAIT_S 900   /* Keycloak's maximum wait (15 min): a spray locks out
-                                        * for at most this long (P04) */
-#define LOGIN_LOCKOUT_RESET_S 43200    /* Keycloak's failure reset time (12 h) */
 
 static const char login_refused[] = "the username or password is wrong";
 
@@ -95,8 +83,8 @@ struct login_wait {
     char refresh_sha[2 * HASH_SHA256_BYTES + 1];
     char ip[AUTH_IP_MAX + 1];
     char agent[LOGIN_AGENT_MAX + 1];
-    char request_id[LOGIN_REQUEST_ID_MAX + 1];
-    char nums[4][LOGIN_NUM_TEXT];    /* statement parameters as text */
+    char request_id[AUTH_REQUEST_ID_MAX + 1];
+    char nums[2][LOGIN_NUM_TEXT];    /* statement parameters as text */
     char scope[JWT_SCOPE_MAX + 1];
     char issuer[AUTH_SESSION_ISSUER_MAX + 1];
     union {                          /* the password until verified, then the access token */
@@ -204,20 +192,15 @@ static void login_respond(struct http_ctx *ctx, void *state)
     http_respond(ctx, 200, "application/json", buf_slice(&body));
 }
 
-/* Every refused login, whatever the reason, after its row committed (P01). */
-static void login_refuse(struct auth_wait *w)
+/* Every refused login, whatever the reason (P01). */
+static void login_refuse(struct login_wait *lw)
 {
-    struct login_wait *lw = (struct login_wait *)w;
     login_release(lw);
     login_forget(lw);
-    if (w->outcome != PG_OK) {
-        auth_fail(w, w->outcome);
-        return;
-    }
     if (lw->oauth)
-        auth_oauth_fail(w, 400, "invalid_grant", login_refused); /* RFC 6749 §5.2 */
+        auth_oauth_fail(&lw->w, 400, "invalid_grant", login_refused); /* RFC 6749 §5.2 */
     else
-        auth_answer(w, 401, login_refused);
+        auth_answer(&lw->w, 401, login_refused);
 }
 
 static void login_committed(struct auth_wait *w)
@@ -230,7 +213,7 @@ static void login_committed(struct auth_wait *w)
         return;
     }
     if (pg_result_rows(w->result) != 1) { /* disabled, locked or changed since the lookup */
-        login_refuse(w);
+        login_refuse(lw);
         return;
     }
     login_release(lw);
@@ -262,22 +245,21 @@ static void login_verify_run(struct worker_job *job)
     lw->jwt_len = auth_session_sign(&t, lw->secret.jwt, sizeof(lw->secret.jwt));
 }
 
+/* The refusal's statement goes to the shard's table, then the answer, at once (P01). */
 static void login_send_failed(struct login_wait *lw)
 {
-    struct pg_query *q = &lw->w.q;
-    snprintf(lw->nums[0], LOGIN_NUM_TEXT, "%d", LOGIN_LOCKOUT_THRESHOLD);
-    snprintf(lw->nums[1], LOGIN_NUM_TEXT, "%d", LOGIN_LOCKOUT_FIRST_WAIT_S);
-    snprintf(lw->nums[2], LOGIN_NUM_TEXT, "%d", LOGIN_LOCKOUT_MAX_WAIT_S);
-    snprintf(lw->nums[3], LOGIN_NUM_TEXT, "%d", LOGIN_LOCKOUT_RESET_S);
-    q->params[0] = lw->tenant_id;
-    q->params[1] = lw->user_known ? lw->user_id : NULL;
-    q->params[2] = lw->ip[0] ? lw->ip : NULL;
-    q->params[3] = lw->request_id;
-    q->params[4] = lw->user_known ? "password" : "unknown_user";
-    for (int i = 0; i < 4; i++)
-        q->params[5 + i] = lw->nums[i];
-    q->params_count = 9;
-    auth_send(NULL, &lw->w, STORE_LOGIN_FAILED, NULL, login_refuse);
+    struct auth_login_refusal refusal = {
+        .tenant_id = lw->tenant_id, .user_id = lw->user_known ? lw->user_id : NULL,
+        .ip = lw->ip, .request_id = lw->request_id,
+    };
+    enum pg_outcome outcome = auth_login_failure_send(lw->w.auth, lw->w.loop, &refusal);
+    if (outcome == PG_OK) {
+        login_refuse(lw);
+        return;
+    }
+    login_release(lw);
+    login_forget(lw);
+    auth_fail(&lw->w, outcome); /* not counted: not refused either (503) */
 }
 
 static void login_send_succeeded(struct login_wait *lw)
@@ -456,8 +438,8 @@ static void login_keep_request(struct http_ctx *ctx, struct login_wait *lw,
     auth_slug_copy(ctx->params[0], lw->slug);
     auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
     login_agent(ctx, lw->agent);
-    size_t id_len = ctx->request_id.len < LOGIN_REQUEST_ID_MAX ? ctx->request_id.len
-                                                               : LOGIN_REQUEST_ID_MAX;
+    size_t id_len = ctx->request_id.len < AUTH_REQUEST_ID_MAX ? ctx->request_id.len
+                                                              : AUTH_REQUEST_ID_MAX;
     memcpy(lw->request_id, ctx->request_id.ptr, id_len);
     lw->request_id[id_len] = '\0';
     struct buf issuer;

@@ -324,3 +324,30 @@ def wait_closed(sock, seconds):
 def run_cmd(args, timeout=30, **kw):
     return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=timeout, **kw)
+
+
+# ---------------------------------------------------------------------------- /metrics
+
+SETTLE_S = 20.0  # a statement's budget (2 s) and a loaded sanitizer build, with room to spare
+
+
+def metric(port, name):
+    """The value of an unlabelled or fully labelled series in /metrics, or None."""
+    resp, _, sock = exchange(port, get("/metrics", extra="Connection: close\r\n"))
+    sock.close()
+    text = resp.body.decode() if resp.status == 200 else ""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line[len(name) + 1:])
+    return None
+
+
+def login_failures_settled(port, timeout=SETTLE_S):
+    """Waits until every refused login's failure statement was answered (a refusal is answered
+    before its count commits, auth/login_failure.c); True when that happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metric(port, "tessera_login_failures_pending") == 0:
+            return True
+        time.sleep(0.02)
+    return False

@@ -34,14 +34,14 @@ import tempfile
 import urllib.parse
 import uuid
 
-from tessera_harness import Results, check_clean_exit
+from tessera_harness import Results, check_clean_exit, login_failures_settled
 from test_login import PASSWORD, TENANT, Env, basic, call, good_login, jbody, login, sh, verify
 
 OTHER = "beta"
 ADMIN_SCOPE = "users:read users:write audit:read"
 USER_KEYS = sorted(["id", "username", "email", "email_verified", "disabled", "locked_until",
                     "failed_logins", "created_at", "last_login_at"])
-LOCK_THRESHOLD = 10  # auth/login.c LOGIN_LOCKOUT_THRESHOLD
+LOCK_THRESHOLD = 10  # auth/auth_int.h AUTH_LOCKOUT_THRESHOLD
 PAGE = 4
 INVALID = 'Bearer error="invalid_token"'
 VOLATILE_HEADERS = ("x-request-id", "date")
@@ -267,11 +267,12 @@ def check_unlock(res, env, port, state):
     tok, uid = state["token"], env.users["locky"]
     for i in range(LOCK_THRESHOLD):
         login(port, {"username": "locky", "password": "guess %d" % i, "client_id": env.clients["app"]["client_id"]})
-    locked = env.sql("SELECT failed_logins, locked_until > now() FROM users WHERE id = '%s'" % uid)
+    locked = env.counted(port, "SELECT failed_logins, locked_until > now() FROM users WHERE id = '%s'" % uid)
     res.check("P04: %d wrong passwords lock locky (setup)" % LOCK_THRESHOLD, locked == "%d|t" % LOCK_THRESHOLD, locked)
     # The lock's first wait is short (2 s): make it long, so what lets locky in is the unlock.
     env.sql("UPDATE users SET locked_until = now() + interval '1 hour' WHERE id = '%s'" % uid)
     res.check("P04: ... the right password is refused while locked", good_login(env, port, "locky")[0] == 401)
+    res.check("P04: ... its failure's statement answered", login_failures_settled(port))
     body = admin_call(port, tok, "GET", users_path(rest="/" + uid))[2]
     res.check("P04: ... GET shows the lock", body.get("failed_logins") == LOCK_THRESHOLD and
               body.get("locked_until") is not None, repr(body))

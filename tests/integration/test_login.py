@@ -19,6 +19,11 @@ algorithm with the older prefix). Every issued token is checked with the server'
 - P10: $2y$, $2b$, $2a$ users log in and their rows hold $argon2id$ afterwards; the new
   hash works; a wrong password on a bcrypt user is 401;
 - P12: an Argon2id row with m = 4 GiB or t = 1000: 401, the server stays up;
+- P01, a refusal answered before its failure commits: with the user's row locked by another
+  transaction a wrong password is 401 at once, its statement waits (pending 1, nothing
+  committed), then commits when the lock goes (count 1, audit login_failed); held past the
+  statement's budget it is lost and counted lost; a SIGTERM meanwhile waits for it (the server
+  is still up while the row is locked) and exits 0 once it committed;
 - P03/P04: 10 failures lock the account (audit locked_out); during the wait even the right
   password gets the wrong-password answer and does not lengthen the wait; after the first
   wait (2 s) the right password works and the count is reset; after the threshold the next
@@ -58,6 +63,7 @@ import json
 import os
 import socket
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -68,7 +74,7 @@ with warnings.catch_warnings():  # crypt leaves Python in 3.13; Debian 12 has 3.
     warnings.simplefilter("ignore", DeprecationWarning)
     import crypt
 
-from tessera_harness import Results, Server, check_clean_exit, tessera_bin
+from tessera_harness import Results, Server, check_clean_exit, login_failures_settled, metric, tessera_bin
 from test_store_faults import Postgres, sh
 
 TENANT = "acme"
@@ -78,8 +84,8 @@ ACCOUNT_PER_MIN = 30         # core/config.c TESSERA_RATE_ACCOUNT_PER_MIN's defa
 ACCOUNT_BURST = 10           # auth/auth_int.h AUTH_RATE_ACCOUNT_BURST: burst + 1 tries at once
 P05_TRIES = 16               # more than the burst allows at once
 P05_ADDRESSES = 16           # 127.0.0.2 .. 127.0.0.17: loopback answers for all of 127/8
-LOCK_THRESHOLD = 10          # auth/login.c LOGIN_LOCKOUT_THRESHOLD
-LOCK_FIRST_WAIT_S = 2        # auth/login.c LOGIN_LOCKOUT_FIRST_WAIT_S
+LOCK_THRESHOLD = 10          # auth/auth_int.h AUTH_LOCKOUT_THRESHOLD
+LOCK_FIRST_WAIT_S = 2        # auth/auth_int.h AUTH_LOCKOUT_FIRST_WAIT_S
 IDLE_S = 14 * 86400          # auth/auth_int.h AUTH_SESSION_IDLE_S
 ABSOLUTE_S = 30 * 86400      # auth/auth_int.h AUTH_SESSION_ABSOLUTE_S
 CLOCK_SLACK_S = 120          # database clock vs the expected expiry, and a slow sanitizer build
@@ -186,6 +192,13 @@ class Env:
 
     def sql(self, statement):
         return self.pg.psql(statement)
+
+    def counted(self, port, statement):
+        """statement once every refusal so far has its failure committed: a refusal is answered
+        before that (auth/login_failure.c)."""
+        if not login_failures_settled(port):
+            raise RuntimeError("refused logins' failures still in flight")
+        return self.sql(statement)
 
     def prepare(self):
         with open(self.key, "w") as f:
@@ -326,16 +339,88 @@ def test_p01(res, env, port):
     except RuntimeError:
         second = False
     res.check("a second account with the same address (another case) is refused", not second)
-    audit = env.sql("SELECT count(*) FROM audit_log WHERE action = 'login_failed' "
-                    "AND details->>'reason' = 'unknown_user'")
+    audit = env.counted(port, "SELECT count(*) FROM audit_log WHERE action = 'login_failed' "
+                        "AND details->>'reason' = 'unknown_user'")
     res.check("P01: refusals of unknown users are audited", int(audit) >= 3, audit)
     n = env.sql("SELECT failed_logins FROM users WHERE id = '%s'" % env.users["bob"])
     res.check("P01: the wrong password was counted", n == "1", n)
 
 
+FAILURE_BUDGET_MS = 3000     # the detached-failure server's statement budget (TESSERA_PG_QUERY_TIMEOUT_MS)
+PAST_BUDGET_S = 4.5          # a row lock held this long outlasts the budget
+HELD_S = 0.5                 # ... and this long does not
+
+
+class RowLock:
+    """Another transaction holding one user's row lock (FOR UPDATE) until release()."""
+
+    def __init__(self, env, uid):
+        self.proc = subprocess.Popen(["psql", env.pg.url, "-X", "-qAt"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write("BEGIN;\nSELECT 'held' FROM users WHERE id = '%s' FOR UPDATE;\n" % uid)
+        self.proc.stdin.flush()
+        if self.proc.stdout.readline().strip() != "held":
+            raise RuntimeError("could not lock the row")
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("COMMIT;\n")
+            self.proc.stdin.close()
+            self.proc.wait(30)
+
+
+def failures(env, uid):
+    return env.sql("SELECT failed_logins || '|' || (SELECT count(*) FROM audit_log WHERE action = "
+                   "'login_failed' AND actor_id = '%s') FROM users WHERE id = '%s'" % (uid, uid))
+
+
+def test_refusal_first(res, env):
+    """P01: no refusal waits on the write only a known user's has; the write still happens."""
+    uid = env.user("rowlocked")
+    app = env.clients["app"]["client_id"]
+    wrong = {"username": "rowlocked", "password": "not the password", "client_id": app}
+    srv = env.server(TESSERA_PG_QUERY_TIMEOUT_MS=FAILURE_BUDGET_MS)
+    port = srv.port
+    lost0 = metric(port, 'tessera_login_failures_total{outcome="lost"}')
+    lock = RowLock(env, uid)
+    try:
+        st = login(port, wrong)[0]
+        pending = metric(port, "tessera_login_failures_pending")
+        res.check("P01: the user's row locked elsewhere: a wrong password is still 401 at once, its "
+                  "failure's statement waiting", st == 401 and pending == 1, "%s, pending %s" % (st, pending))
+        res.check("... nothing committed while the row is locked", failures(env, uid) == "0|0", failures(env, uid))
+        time.sleep(HELD_S)
+    finally:
+        lock.release()
+    res.check("... committed once the lock goes: count 1, audit login_failed",
+              login_failures_settled(port) and failures(env, uid) == "1|1", failures(env, uid))
+    lock = RowLock(env, uid)
+    try:
+        st = login(port, wrong)[0]
+        time.sleep(PAST_BUDGET_S)
+    finally:
+        lock.release()
+    lost = metric(port, 'tessera_login_failures_total{outcome="lost"}')
+    res.check("held past the statement's budget: 401, the failure lost, counted and logged",
+              st == 401 and login_failures_settled(port) and lost == lost0 + 1 and failures(env, uid) == "1|1" and
+              "a refused login's failure was not recorded" in srv.stderr_text(),
+              "%s, lost %s, %s" % (st, lost, failures(env, uid)))
+    lock = RowLock(env, uid)
+    try:
+        st = login(port, wrong)[0]
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(HELD_S)
+        res.check("SIGTERM with a refusal's failure in flight: the server waits for it",
+                  st == 401 and srv.alive(), repr(st))
+    finally:
+        lock.release()
+    check_clean_exit(res, srv, "... then exits 0 once it committed, no sanitizer report")
+    res.check("... and the failure committed: count 2", failures(env, uid) == "2|2", failures(env, uid))
+
+
 def test_p08_p09(res, env, port):
     app = env.clients["app"]["client_id"]
-    before = env.sql("SELECT failed_logins FROM users WHERE id = '%s'" % env.users["bob"])
+    before = env.counted(port, "SELECT failed_logins FROM users WHERE id = '%s'" % env.users["bob"])
     long_pw = login(port, {"username": "bob", "password": "a" * 4096, "client_id": app})
     res.check("P08: 4 KiB password → 400 before hashing", long_pw[0] == 400, repr(long_pw[0]))
     huge = login(port, {"username": "bob", "password": "a" * (1 << 20), "client_id": app})
@@ -344,7 +429,7 @@ def test_p08_p09(res, env, port):
     res.check("P08: empty password → 400", empty[0] == 400, repr(empty[0]))
     nul = login(port, {"username": "bob", "password": PASSWORD + "\u0000x", "client_id": app})
     res.check("P09: password holding NUL → 400", nul[0] == 400, repr(nul))
-    after = env.sql("SELECT failed_logins FROM users WHERE id = '%s'" % env.users["bob"])
+    after = env.counted(port, "SELECT failed_logins FROM users WHERE id = '%s'" % env.users["bob"])
     res.check("P08/P09: nothing counted against the account", before == after, "%s → %s" % (before, after))
 
 
@@ -417,7 +502,7 @@ def test_lockout(res, env, port):
     wrong = None
     for i in range(LOCK_THRESHOLD):
         wrong = refusal(login(port, {"username": "locky", "password": "guess %d" % i, "client_id": app}))
-    locked = env.sql("SELECT failed_logins, locked_until > now() FROM users WHERE id = '%s'" % uid)
+    locked = env.counted(port, "SELECT failed_logins, locked_until > now() FROM users WHERE id = '%s'" % uid)
     res.check("P03: %d failures lock the account" % LOCK_THRESHOLD, locked == "%d|t" % LOCK_THRESHOLD, locked)
     audit = env.sql("SELECT count(*) FROM audit_log WHERE action = 'locked_out' AND actor_id = '%s'" % uid)
     res.check("P03: audit locked_out", audit == "1", audit)
@@ -426,25 +511,25 @@ def test_lockout(res, env, port):
     res.check("P03: during the wait the right password gets the wrong-password answer", during == wrong,
               "%r\n%r" % (during, wrong))
     res.check("P04: a try during the wait does not lengthen it",
-              env.sql("SELECT locked_until FROM users WHERE id = '%s'" % uid) == until)
-    wait_unlocked(env, uid)
+              env.counted(port, "SELECT locked_until FROM users WHERE id = '%s'" % uid) == until)
+    wait_unlocked(env, port, uid)
     st = good_login(env, port, "locky")[0]
     row = env.sql("SELECT failed_logins, locked_until IS NULL FROM users WHERE id = '%s'" % uid)
     res.check("P04: after the wait the right password works; the count is reset", st == 200 and row == "0|t",
               "%s %s" % (st, row))
     for i in range(LOCK_THRESHOLD):
         login(port, {"username": "locky", "password": "again %d" % i, "client_id": app})
-    wait_unlocked(env, uid)
+    wait_unlocked(env, port, uid)
     login(port, {"username": "locky", "password": "one more", "client_id": app})
-    wait = float(env.sql("SELECT extract(epoch FROM locked_until - now()) FROM users WHERE id = '%s'" % uid))
+    wait = float(env.counted(port, "SELECT extract(epoch FROM locked_until - now()) FROM users WHERE id = '%s'" % uid))
     res.check("P03: the next failure past the threshold waits longer (about %d s)" % (2 * LOCK_FIRST_WAIT_S),
               LOCK_FIRST_WAIT_S < wait <= 2 * LOCK_FIRST_WAIT_S, "%.2f s" % wait)
-    wait_unlocked(env, uid)
+    wait_unlocked(env, port, uid)
     res.check("P04: and it ends too", good_login(env, port, "locky")[0] == 200)
 
 
-def wait_unlocked(env, uid):
-    wait = float(env.sql("SELECT greatest(0, extract(epoch FROM locked_until - now())) FROM users "
+def wait_unlocked(env, port, uid):
+    wait = float(env.counted(port, "SELECT greatest(0, extract(epoch FROM locked_until - now())) FROM users "
                          "WHERE id = '%s'" % uid) or 0)
     time.sleep(wait + 0.2)
 
@@ -682,14 +767,14 @@ def test_p07(res, env, port):
     # JSON must be UTF-8 (RFC 8259 §8.1): the body parser refuses invalid bytes and lone
     # surrogates as a malformed body, before any name is looked at, so the 400 is the same
     # for every name and nothing is counted.
-    before = env.sql("SELECT failed_logins FROM users WHERE username = 'p07-nfd'")
+    before = env.counted(port, "SELECT failed_logins FROM users WHERE username = 'p07-nfd'")
     answers = []
     for user in ("p07-nfd", "nobody-p07"):
         raw = b'{"username": "%s", "password": "caf\xe9 \xff\xfe bytes", "client_id": "%s"}' % (
             user.encode(), app.encode())
         answers.append(refusal(login(port, None, raw=raw)))
         answers.append(refusal(login(port, {"username": user, "password": "x\udc80yz12345", "client_id": app})))
-    after = env.sql("SELECT failed_logins FROM users WHERE username = 'p07-nfd'")
+    after = env.counted(port, "SELECT failed_logins FROM users WHERE username = 'p07-nfd'")
     res.check("P07: invalid UTF-8 in a JSON login: one 400 for known and unknown names, nothing counted",
               answers[0][0] == 400 and all(a == answers[0] for a in answers) and before == after,
               "%r %s→%s" % (answers, before, after))
@@ -816,6 +901,7 @@ def run_all(res, env):
     res.run("P06", test_p06, res, env, srv.port)
     res.run("P07", test_p07, res, env, srv.port)
     check_clean_exit(res, srv)
+    res.run("P01, refusal first", test_refusal_first, res, env)
     res.run("P05", test_p05, res, env)
     res.run("F15", test_f15, res, env)
     res.run("cold single load", test_cold_single_load, res, env)
