@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Refresh-token rotation at POST /t/{tenant}/oauth2/token, grant_type=refresh_token
-(issue 6; RFC 6749 §6; RFC 9700 §4.14; SECURITY O15–O20, F08, F09).
+(issue 6; RFC 6749 §6; RFC 9700 §4.14; SECURITY O15–O20, F05, F08, F09).
 
 Starts its own Postgres cluster and Redis, and two Tessera instances A and B (two shards
 each) on them. Sessions come from the password login (auth/login.c). Every issued access
@@ -45,6 +45,9 @@ token is checked with /verify and introspection on fresh connections to both ins
   access token writes its 'jti' revocation (refused on A and B) and leaves its session alive;
 - T03: acme's refresh token at beta's token endpoint, by beta's client: invalid_grant, and the
   session still refreshes at acme;
+- F05: Redis restarted from a snapshot taken before a refresh token was spent (a marker key
+  deleted after the snapshot is back): the spent token is still invalid_grant on A and B, as
+  reuse (the session revoked, its successor dead too): a rotation lives in Postgres only;
 - F08: kill -9 right after an acknowledged rotation: after restart the new token works and
   the old one is refused;
 - tenants signing EdDSA and ES256 (on the shard, auth_sign_job): login, refresh and the
@@ -553,6 +556,37 @@ def test_public(res, env, a, b):
               st == 401, "%s %r" % (st, body2))
 
 
+def redis_cli(env, *args):
+    r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(env.redis_port)] + list(args),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    return r.stdout.strip()
+
+
+def test_f05(res, env, a, b):
+    """Redis restarted from a snapshot older than a rotation: nothing of the rotation was in it."""
+    app = env.clients["app"]
+    env.user("felix")
+    rt1 = good_login(env, a.port, "felix")[2]["refresh_token"]
+    redis_cli(env, "SET", "f05-marker", "before")
+    saved = redis_cli(env, "SAVE") == "OK"
+    st, _, body = refresh(a.port, rt1, client=app)
+    rt2 = body.get("refresh_token", "")
+    redis_cli(env, "DEL", "f05-marker")
+    sh("tessera_redis_stop '%s'" % env.redis_dir)  # --save "": no snapshot on the way out
+    r = sh("tessera_redis_start '%s' %d 0" % (env.redis_dir, env.redis_port))
+    res.check("F05: Redis restarted from the snapshot taken before the rotation (setup)",
+              saved and st == 200 and r.returncode == 0 and redis_cli(env, "GET", "f05-marker") == "before",
+              "%s %s %r" % (saved, st, r.stderr))
+    replays = [refresh(port, rt1, client=app) for port in (a.port, b.port)]
+    res.check("F05: the spent token replayed on A and B → invalid_grant",
+              all(r[0] == 400 and r[2].get("error") == "invalid_grant" for r in replays), repr(replays))
+    st, _, body = refresh(b.port, rt2, client=app)
+    res.check("F05: ... as reuse: the session is revoked, its successor refused too",
+              st == 400 and body.get("error") == "invalid_grant" and
+              env.sql("SELECT revoked_at IS NOT NULL FROM sessions WHERE id = '%s'" % sid_of(rt1)) == "t",
+              "%s %r" % (st, body))
+
+
 def test_f08(res, env, a, b):
     app = env.clients["app"]
     env.user("fay")
@@ -774,6 +808,7 @@ def run_all(res, env):
         res.run("RFC 7009", test_revoke_refresh, res, env, a, b)
         res.run("O38 access token", test_o38_access, res, env, a, b)
         res.run("T03", test_t03, res, env, a)
+        res.run("F05", test_f05, res, env, a, b)
         check_clean_exit(res, b, "B exits 0 on SIGTERM, no sanitizer report")
         a2 = test_f08(res, env, a, b)
         a3 = test_f09(res, env, a2)
