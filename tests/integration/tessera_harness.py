@@ -351,3 +351,22 @@ def login_failures_settled(port, timeout=SETTLE_S):
             return True
         time.sleep(0.02)
     return False
+
+
+# ---------------------------------------------------------------------------- clocks
+
+FAKETIME_LIB_GLOB = "/usr/lib/*/faketime/libfaketime.so.1"  # Debian's faketime package
+
+
+def faketime_env(**spec):
+    """A server's environment for a wall clock libfaketime sets (FAKETIME="-600", or
+    FAKETIME_TIMESTAMP_FILE=path to step it while it runs), the monotonic clock left alone."""
+    import glob
+    libs = glob.glob(FAKETIME_LIB_GLOB)
+    if not libs:
+        raise RuntimeError("libfaketime is missing (Debian package faketime, installed by tests/run)")
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    env = dict(LD_PRELOAD=libs[0], FAKETIME_DONT_FAKE_MONOTONIC=1,
+               ASAN_OPTIONS=(asan + ":" if asan else "") + "verify_asan_link_order=0")
+    env.update(spec)
+    return env

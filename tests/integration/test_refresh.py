@@ -57,7 +57,6 @@ token is checked with /verify and introspection on fresh connections to both ins
 Skips when Postgres (initdb) or redis-server is not installed.
 """
 import base64
-import glob
 import hashlib
 import json
 import os
@@ -69,7 +68,7 @@ import threading
 import time
 import urllib.parse
 
-from tessera_harness import Results, check_clean_exit
+from tessera_harness import Results, check_clean_exit, faketime_env
 from test_login import (PASSWORD, Env, basic, call, good_login, hdr, introspect, jbody, jwt_claims, login,
                         sid_of, verify)
 from test_store_faults import metric_values, sh
@@ -672,19 +671,13 @@ def test_logout(res, env, a, b):
               and everywhere_valid(env, ports, s3["access_token"]), repr(body))
 
 
-FAKETIME_LIB_GLOB = "/usr/lib/*/faketime/libfaketime.so.1"  # Debian's faketime package
 SKEW_S = 600  # how far behind the "old" server's clock runs: its tokens look 10 minutes old
 
 
 def server_in_the_past(env):
-    """A server whose clock runs SKEW_S behind (libfaketime; the monotonic clock left alone), so
-    a token it issues carries the iat a token issued 10 minutes ago would."""
-    libs = glob.glob(FAKETIME_LIB_GLOB)
-    if not libs:
-        raise RuntimeError("libfaketime is missing (Debian package faketime, installed by tests/run)")
-    asan = os.environ.get("ASAN_OPTIONS", "")
-    return env.server(LD_PRELOAD=libs[0], FAKETIME="-%d" % SKEW_S, FAKETIME_DONT_FAKE_MONOTONIC=1,
-                      ASAN_OPTIONS=(asan + ":" if asan else "") + "verify_asan_link_order=0")
+    """A server whose clock runs SKEW_S behind, so a token it issues carries the iat a token
+    issued 10 minutes ago would."""
+    return env.server(**faketime_env(FAKETIME="-%d" % SKEW_S))
 
 
 def test_not_before(res, env, a, b):
