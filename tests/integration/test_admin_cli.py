@@ -2,7 +2,7 @@
 tests/run starts (TESSERA_TEST_PG_URL; exit 77 when unset). The test makes its own database
 and drops it at the end.
 
-Proves: two `tessera migrate` processes started together both succeed and apply each file once;
+Proves: F18, two `tessera migrate` processes started together both succeed and apply each file once;
 migrate is a no-op the second time; admin refuses an unmigrated database; every admin subcommand
 works and answers one JSON object; its errors have their exit codes (duplicate tenant 1, unknown
 tenant 1, bad slug 2, bad grant 2, short password 2, unset URL 2, unreachable URL 1); T05/T08:
@@ -68,8 +68,8 @@ def check_migrate(r, cli):
     ok = all(p.returncode == 0 for p in procs)
     applied = [json.loads(o[0])["applied"] for o in outs] if ok else []
     required = json.loads(outs[0][0])["required_version"] if ok else -1
-    r.check("two concurrent migrate processes both succeed", ok, repr(outs))
-    r.check("each migration applied exactly once", ok and sum(applied) == required, repr(outs))
+    r.check("F18: two concurrent migrate processes both succeed", ok, repr(outs))
+    r.check("F18: each migration applied exactly once (one schema)", ok and sum(applied) == required, repr(outs))
     rc, out, _ = cli.run("migrate")
     r.check("migrate again is a no-op", rc == 0 and out["applied"] == 0, repr(out))
     rc, out, _ = cli.run("migrate", "--status")

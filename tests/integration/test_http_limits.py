@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Size limits, back-pressure and deadlines end to end: SECURITY.md H13-H16, H25, H26.
+"""Size limits, back-pressure and deadlines end to end: SECURITY.md H13-H16, H25, H26, F17.
+
+F17: a one-shard server whose slab holds F17_SLAB connections, every slot taken by an idle
+connection: each of F17_FLOOD more is closed at once (and counted rejected), the held ones are
+then all served, and the flood leaves RSS flat.
 
 Timings are behaviour checks with wide windows (a sanitizer build is slow), not performance.
 """
@@ -417,8 +421,59 @@ def check_deadlines(res):
         srv.kill()
 
 
+F17_SLAB = 32            # TESSERA_MAX_CONNECTIONS of the flood's server (one shard)
+F17_FLOOD = 600          # connections past the slab
+F17_BATCH = 100          # opened together, then each checked closed
+F17_CLOSE_S = 5.0        # each is closed within this (at once, but a sanitizer build is slow)
+F17_RSS_GROWTH_KIB = 4 * 1024  # the flood keeps no state: RSS stays within this
+
+
+def counter_sum(port, name):
+    import re
+    resp, _, sock = th.exchange(port, th.get("/metrics", extra="Connection: close\r\n"))
+    sock.close()
+    return sum(float(v) for v in re.findall(r"^%s(?:\{[^}]*\})? (\S+)$" % re.escape(name),
+                                           resp.body.decode(), re.M))
+
+
+def check_f17(res):
+    srv = th.Server(TESSERA_SHARDS=1, TESSERA_MAX_CONNECTIONS=F17_SLAB,
+                    TESSERA_HEADER_TIMEOUT_MS=120000)  # the held ones outlast a slow flood
+    try:
+        srv.start()
+        rejected0 = counter_sum(srv.port, "tessera_connections_rejected_total")
+        held = [th.connect(srv.port) for _ in range(F17_SLAB)]
+        time.sleep(0.5)  # every one accepted
+        rss0 = th.vm_rss_kib(srv.pid())
+        closed = 0
+        for _ in range(F17_FLOOD // F17_BATCH):
+            batch = [th.connect(srv.port) for _ in range(F17_BATCH)]
+            closed += sum(th.wait_closed(sock, F17_CLOSE_S) is not None for sock in batch)
+            for sock in batch:
+                sock.close()
+        rss1 = th.vm_rss_kib(srv.pid())
+        res.check("F17: with the slab full, each of %d more connections is closed at once" % F17_FLOOD,
+                  closed == F17_FLOOD, "%d closed" % closed)
+        served = 0
+        for sock in held:
+            sock.sendall(th.get("/health/live"))
+            resp, _ = th.Reader(sock).read_final()
+            served += resp is not None and resp.status == 200
+            sock.close()
+        res.check("F17: ... the %d held connections are all served" % F17_SLAB, served == F17_SLAB,
+                  "%d served" % served)
+        res.check("F17: ... memory flat (RSS %d → %d KiB)" % (rss0, rss1), rss1 - rss0 <= F17_RSS_GROWTH_KIB)
+        time.sleep(0.5)  # the held ones' slots free again
+        rejected = counter_sum(srv.port, "tessera_connections_rejected_total") - rejected0
+        res.check("F17: ... and counted in tessera_connections_rejected_total", rejected >= F17_FLOOD,
+                  repr(rejected))
+        th.check_clean_exit(res, srv)
+    finally:
+        srv.kill()
+
+
 def main():
-    res = th.Results("HTTP limits (H13-H16, H25, H26)")
+    res = th.Results("HTTP limits (H13-H16, H25, H26, F17)")
     srv = th.Server()
     try:
         srv.start()
@@ -429,6 +484,7 @@ def main():
     res.run("configured limits", check_configured_limits, res)
     res.run("H25", check_h25, res)
     res.run("H26", check_deadlines, res)
+    res.run("F17", check_f17, res)
     res.finish()
 
 
