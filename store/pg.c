@@ -124,6 +124,11 @@ static enum pg_outcome pg_outcome_of(const PGresult *res, char sqlstate[PG_SQLST
      * and class 08 (connection exception): the server is going away or not there. */
     if (strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "08", 2) == 0)
         return PG_UNAVAILABLE;
+    /* Class 53 (insufficient resources: disk_full, out_of_memory, too_many_connections):
+     * nothing of the statement happened and it may succeed once the server has room again,
+     * without anyone restarting anything (SECURITY F11: a full disk is 503, not 500). */
+    if (strncmp(sqlstate, "53", 2) == 0)
+        return PG_UNAVAILABLE;
     return PG_ERROR;
 }
 

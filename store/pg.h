@@ -42,7 +42,8 @@ enum pg_outcome {
     PG_OK,
     PG_UNIQUE_VIOLATION, /* SQLSTATE 23505 */
     PG_SERIALIZATION,    /* 40001 / 40P01, still failing after PG_RETRIES_MAX retries */
-    PG_UNAVAILABLE,      /* not connected, connection lost, or the queue is full */
+    PG_UNAVAILABLE,      /* not connected, connection lost, the queue is full, or the server
+                          * short of a resource (class 53: disk full, out of memory) */
     PG_TIMEOUT,          /* the query's budget passed */
     PG_ERROR,            /* anything else: see pg_result_sqlstate */
 };
