@@ -331,26 +331,40 @@ def run_cmd(args, timeout=30, **kw):
 SETTLE_S = 20.0  # a statement's budget (2 s) and a loaded sanitizer build, with room to spare
 
 
-def metric(port, name):
-    """The value of an unlabelled or fully labelled series in /metrics, or None."""
+def metrics_text(port):
     resp, _, sock = exchange(port, get("/metrics", extra="Connection: close\r\n"))
     sock.close()
-    text = resp.body.decode() if resp.status == 200 else ""
-    for line in text.splitlines():
+    return resp.body.decode() if resp is not None and resp.status == 200 else ""
+
+
+def metric(port, name):
+    """The value of one series of /metrics, unlabelled or named with its labels, or None."""
+    for line in metrics_text(port).splitlines():
         if line.startswith(name + " "):
             return float(line[len(name) + 1:])
     return None
 
 
-def login_failures_settled(port, timeout=SETTLE_S):
-    """Waits until every refused login's failure statement was answered (a refusal is answered
-    before its count commits, auth/login_failure.c); True when that happened."""
+def metric_sum(port, family):
+    """The sum of every series of a family (by shard, by outcome, ...)."""
+    return sum(float(v) for v in re.findall(r"^%s(?:\{[^}]*\})? (\S+)$" % re.escape(family),
+                                           metrics_text(port), re.M))
+
+
+def metric_zero(port, name, timeout=SETTLE_S):
+    """Waits until a gauge of /metrics reads 0; True when that happened."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if metric(port, "tessera_login_failures_pending") == 0:
+        if metric(port, name) == 0:
             return True
         time.sleep(0.02)
     return False
+
+
+def login_failures_settled(port, timeout=SETTLE_S):
+    """Waits until every refused login's failure statement was answered (a refusal is answered
+    before its count commits, auth/login_failure.c); True when that happened."""
+    return metric_zero(port, "tessera_login_failures_pending", timeout)
 
 
 # ---------------------------------------------------------------------------- clocks

@@ -37,7 +37,7 @@ import threading
 import time
 import urllib.parse
 
-from tessera_harness import Results, check_clean_exit
+from tessera_harness import Results, check_clean_exit, metric, metric_sum, metric_zero
 from test_admin_users import client_token
 from test_login import PASSWORD, TENANT, Env, basic, call, jbody, jwt_claims, sh
 
@@ -51,15 +51,8 @@ BATCH_FLUSH_MS = 1000  # the batching check's: many tokens land in one window ho
 SHUTDOWN_MS = 1500     # the deadline of a SIGTERM while Postgres is away
 
 
-def metric(port, name):
-    st, _, data = call(port, "GET", "/metrics")
-    m = re.search(r"^%s (\d+)$" % re.escape(name), data.decode(), re.M) if st == 200 else None
-    return int(m.group(1)) if m else None
-
-
 def pg_timeouts(port):
-    st, _, data = call(port, "GET", "/metrics")
-    return sum(int(n) for n in re.findall(r"^tessera_pg_timeouts_total\{[^}]*\} (\d+)$", data.decode(), re.M))
+    return metric_sum(port, "tessera_pg_timeouts_total")
 
 
 def written(port):
@@ -72,12 +65,7 @@ def dropped(port):
 
 def settle(port, timeout=SETTLE_S):
     """Waits until no event is queued; True when that happened."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if metric(port, "tessera_audit_pending") == 0:
-            return True
-        time.sleep(0.05)
-    return False
+    return metric_zero(port, "tessera_audit_pending", timeout)
 
 
 def token_request(port, client, request_id=None, **form):

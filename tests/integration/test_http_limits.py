@@ -428,20 +428,12 @@ F17_CLOSE_S = 5.0        # each is closed within this (at once, but a sanitizer 
 F17_RSS_GROWTH_KIB = 4 * 1024  # the flood keeps no state: RSS stays within this
 
 
-def counter_sum(port, name):
-    import re
-    resp, _, sock = th.exchange(port, th.get("/metrics", extra="Connection: close\r\n"))
-    sock.close()
-    return sum(float(v) for v in re.findall(r"^%s(?:\{[^}]*\})? (\S+)$" % re.escape(name),
-                                           resp.body.decode(), re.M))
-
-
 def check_f17(res):
     srv = th.Server(TESSERA_SHARDS=1, TESSERA_MAX_CONNECTIONS=F17_SLAB,
                     TESSERA_HEADER_TIMEOUT_MS=120000)  # the held ones outlast a slow flood
     try:
         srv.start()
-        rejected0 = counter_sum(srv.port, "tessera_connections_rejected_total")
+        rejected0 = th.metric_sum(srv.port, "tessera_connections_rejected_total")
         held = [th.connect(srv.port) for _ in range(F17_SLAB)]
         time.sleep(0.5)  # every one accepted
         rss0 = th.vm_rss_kib(srv.pid())
@@ -464,7 +456,7 @@ def check_f17(res):
                   "%d served" % served)
         res.check("F17: ... memory flat (RSS %d → %d KiB)" % (rss0, rss1), rss1 - rss0 <= F17_RSS_GROWTH_KIB)
         time.sleep(0.5)  # the held ones' slots free again
-        rejected = counter_sum(srv.port, "tessera_connections_rejected_total") - rejected0
+        rejected = th.metric_sum(srv.port, "tessera_connections_rejected_total") - rejected0
         res.check("F17: ... and counted in tessera_connections_rejected_total", rejected >= F17_FLOOD,
                   repr(rejected))
         th.check_clean_exit(res, srv)
