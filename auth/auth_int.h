@@ -215,10 +215,15 @@ void auth_login_failures_start(struct auth_login_failures *t, struct loop *loop)
 void auth_login_failures_stop(struct auth_login_failures *t);
 /* Statements in flight (a scrape may read it from any shard). */
 size_t auth_login_failures_pending(const struct auth_login_failures *t);
-/* Sends the refusal's STORE_LOGIN_FAILED on loop's shard, owned by the shard from here on: the
- * caller may answer at once. PG_UNAVAILABLE when every slot is taken, else the store's. */
-enum pg_outcome auth_login_failure_send(struct auth *auth, struct loop *loop,
-                                        const struct auth_login_refusal *refusal);
+/* A refusal is kept (copied into one of loop's shard's slots), answered, then sent: its answer
+ * leaves before the statement, so nothing the statement sets off (Postgres woken on this
+ * core) comes before it. Keep is NULL when every slot is taken or the store would refuse the
+ * statement (503: the refusal is not given, so no guess goes uncounted). */
+struct auth_login_failure;
+struct auth_login_failure *auth_login_failure_keep(struct auth *auth, struct loop *loop,
+                                                  const struct auth_login_refusal *refusal);
+/* Sends a kept refusal's STORE_LOGIN_FAILED, owned by the shard from here on. */
+void auth_login_failure_send(struct auth_login_failure *f);
 
 /* Counters written by their shard only (relaxed stores), read by a scrape on any shard. */
 struct auth_shard_stats {

@@ -245,21 +245,24 @@ static void login_verify_run(struct worker_job *job)
     lw->jwt_len = auth_session_sign(&t, lw->secret.jwt, sizeof(lw->secret.jwt));
 }
 
-/* The refusal's statement goes to the shard's table, then the answer, at once (P01). */
+/* The refusal is kept, answered, and only then its statement sent (P01). */
 static void login_send_failed(struct login_wait *lw)
 {
     struct auth_login_refusal refusal = {
         .tenant_id = lw->tenant_id, .user_id = lw->user_known ? lw->user_id : NULL,
         .ip = lw->ip, .request_id = lw->request_id,
     };
-    enum pg_outcome outcome = auth_login_failure_send(lw->w.auth, lw->w.loop, &refusal);
-    if (outcome == PG_OK) {
-        login_refuse(lw);
+    struct loop *loop = lw->w.loop;
+    struct auth_login_failure *kept = auth_login_failure_keep(lw->w.auth, loop, &refusal);
+    if (kept == NULL) {
+        login_release(lw);
+        login_forget(lw);
+        auth_fail(&lw->w, PG_UNAVAILABLE); /* neither refused nor counted: 503 */
         return;
     }
-    login_release(lw);
-    login_forget(lw);
-    auth_fail(&lw->w, outcome); /* not counted: not refused either (503) */
+    login_refuse(lw);  /* lw is gone after this */
+    loop_submit(loop); /* the answer leaves before Postgres is woken, maybe on this core */
+    auth_login_failure_send(kept);
 }
 
 static void login_send_succeeded(struct login_wait *lw)

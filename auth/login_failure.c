@@ -7,24 +7,29 @@
  * perf/login's enumeration run, where a two-sample KS test once told a wrong password from a
  * disabled user apart (p 0.0012 at 200 logins each). Answered as soon as its hash is done,
  * every refusal costs the same lookup and the same hash, and Postgres' work follows it.
+ * Follows it strictly: the answer is handed to the kernel (loop_submit) before the statement is
+ * sent, since the statement wakes a Postgres backend that the scheduler may run on this core
+ * ahead of the rest of the shard's iteration, the answer included.
  *
  * What this keeps:
- * - every refusal is counted, under the user's row lock, with its audit row: the statement is
- *   sent before the answer and does not depend on anything after it;
+ * - every refusal is counted, under the user's row lock, with its audit row: its slot is
+ *   taken before the answer and its statement sent right after, before the shard does
+ *   anything else;
  * - the lockout holds against a login that races it. A login arriving before the previous
  *   failure committed may see the account unlocked and have its password really verified,
  *   but a right password still gets no session: STORE_LOGIN_SUCCEEDED checks the lock under
  *   the same row lock, and it is sent a whole hash (tens of milliseconds) after the failure
  *   that sets the lock. Parallel guesses already had that window: their lookups all run
  *   before any of their failures commits.
- * What it gives up: a statement that fails (Postgres lost between a login's lookup and its
- * failure) loses that one count and its audit row; it is logged and counted in
- * tessera_login_failures_total{outcome="lost"}.
+ * - no refusal goes uncounted for want of room: a refusal whose statement the store would not
+ *   take now (Postgres away, its queue full) or that finds every slot taken is not given; the
+ *   answer is 503 + Retry-After, the same for every name since every refusal takes a slot.
+ * What it gives up: a statement that fails after it was taken (the connection lost on the
+ * way, a full disk, its budget passed) loses that one count and its audit row; it is logged
+ * and counted in tessera_login_failures_total{outcome="lost"}.
  *
- * Bounds: AUTH_LOGIN_FAILURES_MAX statements in flight per shard; past it the refusal is
- * 503 + Retry-After, the same for every name since every refusal takes a slot. A stopping
- * shard holds its loop (loop_hold) until its statements are answered or the shutdown
- * deadline passes. */
+ * Bounds: AUTH_LOGIN_FAILURES_MAX statements in flight per shard. A stopping shard holds its
+ * loop (loop_hold) until its statements are answered or the shutdown deadline passes. */
 #include "auth/auth_int.h"
 
 #include <stdio.h>
@@ -121,17 +126,18 @@ void auth_login_failures_stop(struct auth_login_failures *t)
     loop_release(t->loop, &t->wake);
 }
 
+/* r NULL: the statement never left. */
 static void failure_done(struct pg_query *q, const struct pg_result *r)
 {
     struct auth_login_failure *f = (struct auth_login_failure *)q;
     struct auth_login_failures *t = f->owner;
     struct auth_shard_stats *stats = &t->auth->shards[loop_index(t->loop)]->stats;
-    if (pg_result_outcome(r) == PG_OK) {
+    if (r != NULL && pg_result_outcome(r) == PG_OK) {
         auth_stat_add(&stats->login_failures_recorded, 1);
     } else {
         auth_stat_add(&stats->login_failures_lost, 1);
         log_msg(LOG_ERROR, "a refused login's failure was not recorded", "sqlstate",
-                pg_result_sqlstate(r), "request_id", f->request_id, NULL);
+                r != NULL ? pg_result_sqlstate(r) : "", "request_id", f->request_id, NULL);
     }
     t->free[t->free_count] = (uint16_t)(f - t->slots);
     failures_set_free(t, t->free_count + 1);
@@ -139,19 +145,28 @@ static void failure_done(struct pg_query *q, const struct pg_result *r)
         loop_release(t->loop, &t->wake);
 }
 
-enum pg_outcome auth_login_failure_send(struct auth *auth, struct loop *loop,
-                                        const struct auth_login_refusal *refusal)
+struct auth_login_failure *auth_login_failure_keep(struct auth *auth, struct loop *loop,
+                                                  const struct auth_login_refusal *refusal)
 {
     struct auth_login_failures *t = auth->shards[loop_index(loop)]->login_failures;
-    if (t->free_count == 0 || t->stopped)
-        return PG_UNAVAILABLE;
+    if (t->free_count == 0 || t->stopped || !store_accepts(auth_store(auth, loop), STORE_LOGIN_FAILED))
+        return NULL;
     struct auth_login_failure *f = &t->slots[t->free[t->free_count - 1]];
-    memset(&f->q, 0, sizeof(f->q));
+    failures_set_free(t, t->free_count - 1);
+    if (failures_in_flight(t) == 1)
+        loop_hold(loop, &t->wake);
     snprintf(f->tenant_id, sizeof(f->tenant_id), "%s", refusal->tenant_id);
     snprintf(f->user_id, sizeof(f->user_id), "%s", refusal->user_id != NULL ? refusal->user_id : "");
     snprintf(f->ip, sizeof(f->ip), "%s", refusal->ip);
     snprintf(f->request_id, sizeof(f->request_id), "%s", refusal->request_id);
+    return f;
+}
+
+void auth_login_failure_send(struct auth_login_failure *f)
+{
+    struct auth_login_failures *t = f->owner;
     struct pg_query *q = &f->q;
+    memset(q, 0, sizeof(*q));
     q->params[0] = f->tenant_id;
     q->params[1] = f->user_id[0] ? f->user_id : NULL;
     q->params[2] = f->ip[0] ? f->ip : NULL;
@@ -161,11 +176,6 @@ enum pg_outcome auth_login_failure_send(struct auth *auth, struct loop *loop,
         q->params[5 + i] = failure_policy[i];
     q->params_count = 9;
     q->done = failure_done;
-    enum pg_outcome outcome = store_query(auth_store(auth, loop), STORE_LOGIN_FAILED, q);
-    if (outcome != PG_OK)
-        return outcome;
-    failures_set_free(t, t->free_count - 1);
-    if (failures_in_flight(t) == 1)
-        loop_hold(loop, &t->wake);
-    return PG_OK;
+    if (store_query(auth_store(t->auth, t->loop), STORE_LOGIN_FAILED, q) != PG_OK)
+        failure_done(q, NULL); /* accepted a moment ago: its send failed on the way out */
 }

@@ -266,6 +266,11 @@ static void loop_arm_recv(struct conn *conn)
     conn->inflight++;
 }
 
+void loop_submit(struct loop *loop)
+{
+    io_uring_submit(&loop->ring);
+}
+
 static void loop_arm_send(struct conn *conn)
 {
     assert(!conn->send_armed);

@@ -112,6 +112,10 @@ struct loop_timer;
 void loop_hold(struct loop *loop, struct loop_timer *wake);
 void loop_release(struct loop *loop, struct loop_timer *wake);
 
+/* Hands what the shard queued so far (answers among it) to the kernel now rather than at
+ * the end of the iteration: for an answer that must leave before what the shard does next. */
+void loop_submit(struct loop *loop);
+
 unsigned loop_index(const struct loop *loop);
 struct loop_shared *loop_shared(const struct loop *loop);
 const struct loop_counters *loop_counters(const struct loop *loop);

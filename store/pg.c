@@ -593,6 +593,11 @@ uint64_t pg_client_stalled_ms(const struct pg_client *client)
     return client->count == 0 ? 0 : loop_now_ms(client->loop) - client->progress_ms;
 }
 
+bool pg_client_accepts(const struct pg_client *client)
+{
+    return pg_client_ready(client) && client->count < PG_QUEUE_MAX;
+}
+
 bool pg_client_ready(const struct pg_client *client)
 {
     return client->state == PG_STATE_READY && !client->broken;

@@ -90,6 +90,8 @@ struct pg_client *pg_client_create_with(struct loop *loop, const char *conninfo,
 void pg_client_destroy(struct pg_client *client);
 /* True while connected (for /health/ready). */
 bool pg_client_ready(const struct pg_client *client);
+/* Whether pg_query would accept a query now (ready, under PG_QUEUE_MAX in flight). */
+bool pg_client_accepts(const struct pg_client *client);
 /* Queries sent and not yet answered. */
 unsigned pg_client_in_flight(const struct pg_client *client);
 /* How long queries have been in flight with none answered (0 when none is in flight): the

@@ -659,15 +659,25 @@ void store_shard_health(const struct store_shard *shard, struct store_health *ou
     out->subscriber = store_redis_state(shard->store->subscriber);
 }
 
-enum pg_outcome store_query(struct store_shard *shard, enum store_stmt stmt, struct pg_query *q)
+/* The connection a statement goes to: a read to a ready replica, the rest to the primary. */
+static struct pg_client *store_client_for(const struct store_shard *shard, enum store_stmt stmt)
 {
     assert(stmt < STORE_STMT_COUNT);
+    if (store_stmts[stmt].read_only && shard->replica != NULL && pg_client_ready(shard->replica))
+        return shard->replica;
+    return store_primary(shard);
+}
+
+bool store_accepts(const struct store_shard *shard, enum store_stmt stmt)
+{
+    const struct pg_client *client = store_client_for(shard, stmt);
+    return client != NULL && pg_client_accepts(client);
+}
+
+enum pg_outcome store_query(struct store_shard *shard, enum store_stmt stmt, struct pg_query *q)
+{
     const struct store_stmt_def *def = &store_stmts[stmt];
-    struct pg_client *client = NULL;
-    if (def->read_only && shard->replica != NULL && pg_client_ready(shard->replica))
-        client = shard->replica;
-    else
-        client = store_primary(shard);
+    struct pg_client *client = store_client_for(shard, stmt);
     if (client == NULL)
         return PG_UNAVAILABLE;
     q->sql = NULL;

@@ -161,6 +161,10 @@ void store_shard_health(const struct store_shard *shard, struct store_health *ou
  * params_count and done; budget_ms 0 takes TESSERA_PG_QUERY_TIMEOUT_MS). Outcomes as
  * pg_query: PG_OK, or PG_UNAVAILABLE at once (done will not run). */
 enum pg_outcome store_query(struct store_shard *shard, enum store_stmt stmt, struct pg_query *q);
+/* Whether store_query would accept stmt now: for a caller that must know before it answers
+ * and sends the statement only after (it is on the shard's thread: nothing changes between,
+ * but a send that fails on the way out, which is PG_UNAVAILABLE then). */
+bool store_accepts(const struct store_shard *shard, enum store_stmt stmt);
 /* The shard's Redis client, NULL in single-instance mode. */
 struct redis_client *store_redis(struct store_shard *shard);
 

@@ -16,6 +16,7 @@
  *      re-prepares its statement and new queries succeed;
  *   5. past PG_QUEUE_MAX queries in flight pg_query refuses at once with PG_UNAVAILABLE
  *      and the refused queries' callbacks never run; the accepted ones all succeed;
+ *      pg_client_accepts foretells each answer;
  *   6. a server that refuses connections: the client keeps retrying with backoff (several
  *      failed attempts counted), stays not ready, and refuses queries at once. */
 #include "store/pg.c"
@@ -76,6 +77,7 @@ struct test_shard {
     /* step 5 */
     uint32_t count_before_flood;
     int flood_refused, flood_accepted;
+    int flood_foretold_wrong; /* pg_client_accepts said otherwise than pg_query did */
     bool failed_to_connect;
     /* step 2 */
     uint64_t retries_before, retries_after;
@@ -167,10 +169,11 @@ static void test_flood_start(struct test_shard *s)
     s->count_before_flood = s->pg->count;
     s->when_done = test_finish;
     for (int i = 0; i < PG_QUEUE_MAX + TEST_OVERFLOW; i++) {
-        if (test_send(s, &test_flood[i], "SELECT 1", NULL, NULL, TEST_LONG_BUDGET_MS))
-            s->flood_accepted++;
-        else
-            s->flood_refused++;
+        bool foretold = pg_client_accepts(s->pg);
+        bool accepted = test_send(s, &test_flood[i], "SELECT 1", NULL, NULL, TEST_LONG_BUDGET_MS);
+        s->flood_accepted += accepted;
+        s->flood_refused += !accepted;
+        s->flood_foretold_wrong += foretold != accepted;
     }
     if (s->pending == 0)
         test_finish(s);
@@ -459,6 +462,7 @@ static void test_check_results(void)
     CHECK(s->count_before_flood == 0);
     CHECK(s->flood_accepted == PG_QUEUE_MAX);
     CHECK(s->flood_refused == TEST_OVERFLOW);
+    CHECK(s->flood_foretold_wrong == 0);
     int flood_ok = 0, flood_bad = 0;
     for (int i = 0; i < PG_QUEUE_MAX + TEST_OVERFLOW; i++) {
         if (i < PG_QUEUE_MAX)
