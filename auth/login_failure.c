@@ -38,14 +38,8 @@
 
 #include "core/log.h"
 
-#define FAILURE_TEXT_(n) #n
-#define FAILURE_TEXT(n) FAILURE_TEXT_(n)
-
-/* STORE_LOGIN_FAILED's $6..$9: the lockout policy (auth_int.h), as the statement's text. */
-static const char *const failure_policy[4] = {
-    FAILURE_TEXT(AUTH_LOCKOUT_THRESHOLD), FAILURE_TEXT(AUTH_LOCKOUT_FIRST_WAIT_S),
-    FAILURE_TEXT(AUTH_LOCKOUT_MAX_WAIT_S), FAILURE_TEXT(AUTH_LOCKOUT_RESET_S),
-};
+#define FAILURE_POLICY_PARAMS 4 /* STORE_LOGIN_FAILED's $6..$9: the lockout policy */
+#define FAILURE_NUM_TEXT 16     /* one of them as decimal text */
 
 struct auth_login_failure {
     struct pg_query q;
@@ -60,6 +54,7 @@ struct auth_login_failures {
     struct auth *auth;
     struct loop *loop;
     struct loop_timer wake;        /* the hold's: at shutdown there is nothing to do but wait */
+    char policy[FAILURE_POLICY_PARAMS][FAILURE_NUM_TEXT]; /* auth_int.h's AUTH_LOCKOUT_*, as text */
     bool stopped;
     unsigned free_count;
     uint16_t free[AUTH_LOGIN_FAILURES_MAX];
@@ -74,6 +69,10 @@ struct auth_login_failures *auth_login_failures_create(struct auth *auth)
     if (t == NULL)
         return NULL;
     t->auth = auth;
+    const int policy[FAILURE_POLICY_PARAMS] = { AUTH_LOCKOUT_THRESHOLD, AUTH_LOCKOUT_FIRST_WAIT_S,
+                                                AUTH_LOCKOUT_MAX_WAIT_S, AUTH_LOCKOUT_RESET_S };
+    for (unsigned i = 0; i < FAILURE_POLICY_PARAMS; i++)
+        snprintf(t->policy[i], FAILURE_NUM_TEXT, "%d", policy[i]);
     for (unsigned i = 0; i < AUTH_LOGIN_FAILURES_MAX; i++) {
         t->slots[i].owner = t;
         t->free[t->free_count++] = (uint16_t)(AUTH_LOGIN_FAILURES_MAX - 1 - i);
@@ -172,9 +171,9 @@ void auth_login_failure_send(struct auth_login_failure *f)
     q->params[2] = f->ip[0] ? f->ip : NULL;
     q->params[3] = f->request_id;
     q->params[4] = f->user_id[0] ? "password" : "unknown_user";
-    for (int i = 0; i < 4; i++)
-        q->params[5 + i] = failure_policy[i];
-    q->params_count = 9;
+    for (unsigned i = 0; i < FAILURE_POLICY_PARAMS; i++)
+        q->params[5 + i] = t->policy[i];
+    q->params_count = 5 + FAILURE_POLICY_PARAMS;
     q->done = failure_done;
     if (store_query(auth_store(t->auth, t->loop), STORE_LOGIN_FAILED, q) != PG_OK)
         failure_done(q, NULL); /* accepted a moment ago: its send failed on the way out */
