@@ -248,12 +248,14 @@ static void revoke_post(struct http_ctx *ctx)
     f->creds.has_secret = fields[3].seen;
     int status = auth_client_credentials(ctx, &f->creds, &why);
     struct auth_rate_check limits;
-    uint8_t secret_sha256[HASH_SHA256_BYTES];
-    hash_sha256(f->creds.secret, strlen(f->creds.secret), secret_sha256);
-    if (status != 0)
+    uint8_t secret_sha256[HASH_SHA256_BYTES]; /* of a well-formed request's secret only */
+    if (status != 0) {
         auth_oauth_error(ctx, status, status == 401 ? "invalid_client" : "invalid_request", why);
-    else if (!auth_rate_admit(ctx, auth, f->creds.client_id, secret_sha256, &limits))
-        status = 429; /* answered */
+    } else {
+        hash_sha256(f->creds.secret, strlen(f->creds.secret), secret_sha256);
+        if (!auth_rate_admit(ctx, auth, f->creds.client_id, secret_sha256, &limits))
+            status = 429; /* answered */
+    }
     struct revoke_wait *rw = status == 0 ? auth_park(ctx, auth, sizeof(*rw)) : NULL;
     if (rw != NULL) {
         auth_slug_copy(ctx->params[0], rw->cw.slug);

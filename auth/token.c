@@ -256,8 +256,9 @@ static void token_post(struct http_ctx *ctx)
         explicit_bzero(f, sizeof(*f));
         return;
     }
-    uint8_t secret_sha256[HASH_SHA256_BYTES];
-    hash_sha256(f->creds.secret, strlen(f->creds.secret), secret_sha256);
+    uint8_t secret_sha256[HASH_SHA256_BYTES]; /* of a well-formed request's secret only */
+    if (rc == 0)
+        hash_sha256(f->creds.secret, strlen(f->creds.secret), secret_sha256);
     if (rc == 0 && !auth_rate_admit(ctx, auth, f->creds.client_id, secret_sha256, &limits))
         rc = -1; /* answered 429 */
     struct token_wait *tw = rc == 0 ? auth_park(ctx, auth, sizeof(*tw)) : NULL;
