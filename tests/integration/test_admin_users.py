@@ -30,12 +30,11 @@ an admin client; checks named by their SECURITY rows where one applies:
 Skips when Postgres is not installed.
 """
 import json
-import tempfile
 import urllib.parse
 import uuid
 
-from tessera_harness import Results, check_clean_exit, login_failures_settled
-from test_login import PASSWORD, TENANT, Env, basic, call, good_login, jbody, login, sh, verify
+from tessera_harness import check_clean_exit, login_failures_settled
+from test_login import PASSWORD, TENANT, basic, call, good_login, jbody, login, verify, run_with_env
 
 OTHER = "beta"
 ADMIN_SCOPE = "users:read users:write audit:read"
@@ -392,18 +391,7 @@ def check_rate_limited(res, env, state):
 
 
 def main():
-    res = Results("the tenant admin's users API and self-service deletion")
-    if sh("tessera_pg_bindir").returncode != 0:
-        print("SKIP: Postgres is not installed")
-        raise SystemExit(77)
-    with tempfile.TemporaryDirectory() as workdir:
-        env = Env(workdir)
-        try:
-            env.prepare()
-            res.run("admin users", run_all, res, env)
-        finally:
-            env.stop()
-    res.finish()
+    run_with_env("the tenant admin's users API and self-service deletion", 'admin users', run_all)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ then, with acme's admin token:
 - a bad limit (0, 101, x), since (abc, -5, 1.5), cursor (0, abc, 19 digits): 400.
 Skips when Postgres is not installed.
 """
-import tempfile
 import time
 import urllib.parse
 
-from tessera_harness import Results, check_clean_exit
+from tessera_harness import check_clean_exit
 from test_audit_batch import settle
 from test_admin_users import admin_call, client_token, hdr
-from test_login import PASSWORD, TENANT, Env, good_login, sh
+from test_login import PASSWORD, TENANT, good_login, run_with_env
 
 OTHER = "beta"
 SCOPE = "audit:read users:write"
@@ -210,18 +209,7 @@ def run_all(res, env):
 
 
 def main():
-    res = Results("the tenant admin's audit log")
-    if sh("tessera_pg_bindir").returncode != 0:
-        print("SKIP: Postgres is not installed")
-        raise SystemExit(77)
-    with tempfile.TemporaryDirectory() as workdir:
-        env = Env(workdir)
-        try:
-            env.prepare()
-            res.run("audit", run_all, res, env)
-        finally:
-            env.stop()
-    res.finish()
+    run_with_env("the tenant admin's audit log", 'audit', run_all)
 
 
 if __name__ == "__main__":

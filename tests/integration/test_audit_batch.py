@@ -32,14 +32,13 @@ import base64
 import json
 import re
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
 
-from tessera_harness import Results, check_clean_exit, metric, metric_sum, metric_zero
+from tessera_harness import check_clean_exit, metric, metric_sum, metric_zero
 from test_admin_users import client_token
-from test_login import PASSWORD, TENANT, Env, basic, call, jbody, jwt_claims, sh
+from test_login import PASSWORD, TENANT, basic, call, jbody, jwt_claims, run_with_env
 
 TOKENS = 40
 THREADS = 8
@@ -293,18 +292,7 @@ def run_all(res, env):
 
 
 def main():
-    res = Results("audit events written in batches")
-    if sh("tessera_pg_bindir").returncode != 0:
-        print("SKIP: Postgres is not installed")
-        raise SystemExit(77)
-    with tempfile.TemporaryDirectory() as workdir:
-        env = Env(workdir)
-        try:
-            env.prepare()
-            res.run("audit batches", run_all, res, env)
-        finally:
-            env.stop()
-    res.finish()
+    run_with_env('audit events written in batches', 'audit batches', run_all)
 
 
 if __name__ == "__main__":

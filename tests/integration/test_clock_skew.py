@@ -23,13 +23,11 @@ Skips when Postgres (initdb) is not installed.
 """
 import email.utils
 import json
-import shutil
-import tempfile
 import time
 import urllib.parse
 
-from tessera_harness import Results, check_clean_exit, faketime_env
-from test_login import PASSWORD, TENANT, Env, basic, call, good_login, introspect, jbody, login, sh, verify
+from tessera_harness import check_clean_exit, faketime_env
+from test_login import TENANT, basic, call, good_login, introspect, jbody, login, run_with_env, verify
 
 LEEWAY_S = 60               # crypto/jwt.h JWT_LEEWAY_DEFAULT_S
 SKEW_WITHIN_S = 30          # an instance this far off: inside the leeway
@@ -121,8 +119,8 @@ def date_offset(port):
     return None
 
 
-def test_clock_step(res, env, workdir):
-    stamp = "%s/faketime" % workdir
+def test_clock_step(res, env):
+    stamp = "%s/faketime" % env.workdir
     with open(stamp, "w") as f:
         f.write("+0\n")
     app = env.clients["app"]["client_id"]
@@ -166,24 +164,13 @@ def test_clock_step(res, env, workdir):
         check_clean_exit(res, srv, "F13: the stepped instance exits 0, no sanitizer report")
 
 
-def run_all(res, env, workdir):
+def run_all(res, env):
     res.run("F13 cross-instance", test_cross_instance, res, env)
-    res.run("F13 clock step", test_clock_step, res, env, workdir)
+    res.run("F13 clock step", test_clock_step, res, env)
 
 
 def main():
-    res = Results("clock skew")
-    if sh("tessera_pg_bindir").returncode != 0:
-        print("SKIP: Postgres is not installed")
-        raise SystemExit(77)
-    with tempfile.TemporaryDirectory() as workdir:
-        env = Env(workdir)
-        try:
-            env.prepare()
-            res.run("clock skew", run_all, res, env, workdir)
-        finally:
-            env.stop()
-    res.finish()
+    run_with_env('clock skew', 'clock skew', run_all)
 
 
 if __name__ == "__main__":

@@ -254,6 +254,23 @@ class Env:
         self.pg.stop("fast")
 
 
+def run_with_env(title, name, fn, redis=False):
+    """A test file's usual main(): skip (77) without Postgres; a private cluster prepared
+    (Env); fn(res, env) run as one named block; the cluster stopped; the results reported."""
+    res = Results(title)
+    if sh("tessera_pg_bindir").returncode != 0:
+        print("SKIP: Postgres is not installed")
+        raise SystemExit(77)
+    with tempfile.TemporaryDirectory() as workdir:
+        env = Env(workdir, redis=redis)
+        try:
+            env.prepare()
+            res.run(name, fn, res, env)
+        finally:
+            env.stop()
+    res.finish()
+
+
 def good_login(env, port, username, client="app", agent="test-agent/1.0"):
     status, headers, data = login(port, {"username": username, "password": PASSWORD,
                                          "client_id": env.clients[client]["client_id"]}, agent=agent)

@@ -32,12 +32,11 @@ DELETE /t/{tenant}/api/v1/me/sessions/{id}.
 Skips when Postgres is not installed.
 """
 import json
-import tempfile
 import urllib.parse
 
-from tessera_harness import Results, check_clean_exit
-from test_login import (PASSWORD, TENANT, Env, basic, call, good_login, hdr, jbody, jwt_claims, login, sh,
-                        sid_of, verify)
+from tessera_harness import check_clean_exit
+from test_login import (PASSWORD, TENANT, basic, call, good_login, hdr, jbody, login, run_with_env, sid_of,
+                        verify)
 
 AGENTS = ("phone/1.0", "laptop/2.0", "tablet/3.0")
 SESSIONS = "/t/%s/api/v1/me/sessions" % TENANT
@@ -276,18 +275,7 @@ def run_all(res, env):
 
 
 def main():
-    res = Results("a user's own profile and sessions")
-    if sh("tessera_pg_bindir").returncode != 0:
-        print("SKIP: Postgres is not installed")
-        raise SystemExit(77)
-    with tempfile.TemporaryDirectory() as workdir:
-        env = Env(workdir)
-        try:
-            env.prepare()
-            res.run("sessions", run_all, res, env)
-        finally:
-            env.stop()
-    res.finish()
+    run_with_env("a user's own profile and sessions", 'sessions', run_all)
 
 
 if __name__ == "__main__":
