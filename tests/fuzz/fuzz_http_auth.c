@@ -3,8 +3,12 @@
  * form iterator and decoder. Properties: nothing reads or writes out of bounds (ASan, the
  * input is an exactly-sized heap copy); a Basic credential that parses yields two
  * NUL-terminated values with no NUL inside and within their buffers; a Bearer token is a
- * sub-slice of the header; a decoded form component is never longer than its encoding. */
+ * sub-slice of the header; a decoded form component is never longer than its encoding; and
+ * every decode (form component, path segment, url_form_get into a small buffer) answers
+ * exactly what a byte-at-a-time decoder written from RFC 3986 §2.1 and WHATWG URL §5.1 here
+ * answers: the same bytes, or the same refusal. */
 #include <assert.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,20 +30,82 @@ static void fuzz_basic(struct slice in)
     assert(token.len == 0 || (token.ptr >= in.ptr && token.ptr + token.len <= in.ptr + in.len));
 }
 
+#define REF_MALFORMED (-1)
+#define REF_TOO_LONG (-2)
+#define FUZZ_SMALL_CAP 16 /* url_form_get's buffer in the too-long check */
+
+static int ref_hex(unsigned char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The oracle: one byte at a time, the first problem in the input decides the answer. */
+static int ref_decode(struct slice in, char *out, size_t cap, bool form)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < in.len;) {
+        int c = (unsigned char)in.ptr[i];
+        if (c == '%') {
+            int hi = i + 2 < in.len ? ref_hex((unsigned char)in.ptr[i + 1]) : -1;
+            int lo = i + 2 < in.len ? ref_hex((unsigned char)in.ptr[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return REF_MALFORMED;
+            c = hi * 16 + lo;
+            i += 3;
+        } else {
+            c = form && c == '+' ? ' ' : c;
+            i++;
+        }
+        bool refused = c == 0 || (!form && (c < 0x20 || c == 0x7f || c == '/'));
+        if (refused)
+            return REF_MALFORMED;
+        if (n == cap)
+            return REF_TOO_LONG;
+        out[n++] = (char)c;
+    }
+    return (int)n;
+}
+
+static void fuzz_decode_matches(struct slice in, char *out, char *want)
+{
+    int got = url_decode_form_component(in, out);
+    int ref = ref_decode(in, want, in.len, true);
+    assert(got == (ref < 0 ? -1 : ref) && (got < 0 || memcmp(out, want, (size_t)got) == 0));
+    got = url_decode_path_segment(in, out);
+    ref = ref_decode(in, want, in.len, false);
+    assert(got == (ref < 0 ? -1 : ref) && (got < 0 || memcmp(out, want, (size_t)got) == 0));
+}
+
 static void fuzz_form(struct slice in)
 {
     size_t pos = 0;
     struct slice key, value;
     char *out = malloc(in.len + 1);
-    assert(out != NULL);
+    char *want = malloc(in.len + 1);
+    assert(out != NULL && want != NULL);
+    fuzz_decode_matches(in, out, want);
     while (url_form_next(in, &pos, &key, &value)) {
         assert(pos <= in.len);
         int n = url_decode_form_component(value, out);
         assert(n < 0 || (size_t)n <= value.len);
         n = url_decode_form_component(key, out);
         assert(n < 0 || (size_t)n <= key.len);
+        fuzz_decode_matches(value, out, want);
+    }
+    /* url_form_get of the first pair's key, into a buffer that may be too small. */
+    pos = 0;
+    char name[FUZZ_SMALL_CAP + 1];
+    int klen = url_form_next(in, &pos, &key, &value) ? ref_decode(key, name, FUZZ_SMALL_CAP, true) : -1;
+    if (klen > 0) { /* a key that decodes, with no NUL (refused), short enough for name */
+        name[klen] = '\0';
+        char small[FUZZ_SMALL_CAP];
+        int got = url_form_get(in, name, small, sizeof(small));
+        int ref = ref_decode(value, want, sizeof(small), true);
+        assert(got == (ref < 0 ? -2 : ref) && (got < 0 || memcmp(small, want, (size_t)got) == 0));
     }
     free(out);
+    free(want);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
