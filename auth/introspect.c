@@ -131,10 +131,14 @@ static bool introspect_refresh(struct introspect_wait *iw)
 /* A compact JWS has exactly two dots; anything else is a kind this endpoint does not know yet. */
 static bool introspect_looks_like_jwt(struct slice token)
 {
-    size_t dots = 0;
-    for (size_t i = 0; i < token.len; i++)
-        dots += token.ptr[i] == '.';
-    return dots == 2;
+    const char *p = token.ptr, *end = token.ptr + token.len;
+    for (int dots = 0; dots < 3; dots++) { /* memchr: a token is ~800 bytes, on every request */
+        p = p < end ? memchr(p, '.', (size_t)(end - p)) : NULL;
+        if (p == NULL)
+            return dots == 2;
+        p++;
+    }
+    return false; /* a third dot */
 }
 
 /* Answers from what the shard knows; false when the tenant's keys must be loaded first, or
