@@ -319,7 +319,7 @@ enum pg_outcome pg_query(struct pg_client *client, struct pg_query *q)
     assert(q->done != NULL);
     assert(q->params_count <= PG_PARAMS_MAX);
     assert((q->sql == NULL) != (q->prepared == NULL));
-    if (client->state != PG_STATE_READY || client->broken || client->count >= PG_QUEUE_MAX) {
+    if (!pg_client_accepts(client)) {
         client->stats.refused++;
         return PG_UNAVAILABLE; /* back-pressure: the caller answers 503 now */
     }
