@@ -199,7 +199,6 @@ void auth_audit_client_failed(struct auth_wait *w, const char *slug, const char 
 #define AUTH_LOCKOUT_MAX_WAIT_S 900   /* Keycloak's maximum wait (15 min): a spray locks out for
                                        * at most this long (P04) */
 #define AUTH_LOCKOUT_RESET_S 43200    /* Keycloak's failure reset time (12 h) */
-#define AUTH_REQUEST_ID_MAX 64        /* of a request's X-Request-Id kept for its audit row */
 #define AUTH_LOGIN_FAILURES_MAX 256   /* refused logins a shard may have in Postgres at once: a
                                        * shard's share of the hash pool finishes far fewer per
                                        * statement round trip; past it the refusal is 503 */

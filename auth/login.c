@@ -38,6 +38,7 @@
  * and allowed the grant; errors are §5.2's, every refused password invalid_grant. */
 #include "auth/auth_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +84,7 @@ struct login_wait {
     char refresh_sha[2 * HASH_SHA256_BYTES + 1];
     char ip[AUTH_IP_MAX + 1];
     char agent[LOGIN_AGENT_MAX + 1];
-    char request_id[AUTH_REQUEST_ID_MAX + 1];
+    char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
     char nums[2][LOGIN_NUM_TEXT];    /* statement parameters as text */
     char scope[JWT_SCOPE_MAX + 1];
     char issuer[AUTH_SESSION_ISSUER_MAX + 1];
@@ -441,10 +442,9 @@ static void login_keep_request(struct http_ctx *ctx, struct login_wait *lw,
     auth_slug_copy(ctx->params[0], lw->slug);
     auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
     login_agent(ctx, lw->agent);
-    size_t id_len = ctx->request_id.len < AUTH_REQUEST_ID_MAX ? ctx->request_id.len
-                                                              : AUTH_REQUEST_ID_MAX;
-    memcpy(lw->request_id, ctx->request_id.ptr, id_len);
-    lw->request_id[id_len] = '\0';
+    assert(ctx->request_id.len <= HTTP_REQUEST_ID_BYTES_MAX); /* a longer one was replaced */
+    memcpy(lw->request_id, ctx->request_id.ptr, ctx->request_id.len);
+    lw->request_id[ctx->request_id.len] = '\0';
     struct buf issuer;
     buf_init(&issuer, lw->issuer, sizeof(lw->issuer));
     auth_issuer(auth, slice_make(lw->slug, strlen(lw->slug)), &issuer);

@@ -47,7 +47,7 @@ struct auth_login_failure {
     char tenant_id[CT_UUID_TEXT_LEN + 1];
     char user_id[CT_UUID_TEXT_LEN + 1];  /* "" : an unknown (or disabled) name */
     char ip[AUTH_IP_MAX + 1];
-    char request_id[AUTH_REQUEST_ID_MAX + 1];
+    char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
 };
 
 struct auth_login_failures {
