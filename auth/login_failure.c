@@ -53,7 +53,8 @@ struct auth_login_failure {
 struct auth_login_failures {
     struct auth *auth;
     struct loop *loop;
-    struct loop_timer wake;        /* the hold's: at shutdown there is nothing to do but wait */
+    struct loop_timer wake;        /* names the hold; no on_expire: at shutdown there is
+                                    * nothing to hurry, only statements to wait for */
     char policy[FAILURE_POLICY_PARAMS][FAILURE_NUM_TEXT]; /* auth_int.h's AUTH_LOCKOUT_*, as text */
     bool stopped;
     unsigned free_count;
@@ -85,15 +86,9 @@ void auth_login_failures_destroy(struct auth_login_failures *t)
     free(t);
 }
 
-static void failure_wake(struct loop_timer *timer)
-{
-    (void)timer; /* the statements in flight end the hold when they are answered */
-}
-
 void auth_login_failures_start(struct auth_login_failures *t, struct loop *loop)
 {
     t->loop = loop;
-    t->wake.on_expire = failure_wake;
 }
 
 /* free_count is read by a scrape on any shard (auth_login_failures_pending): relaxed stores. */

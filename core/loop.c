@@ -608,8 +608,10 @@ static void loop_begin_shutdown(struct loop *loop)
         loop->shared->handler->on_shutdown(conn);
         conn_kick(conn);
     }
-    for (unsigned i = 0; i < loop->hold_count; i++)
-        loop_timer_start(loop, loop->holds[i], 0); /* the holder finishes now, not on its schedule */
+    for (unsigned i = 0; i < loop->hold_count; i++) {
+        if (loop->holds[i]->on_expire != NULL) /* the holder finishes now, not on its schedule */
+            loop_timer_start(loop, loop->holds[i], 0);
+    }
 }
 
 /* True when the loop may return. Past the deadline every connection is cut. */

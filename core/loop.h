@@ -104,9 +104,11 @@ bool loop_stopping(void);
 /* Work of the shard's own that must end before it stops (queued audit events being written):
  * while held, a stopping loop keeps running after its last connection closed, until every
  * hold is released or the shutdown deadline (TESSERA_SHUTDOWN_TIMEOUT_MS) has passed. The
- * holder's timer `wake` is started with no delay when shutdown begins, so it finishes then
- * rather than on its own schedule. At most LOOP_HOLDS_MAX at once; each released with the
- * timer it was taken with; on the shard's thread only. */
+ * holder's timer `wake` names the hold; when it has an on_expire it is started with no delay
+ * when shutdown begins, so the holder finishes then rather than on its own schedule (a holder
+ * with nothing to hurry, its work already in flight, leaves on_expire NULL). At most
+ * LOOP_HOLDS_MAX at once; each released with the timer it was taken with; on the shard's
+ * thread only. */
 #define LOOP_HOLDS_MAX 8
 struct loop_timer;
 void loop_hold(struct loop *loop, struct loop_timer *wake);

@@ -6,7 +6,8 @@
  * on the shard's thread when its pipe becomes readable; a cancelled watch never
  * reports, and the same watch re-armed reports the next readiness; a held loop keeps
  * running its timers after shutdown was asked for, its holder's timer is started when
- * shutdown begins, and the loop returns once released. */
+ * shutdown begins (a second hold, whose timer has no on_expire, is left alone), and the loop
+ * returns once both are released. */
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -42,6 +43,8 @@ static struct loop_watch test_watch;
 static atomic_int test_watch_events, test_watch_stage;
 #define TEST_HOLD_MS 200 /* how long after the shutdown request the hold is released */
 static struct loop_timer test_hold_timer;
+static struct loop_timer test_quiet_hold; /* a second hold with nothing to hurry: no on_expire */
+static atomic_int test_quiet_started;     /* the shutdown started that hold's timer */
 static atomic_bool test_released, test_woken;
 static atomic_int test_woken_early;
 
@@ -91,6 +94,9 @@ static void test_on_hold_timer(struct loop_timer *timer)
         return;
     }
     atomic_store(&test_released, true);
+    if (loop_timer_active(&test_quiet_hold))
+        atomic_fetch_add(&test_quiet_started, 1);
+    loop_release(test_loop, &test_quiet_hold);
     loop_release(test_loop, timer);
 }
 
@@ -120,6 +126,7 @@ static void test_on_start(struct loop *loop)
     test_hold_timer.on_expire = test_on_hold_timer;
     loop_timer_start(loop, &test_hold_timer, TEST_WAIT_MS_MAX); /* woken by the shutdown */
     loop_hold(loop, &test_hold_timer);
+    loop_hold(loop, &test_quiet_hold);
 
     /* Watch: armed then cancelled before the pipe is written: must never report. */
     test_watch.on_ready = test_on_watch;
@@ -188,6 +195,7 @@ int main(void)
     failures += atomic_load(&test_watch_stage) != 1;
     failures += !atomic_load(&test_released) || held_ms < TEST_HOLD_MS;
     failures += !atomic_load(&test_woken) || atomic_load(&test_woken_early) > 0 || held_ms >= TEST_WAIT_MS_MAX;
+    failures += atomic_load(&test_quiet_started) > 0;
     printf("test_loop_timer: fired %d/%d, early %d, twice %d, stopped-but-fired %d, out of order %d, "
            "self restarts %d/5, watch reports %d/1, wrong thread %d\n",
            atomic_load(&test_fired), expected, atomic_load(&test_early), atomic_load(&test_twice),
@@ -195,8 +203,9 @@ int main(void)
            atomic_load(&test_self_restarts), atomic_load(&test_watch_events),
            atomic_load(&test_wrong_thread));
     printf("test_loop_timer: hold woken by the shutdown %s (early %d), released %s, the loop returned "
-           "%ld ms after the shutdown request (at least %d)\n", atomic_load(&test_woken) ? "yes" : "no",
-           atomic_load(&test_woken_early), atomic_load(&test_released) ? "yes" : "no", held_ms, TEST_HOLD_MS);
+           "%ld ms after the shutdown request (at least %d); quiet hold's timer started %d times (0)\n",
+           atomic_load(&test_woken) ? "yes" : "no", atomic_load(&test_woken_early),
+           atomic_load(&test_released) ? "yes" : "no", held_ms, TEST_HOLD_MS, atomic_load(&test_quiet_started));
     printf("test_loop_timer: %d failed\n", failures);
     return failures == 0 ? 0 : 1;
 }
