@@ -254,12 +254,14 @@ class Env:
         self.pg.stop("fast")
 
 
-def run_with_env(title, name, fn, redis=False):
-    """A test file's usual main(): skip (77) without Postgres; a private cluster prepared
-    (Env); fn(res, env) run as one named block; the cluster stopped; the results reported."""
+def run_with_env(title, name, fn, redis=False, tools=()):
+    """A test file's usual main(): skip (77) without Postgres or one of tools (redis-server
+    too with redis); a private cluster prepared (Env); fn(res, env) run as one named block;
+    the cluster stopped; the results reported."""
     res = Results(title)
-    if sh("tessera_pg_bindir").returncode != 0:
-        print("SKIP: Postgres is not installed")
+    missing = [t for t in tuple(tools) + (("redis-server",) if redis else ()) if not shutil.which(t)]
+    if sh("tessera_pg_bindir").returncode != 0 or missing:
+        print("SKIP: not installed: %s" % ", ".join(missing or ["Postgres"]))
         raise SystemExit(77)
     with tempfile.TemporaryDirectory() as workdir:
         env = Env(workdir, redis=redis)
@@ -926,18 +928,7 @@ def run_all(res, env):
 
 
 def main():
-    res = Results("password login")
-    if sh("tessera_pg_bindir").returncode != 0 or not shutil.which("htpasswd"):
-        print("SKIP: Postgres or htpasswd is not installed")
-        raise SystemExit(77)
-    with tempfile.TemporaryDirectory() as workdir:
-        env = Env(workdir)
-        try:
-            env.prepare()
-            res.run("login", run_all, res, env)
-        finally:
-            env.stop()
-    res.finish()
+    run_with_env("password login", "login", run_all, tools=("htpasswd",))
 
 
 if __name__ == "__main__":

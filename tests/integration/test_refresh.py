@@ -59,18 +59,15 @@ Skips when Postgres (initdb) or redis-server is not installed.
 import base64
 import hashlib
 import json
-import os
 import socket
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
 
-from tessera_harness import Results, check_clean_exit, faketime_env
-from test_login import (PASSWORD, Env, basic, call, good_login, hdr, introspect, jbody, jwt_claims, login,
-                        sid_of, verify)
+from tessera_harness import check_clean_exit, faketime_env
+from test_login import (PASSWORD, basic, call, good_login, hdr, introspect, jbody, jwt_claims, login,
+                        run_with_env, sid_of, verify)
 from test_store_faults import metric_values, sh
 
 PROPAGATION_S = 2.0   # a 'sid' revocation reaches B by Redis (ms) or, at worst, the 1 s poll
@@ -812,18 +809,7 @@ def run_all(res, env):
 
 
 def main():
-    res = Results("refresh-token rotation")
-    if sh("tessera_pg_bindir").returncode != 0 or not shutil.which("redis-server"):
-        print("SKIP: Postgres or redis-server is not installed")
-        raise SystemExit(77)
-    with tempfile.TemporaryDirectory() as workdir:
-        env = Env(workdir, redis=True)
-        try:
-            env.prepare()
-            res.run("refresh", run_all, res, env)
-        finally:
-            env.stop()
-    res.finish()
+    run_with_env("refresh-token rotation", "refresh", run_all, redis=True)
 
 
 if __name__ == "__main__":
