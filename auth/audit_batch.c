@@ -97,22 +97,14 @@ void auth_audit_batch_destroy(struct auth_audit_batch *b)
  * counter under the variant bits. */
 static void audit_event_id(uint64_t prefix, uint64_t counter, char out[CT_UUID_TEXT_LEN + 1])
 {
-    static const char hex[] = "0123456789abcdef";
-    uint8_t b[16];
+    uint8_t b[CT_UUID_BYTES];
     for (int i = 0; i < 8; i++) {
         b[i] = (uint8_t)(prefix >> (56 - 8 * i));
         b[8 + i] = (uint8_t)(counter >> (56 - 8 * i));
     }
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x80);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* the counter keeps 62 bits: never wraps */
-    size_t n = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[n++] = '-';
-        out[n++] = hex[b[i] >> 4];
-        out[n++] = hex[b[i] & 15];
-    }
-    out[n] = '\0';
+    ct_uuid_format(b, out);
 }
 
 /* ,"name":"value" (or null): one per column, for every event of every batch, so no printf. */
