@@ -1180,12 +1180,47 @@ static const char *http_route_label(const struct http_server *server, size_t rou
     return route == HTTP_ROUTE_UNMATCHED ? "unmatched" : server->routes[route].name;
 }
 
+/* Routes added under one name (an endpoint's GET and POST, or its several paths) are one
+ * series: rendered at the first of them, summed over all. */
+static bool http_route_named_alike(const struct http_server *server, size_t a, size_t b)
+{
+    if (a == HTTP_ROUTE_UNMATCHED || b == HTTP_ROUTE_UNMATCHED)
+        return a == b;
+    return strcmp(server->routes[a].name, server->routes[b].name) == 0;
+}
+
+static bool http_route_first_of_name(const struct http_server *server, size_t route)
+{
+    for (size_t r = 0; r < route && route != HTTP_ROUTE_UNMATCHED; r++) {
+        if (http_route_named_alike(server, r, route))
+            return false;
+    }
+    return true;
+}
+
+/* A per-route counter summed over the shards and the routes named like route: offset0 is its
+ * offset for route 0, stride the distance from one route's to the next's. */
+static uint64_t http_sum_named(struct http_server *server, size_t route, size_t offset0, size_t stride)
+{
+    if (route == HTTP_ROUTE_UNMATCHED)
+        return http_sum(server, offset0 + route * stride);
+    uint64_t total = 0;
+    for (size_t r = route; r < server->route_count; r++) {
+        if (http_route_named_alike(server, r, route))
+            total += http_sum(server, offset0 + r * stride);
+    }
+    return total;
+}
+
 static void http_render_requests(struct http_server *server, size_t route, struct buf *out)
 {
     static const struct http_stats probe;
     const char *label = http_route_label(server, route);
+    if (!http_route_first_of_name(server, route))
+        return;
     for (size_t slot = 0; slot <= HTTP_STATUS_SLOTS; slot++) {
-        uint64_t n = http_sum(server, HTTP_STAT_OFFSET(probe.requests[route][slot]));
+        uint64_t n = http_sum_named(server, route, HTTP_STAT_OFFSET(probe.requests[0][slot]),
+                                    sizeof(probe.requests[0]));
         if (n == 0)
             continue;
         if (slot == HTTP_STATUS_OTHER)
@@ -1201,9 +1236,15 @@ static void http_render_latency(struct http_server *server, size_t route, struct
 {
     static const struct http_stats probe;
     const char *label = http_route_label(server, route);
-    uint64_t cumulative = 0;
+    uint64_t cumulative = 0, count = 0;
+    if (!http_route_first_of_name(server, route))
+        return;
+    for (size_t b = 0; b <= HTTP_LATENCY_BUCKETS; b++)
+        count += http_sum_named(server, route, HTTP_STAT_OFFSET(probe.latency[0][b]), sizeof(probe.latency[0]));
+    if (count == 0)
+        return; /* a route never asked has no series yet: the body stays within its bound */
     for (size_t b = 0; b <= HTTP_LATENCY_BUCKETS; b++) {
-        cumulative += http_sum(server, HTTP_STAT_OFFSET(probe.latency[route][b]));
+        cumulative += http_sum_named(server, route, HTTP_STAT_OFFSET(probe.latency[0][b]), sizeof(probe.latency[0]));
         if (b < HTTP_LATENCY_BUCKETS)
             buf_printf(out, "tessera_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
                        label, (double)http_latency_bounds_us[b] / 1e6, (unsigned long long)cumulative);
@@ -1211,7 +1252,8 @@ static void http_render_latency(struct http_server *server, size_t route, struct
             buf_printf(out, "tessera_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
                        label, (unsigned long long)cumulative);
     }
-    uint64_t sum_us = http_sum(server, HTTP_STAT_OFFSET(probe.latency_sum_us[route]));
+    uint64_t sum_us = http_sum_named(server, route, HTTP_STAT_OFFSET(probe.latency_sum_us[0]),
+                                     sizeof(probe.latency_sum_us[0]));
     buf_printf(out, "tessera_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", label,
                (double)sum_us / 1e6);
     buf_printf(out, "tessera_http_request_duration_seconds_count{route=\"%s\"} %llu\n", label,
