@@ -151,6 +151,7 @@ int auth_routes(struct auth *auth, struct http_server *http)
     rc = rc != 0 ? rc : auth_revoke_routes(auth, http);
     rc = rc != 0 ? rc : auth_discovery_routes(auth, http);
     rc = rc != 0 ? rc : auth_login_routes(auth, http);
+    rc = rc != 0 ? rc : auth_authorize_routes(auth, http);
     rc = rc != 0 ? rc : auth_logout_routes(auth, http);
     rc = rc != 0 ? rc : auth_recovery_routes(auth, http);
     rc = rc != 0 ? rc : auth_reauth_routes(auth, http);
@@ -583,4 +584,14 @@ void auth_issuer(const struct auth *auth, struct slice slug, struct buf *out)
     buf_append_cstr(out, auth->cfg->public_url);
     buf_append_cstr(out, "/t/");
     buf_append(out, slug.ptr, slug.len);
+}
+
+void auth_public_path(const struct auth *auth, const char *slug, struct buf *out)
+{
+    const char *url = auth->cfg->public_url;
+    const char *host = strstr(url, "://");
+    const char *path = host == NULL ? "" : host + 3 + strcspn(host + 3, "/");
+    buf_append_cstr(out, path);
+    buf_append_cstr(out, "/t/");
+    buf_append_cstr(out, slug);
 }

@@ -737,6 +737,40 @@ void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
 void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_client_creds *creds,
                           const char *refresh_token, const char *scope, bool scope_given);
 
+/* ---- The authorization code flow (auth/authorize.c, auth/code.c) ---- */
+
+#define AUTH_LOGIN_NAME_MAX 320 /* a submitted username (128) or email (RFC 5321 §4.5.3.1) */
+#define AUTH_CODE_TTL_S 60      /* an authorization code's life (SECURITY O14; RFC 6749 §4.1.2
+                                 * says at most 10 minutes; the redirect is redeemed at once) */
+
+int auth_authorize_routes(struct auth *auth, struct http_server *http);
+/* The path part of TESSERA_PUBLIC_URL (maybe "") + "/t/" + slug: where a tenant's pages are
+ * as the browser sees them (a cookie's Path). */
+void auth_public_path(const struct auth *auth, const char *slug, struct buf *out);
+/* The hosted login page for authorization request authz_id with the form's CSRF token, and
+ * message (or NULL) above the form; an error page without a form; the 303 back to the client
+ * with the code (state NULL: none was sent). Every one with the browser flow's headers. */
+void auth_login_page(struct http_ctx *ctx, const struct auth *auth, const char *slug, int status,
+                     const char *authz_id, const char *csrf, const char *message);
+void auth_login_page_error(struct http_ctx *ctx, int status, const char *message);
+void auth_login_redirect_code(struct http_ctx *ctx, const struct auth *auth, const char *slug,
+                              const char *redirect_uri, const char *state, const char *code);
+/* The login page's post (auth/login.c), its CSRF checked: the login of /api/v1/auth/login,
+ * answering with auth_login_page (refused) or auth_login_redirect_code. */
+void auth_login_browser(struct http_ctx *ctx, struct auth *auth, const char *authz_id, const char *csrf,
+                        const char *username, const char *password);
+
+#define AUTH_CODE_VERIFIER_MAX 128 /* RFC 7636 §4.1 */
+/* The authorization_code grant (RFC 6749 §4.1.3, RFC 7636 §4.5) of the token endpoint,
+ * dispatched by auth/token.c: creds as the form gave them, the code, redirect_uri and
+ * code_verifier with whether each was sent. */
+struct auth_code_request {
+    const char *code, *redirect_uri, *verifier;
+    bool redirect_given, verifier_given;
+};
+void auth_code_grant(struct http_ctx *ctx, struct auth *auth, struct auth_client_creds *creds,
+                     const struct auth_code_request *req);
+
 /* ---- Password reset and email verification (auth/recovery.c) ---- */
 
 int auth_recovery_routes(struct auth *auth, struct http_server *http);

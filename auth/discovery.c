@@ -1,13 +1,13 @@
-/* auth/discovery.c: the tenant's authorization server metadata (RFC 8414), at the RFC's
- * location for an issuer with a path, /.well-known/oauth-authorization-server/t/{tenant}
- * (§3.1), and at /t/{tenant}/.well-known/oauth-authorization-server, where clients that
- * append the well-known suffix to the issuer look (as OpenID Connect Discovery does).
+/* auth/discovery.c: the tenant's metadata, one document for OpenID Connect Discovery 1.0
+ * (§4: {issuer}/.well-known/openid-configuration) and for RFC 8414 (at its location for an
+ * issuer with a path, /.well-known/oauth-authorization-server/t/{tenant} (§3.1), and at
+ * /t/{tenant}/.well-known/oauth-authorization-server, where clients that append the
+ * well-known suffix to the issuer look). RFC 8414 §2 takes OIDC's members as they are.
  *
- * It lists what this server does today and nothing more: the token endpoint with
- * client_credentials, introspection, revocation, the JWKS, and the gateway check. The OpenID
- * configuration (openid-configuration) arrives with the authorization endpoint and ID tokens:
- * advertising an endpoint that does not answer would send clients into errors. Whether the
- * tenant exists is a read (the replica may answer). */
+ * It lists what this server does and nothing more: advertising an endpoint or a method that
+ * does not answer would send clients into errors. Every URL is built from TESSERA_PUBLIC_URL,
+ * never from the request's Host (SECURITY O42). Whether the tenant exists is a read (the
+ * replica may answer). */
 #include "auth/auth_int.h"
 
 #include <string.h>
@@ -46,14 +46,26 @@ static void discovery_respond(struct http_ctx *ctx, void *state)
     buf_append_cstr(&b, "{\"issuer\":\"");
     auth_issuer(auth, slug, &b);
     buf_append_cstr(&b, "\"");
+    discovery_endpoint(&b, auth, slug, "authorization_endpoint", "/oauth2/authorize");
     discovery_endpoint(&b, auth, slug, "token_endpoint", "/oauth2/token");
+    discovery_endpoint(&b, auth, slug, "userinfo_endpoint", "/userinfo");
     discovery_endpoint(&b, auth, slug, "jwks_uri", "/jwks.json");
     discovery_endpoint(&b, auth, slug, "introspection_endpoint", "/oauth2/introspect");
     discovery_endpoint(&b, auth, slug, "revocation_endpoint", "/oauth2/revoke");
-    buf_append_cstr(&b, ",\"response_types_supported\":[]" /* RFC 8414 §2: REQUIRED; no
-                                                             * authorization endpoint yet */
-                        ",\"grant_types_supported\":[\"client_credentials\"]"
-                        ",\"token_endpoint_auth_methods_supported\":[\"client_secret_basic\",\"client_secret_post\"]"
+    buf_append_cstr(&b, ",\"response_types_supported\":[\"code\"]" /* RFC 9700 §2.1.2 */
+                        ",\"response_modes_supported\":[\"query\"]"
+                        ",\"grant_types_supported\":[\"authorization_code\",\"client_credentials\","
+                        "\"refresh_token\",\"password\"]"
+                        ",\"subject_types_supported\":[\"public\"]"
+                        /* every algorithm a tenant's key may have (admin keys rotate --alg) */
+                        ",\"id_token_signing_alg_values_supported\":[\"RS256\",\"ES256\",\"EdDSA\"]"
+                        ",\"scopes_supported\":[\"openid\",\"profile\",\"email\"]"
+                        ",\"claims_supported\":[\"iss\",\"sub\",\"aud\",\"exp\",\"iat\",\"auth_time\","
+                        "\"nonce\",\"sid\",\"preferred_username\",\"email\",\"email_verified\"]"
+                        ",\"code_challenge_methods_supported\":[\"S256\"]" /* SECURITY O02 */
+                        ",\"authorization_response_iss_parameter_supported\":true" /* RFC 9207 §3 */
+                        ",\"token_endpoint_auth_methods_supported\":[\"client_secret_basic\",\"client_secret_post\","
+                        "\"none\"]"
                         ",\"introspection_endpoint_auth_methods_supported\":[\"client_secret_basic\","
                         "\"client_secret_post\"]"
                         ",\"revocation_endpoint_auth_methods_supported\":[\"client_secret_basic\","
@@ -83,7 +95,10 @@ int auth_discovery_routes(struct auth *auth, struct http_server *http)
 {
     int rc = http_route_add(http, HTTP1_METHOD_GET, "/.well-known/oauth-authorization-server/t/{tenant}",
                             "discovery", discovery_get, auth);
+    rc = rc != 0 ? rc
+                 : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/.well-known/oauth-authorization-server",
+                                  "discovery", discovery_get, auth);
     return rc != 0 ? rc
-                   : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/.well-known/oauth-authorization-server",
+                   : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/.well-known/openid-configuration",
                                     "discovery", discovery_get, auth);
 }

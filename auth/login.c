@@ -35,7 +35,13 @@
  *
  * The token endpoint's password grant (RFC 6749 §4.3) is the same login reached through
  * auth/token.c: the client authenticates (or a public one names itself), must be first-party
- * and allowed the grant; errors are §5.2's, every refused password invalid_grant. */
+ * and allowed the grant; errors are §5.2's, every refused password invalid_grant.
+ *
+ * The hosted login page's form (auth/authorize.c, the authorization code flow) is the same
+ * login again, for any client of the tenant: what it makes is no token but the code of the
+ * stored authorization request it answers (STORE_AUTHZ_LOGIN_SUCCEEDED), and its answers are
+ * pages: the 303 back to the client, the form again for every refusal (401, the same page
+ * whatever the reason), an error page for a spent request. No signing key is needed. */
 #include "auth/auth_int.h"
 
 #include <assert.h>
@@ -48,19 +54,23 @@
 #include "core/log.h"
 #include "core/precis.h"
 #include "crypto/jscan.h"
+#include "crypto/secret.h"
 
-#define LOGIN_NAME_MAX 320             /* a username (128) or an email (RFC 5321 §4.5.3.1) */
+#define LOGIN_NAME_MAX AUTH_LOGIN_NAME_MAX
 #define LOGIN_AGENT_MAX 128            /* of User-Agent kept with the session: enough to tell
                                         * devices apart in a session list (display only) */
 #define LOGIN_NUM_TEXT 16              /* a statement's int parameter as decimal text */
 
 static const char login_refused[] = "the username or password is wrong";
+static const char login_request_spent[] =
+    "this sign-in request has expired or was already used; go back to the application and start again";
 
 struct login_wait {
     struct auth_wait w;
     struct worker_job job;
     struct auth_tenant *tenant;
     bool oauth;                      /* the token endpoint's password grant (RFC 6749 §4.3) */
+    bool browser;                    /* the hosted login page's form (auth/authorize.c) */
     bool public_client;              /* oauth: the client named itself without a secret */
     bool scope_given;                /* oauth: scope holds the requested scope */
     uint8_t secret_sha256[HASH_SHA256_BYTES]; /* oauth: of the presented client secret */
@@ -85,9 +95,18 @@ struct login_wait {
     char ip[AUTH_IP_MAX + 1];
     char agent[LOGIN_AGENT_MAX + 1];
     char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
+    int page_status;                 /* browser: an error page's status and text */
+    const char *page_text;
     char nums[2][LOGIN_NUM_TEXT];    /* statement parameters as text */
     char scope[JWT_SCOPE_MAX + 1];
-    char issuer[AUTH_SESSION_ISSUER_MAX + 1];
+    union {
+        char issuer[AUTH_SESSION_ISSUER_MAX + 1]; /* of the token signed */
+        struct {                          /* browser: no token, the authorization request's */
+            char authz[CT_UUID_TEXT_LEN + 1];   /* id */
+            char csrf[SECRET_RANDOM_CHARS + 1]; /* the page's token, for the page shown again */
+            char code[SECRET_RANDOM_CHARS + 1]; /* the code made */
+        } page;
+    } made;
     union {                          /* the password until verified, then the access token */
         char password[PASSWORD_INPUT_MAX + 1];
         char jwt[AUTH_SESSION_JWT_MAX];
@@ -167,6 +186,8 @@ static void login_forget(struct login_wait *lw)
     explicit_bzero(lw->refresh, sizeof(lw->refresh));
     explicit_bzero(lw->rehash, sizeof(lw->rehash));
     explicit_bzero(lw->stored, sizeof(lw->stored));
+    if (lw->browser)
+        explicit_bzero(lw->made.page.code, sizeof(lw->made.page.code));
 }
 
 static void login_release(struct login_wait *lw)
@@ -193,15 +214,62 @@ static void login_respond(struct http_ctx *ctx, void *state)
     http_respond(ctx, 200, "application/json", buf_slice(&body));
 }
 
+static void login_page_again(struct http_ctx *ctx, void *state)
+{
+    struct login_wait *lw = state;
+    auth_login_page(ctx, lw->w.auth, lw->slug, 401, lw->made.page.authz, lw->made.page.csrf, login_refused);
+}
+
+static void login_page_error(struct http_ctx *ctx, void *state)
+{
+    struct login_wait *lw = state;
+    auth_login_page_error(ctx, lw->page_status, lw->page_text);
+}
+
+/* Ends the request with a problem, an HTML page for the browser's form. */
+static void login_answer(struct login_wait *lw, int status, const char *detail)
+{
+    if (!lw->browser) {
+        auth_answer(&lw->w, status, detail);
+        return;
+    }
+    lw->page_status = status;
+    lw->page_text = detail;
+    http_resume(lw, login_page_error);
+}
+
+static void login_fail(struct login_wait *lw, enum pg_outcome outcome)
+{
+    if (!lw->browser)
+        auth_fail(&lw->w, outcome);
+    else if (outcome == PG_UNAVAILABLE)
+        login_answer(lw, 503, "the sign-in service is unavailable; try again shortly");
+    else
+        login_answer(lw, 500, "internal error");
+}
+
 /* Every refused login, whatever the reason (P01). */
 static void login_refuse(struct login_wait *lw)
 {
     login_release(lw);
     login_forget(lw);
-    if (lw->oauth)
+    if (lw->browser)
+        http_resume(lw, login_page_again);
+    else if (lw->oauth)
         auth_oauth_fail(&lw->w, 400, "invalid_grant", login_refused); /* RFC 6749 §5.2 */
     else
         auth_answer(&lw->w, 401, login_refused);
+}
+
+/* The browser's login answered its authorization request: back to the client with the code
+ * (columns as STORE_AUTHZ_LOGIN_SUCCEEDED). */
+static void login_redirect(struct http_ctx *ctx, void *state)
+{
+    struct login_wait *lw = state;
+    const struct pg_result *r = lw->w.result;
+    auth_login_redirect_code(ctx, lw->w.auth, lw->slug, pg_result_value(r, 0, 0),
+                             pg_result_is_null(r, 0, 1) ? NULL : pg_result_value(r, 0, 1), lw->made.page.code);
+    login_forget(lw);
 }
 
 static void login_committed(struct auth_wait *w)
@@ -210,7 +278,7 @@ static void login_committed(struct auth_wait *w)
     if (w->outcome != PG_OK) {
         login_release(lw);
         login_forget(lw);
-        auth_fail(w, w->outcome);
+        login_fail(lw, w->outcome);
         return;
     }
     if (pg_result_rows(w->result) != 1) { /* disabled, locked or changed since the lookup */
@@ -218,7 +286,14 @@ static void login_committed(struct auth_wait *w)
         return;
     }
     login_release(lw);
-    http_resume(lw, login_respond);
+    if (!lw->browser) {
+        http_resume(lw, login_respond);
+    } else if (strcmp(pg_result_value(w->result, 0, 2), "t") != 0) {
+        login_forget(lw); /* answered or expired meanwhile (another tab, another post) */
+        login_answer(lw, 400, login_request_spent);
+    } else {
+        http_resume(lw, login_redirect);
+    }
 }
 
 /* ---- Stages --------------------------------------------------------------------------------- */
@@ -237,10 +312,10 @@ static void login_verify_run(struct worker_job *job)
         lw->rehash_len = auth_password_rehash(policy, lw->secret.password, lw->password_len,
                                               lw->rehash, sizeof(lw->rehash)); /* normalised */
     explicit_bzero(&lw->secret, sizeof(lw->secret));
-    if (lw->verify_rc != 0)
+    if (lw->verify_rc != 0 || lw->browser) /* the browser's login makes a code, no token */
         return;
     struct auth_user_token t = {
-        .tenant = lw->tenant, .issuer = lw->issuer, .sub = lw->user_id, .client_id = lw->client_id,
+        .tenant = lw->tenant, .issuer = lw->made.issuer, .sub = lw->user_id, .client_id = lw->client_id,
         .scope = lw->scope, .sid = lw->sid, .lifetime_s = lw->lifetime_s,
     };
     lw->jwt_len = auth_session_sign(&t, lw->secret.jwt, sizeof(lw->secret.jwt));
@@ -258,12 +333,33 @@ static void login_send_failed(struct login_wait *lw)
     if (kept == NULL) {
         login_release(lw);
         login_forget(lw);
-        auth_fail(&lw->w, PG_UNAVAILABLE); /* neither refused nor counted: 503 */
+        login_fail(lw, PG_UNAVAILABLE); /* neither refused nor counted: 503 */
         return;
     }
     login_refuse(lw);  /* lw is gone after this */
     loop_submit(loop); /* the answer leaves before Postgres is woken, maybe on this core */
     auth_login_failure_send(kept);
+}
+
+/* The browser's login: the authorization request's code, one statement with the login's
+ * other effects (STORE_LOGIN_SUCCEEDED's, a session apart: the code's redemption makes it). */
+static void login_send_code(struct login_wait *lw)
+{
+    uint8_t digest[HASH_SHA256_BYTES];
+    if (secret_client_new(lw->made.page.code, digest) != 0) {
+        login_forget(lw);
+        login_answer(lw, 500, "internal error");
+        return;
+    }
+    for (size_t i = 0; i < HASH_SHA256_BYTES; i++)
+        snprintf(lw->refresh_sha + 2 * i, 3, "%02x", digest[i]); /* the code's, here */
+    snprintf(lw->nums[0], LOGIN_NUM_TEXT, "%d", AUTH_CODE_TTL_S);
+    const char **p = lw->w.q.params;
+    p[0] = lw->tenant_id, p[1] = lw->user_id, p[2] = lw->made.page.authz, p[3] = lw->refresh_sha;
+    p[4] = lw->nums[0], p[5] = lw->ip[0] ? lw->ip : NULL, p[6] = lw->request_id;
+    p[7] = lw->rehash_len > 0 ? lw->rehash : NULL, p[8] = lw->stored;
+    lw->w.q.params_count = 9;
+    auth_send(NULL, &lw->w, STORE_AUTHZ_LOGIN_SUCCEEDED, NULL, login_committed);
 }
 
 static void login_send_succeeded(struct login_wait *lw)
@@ -301,7 +397,7 @@ static void login_verify_done(struct worker_job *job)
         login_send_failed(lw);
         return;
     }
-    if (lw->jwt_len <= 0) {
+    if (!lw->browser && lw->jwt_len <= 0) {
         login_release(lw);
         login_forget(lw);
         log_msg(LOG_ERROR, "signing an access token failed", NULL);
@@ -310,7 +406,22 @@ static void login_verify_done(struct worker_job *job)
     }
     if (lw->rehash_len < 0)
         log_msg(LOG_WARN, "rehashing a password failed: the old hash stays", NULL);
-    login_send_succeeded(lw);
+    if (lw->browser)
+        login_send_code(lw);
+    else
+        login_send_succeeded(lw);
+}
+
+/* The password to the worker pool. */
+static void login_verify(struct login_wait *lw)
+{
+    lw->job.run = login_verify_run;
+    lw->job.done = login_verify_done;
+    if (auth_submit_hash(&lw->w, &lw->job) != 0) {
+        login_release(lw);
+        login_forget(lw);
+        login_answer(lw, 503, AUTH_BUSY_DETAIL); /* SECURITY F15 */
+    }
 }
 
 /* The keys are held: a fresh session id and refresh token, then the worker. */
@@ -341,13 +452,7 @@ static void login_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
         auth_answer(w, 500, "internal error");
         return;
     }
-    lw->job.run = login_verify_run;
-    lw->job.done = login_verify_done;
-    if (auth_submit_hash(w, &lw->job) != 0) {
-        login_release(lw);
-        login_forget(lw);
-        auth_answer(w, 503, AUTH_BUSY_DETAIL); /* SECURITY F15 */
-    }
+    login_verify(lw);
 }
 
 /* The password grant's client checks (RFC 6749 §4.3.2, §5.2) on the lookup's row: the
@@ -396,7 +501,10 @@ static void login_found(struct auth_wait *w)
     if (!first_party) {
         login_forget(lw);
         if (w->outcome != PG_OK)
-            auth_fail(w, w->outcome);
+            login_fail(lw, w->outcome);
+        else if (lw->browser)
+            login_answer(lw, pg_result_rows(r) == 0 ? 404 : 400,
+                         pg_result_rows(r) == 0 ? "no such tenant" : login_request_spent);
         else if (pg_result_rows(r) == 0)
             auth_answer(w, 404, "no such tenant");
         else
@@ -414,12 +522,24 @@ static void login_found(struct auth_wait *w)
         snprintf(lw->stored, sizeof(lw->stored), "%s", pg_result_value(r, 0, 5));
         lw->locked = strcmp(pg_result_value(r, 0, 6), "t") == 0;
     }
-    auth_tenant_get(NULL, w, lw->slug, login_keys_ready);
+    if (lw->browser)
+        login_verify(lw); /* no token signed: no keys needed */
+    else
+        auth_tenant_get(NULL, w, lw->slug, login_keys_ready);
 }
 
 static void login_lookup(struct http_ctx *ctx, struct login_wait *lw)
 {
     struct pg_query *q = &lw->w.q;
+    if (lw->browser) {
+        q->params[0] = lw->slug;
+        q->params[1] = lw->made.page.authz;
+        q->params[2] = lw->name;
+        q->params_count = 3;
+        if (!auth_send(ctx, &lw->w, STORE_AUTHZ_LOGIN_LOOKUP, NULL, login_found) && ctx != NULL)
+            login_forget(lw);
+        return;
+    }
     q->params[0] = lw->slug;
     q->params[1] = lw->client_id;
     q->params[2] = lw->by_email ? NULL : lw->name;
@@ -445,10 +565,12 @@ static void login_keep_request(struct http_ctx *ctx, struct login_wait *lw,
     assert(ctx->request_id.len <= HTTP_REQUEST_ID_BYTES_MAX); /* a longer one was replaced */
     memcpy(lw->request_id, ctx->request_id.ptr, ctx->request_id.len);
     lw->request_id[ctx->request_id.len] = '\0';
-    struct buf issuer;
-    buf_init(&issuer, lw->issuer, sizeof(lw->issuer));
-    auth_issuer(auth, slice_make(lw->slug, strlen(lw->slug)), &issuer);
-    buf_append(&issuer, "", 1);
+    if (!lw->browser) {
+        struct buf issuer;
+        buf_init(&issuer, lw->made.issuer, sizeof(lw->made.issuer));
+        auth_issuer(auth, slice_make(lw->slug, strlen(lw->slug)), &issuer);
+        buf_append(&issuer, "", 1);
+    }
     lw->w.rate = *limits;
 }
 
@@ -494,6 +616,31 @@ void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
     memcpy(lw->client_id, creds->client_id, sizeof(lw->client_id));
     memcpy(lw->secret.password, password, plen + 1);
     lw->password_len = plen;
+    login_keep_request(ctx, lw, &limits);
+    login_begin(ctx, lw);
+}
+
+void auth_login_browser(struct http_ctx *ctx, struct auth *auth, const char *authz_id, const char *csrf,
+                        const char *username, const char *password)
+{
+    size_t ulen = strlen(username), plen = strlen(password);
+    struct login_wait *lw = auth_park(ctx, auth, sizeof(*lw));
+    if (lw == NULL)
+        return;
+    lw->browser = true;
+    snprintf(lw->made.page.authz, sizeof(lw->made.page.authz), "%s", authz_id);
+    snprintf(lw->made.page.csrf, sizeof(lw->made.page.csrf), "%s", csrf);
+    memcpy(lw->name, username, ulen + 1); /* bounded by the form's fields */
+    memcpy(lw->secret.password, password, plen + 1);
+    lw->password_len = plen;
+    char key[LOGIN_NAME_MAX + 1];
+    login_name_normalise(lw, key);
+    struct auth_rate_check limits;
+    /* No client bucket: the client is the stored request's, and no secret is presented. */
+    if (!auth_rate_admit_account(ctx, auth, "", NULL, key, &limits)) {
+        login_forget(lw);
+        return; /* answered 429 */
+    }
     login_keep_request(ctx, lw, &limits);
     login_begin(ctx, lw);
 }

@@ -473,7 +473,12 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
  * GET /t/{tenant}/api/v1/me answers the user's profile ({id, username, email, email_verified,
  * created_at, updated_at, last_login_at}); PATCH with {"username"?, "email"?} changes them (a
  * new address is unverified; "" removes it; a taken username is 409) and answers the profile,
- * with an audit row. A disabled or deleted user is 404. */
+ * with an audit row. A disabled or deleted user is 404.
+ *
+ * GET or POST /t/{tenant}/userinfo (OIDC Core §5.3) answers the claims of the token's user
+ * that its scope allows (§5.4: sub always; preferred_username and updated_at with profile;
+ * email and email_verified with email) to a token carrying openid (403 insufficient_scope
+ * without); a client's own token, or a user gone since, is 401 invalid_token. */
 
 /* What the bearer of a user's access token asks of their sessions. */
 enum user_mode {
@@ -483,6 +488,7 @@ enum user_mode {
     SESSIONS_REVOKE, /* DELETE /me/sessions/{id} */
     ME_GET,          /* GET /me */
     ME_PATCH,        /* PATCH /me */
+    USERINFO,        /* GET or POST /userinfo (OIDC Core §5.3) */
 };
 
 struct user_wait {
@@ -501,7 +507,10 @@ struct user_wait {
     char slack_text[SESSION_NUM_TEXT];
     char ip[AUTH_IP_MAX + 1];
     char request_id[SESSION_REQUEST_ID_MAX + 1];
-    char token[AUTH_ACCESS_TOKEN_MAX];
+    union {
+        char token[AUTH_ACCESS_TOKEN_MAX]; /* until checked */
+        char scope[JWT_SCOPE_MAX + 1];     /* then USERINFO's: the token's scope */
+    } bearer;
 };
 
 _Static_assert(sizeof(struct user_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
@@ -555,6 +564,32 @@ static void me_respond(struct http_ctx *ctx, void *state)
     http_respond(ctx, 200, "application/json", slice_make(profile, strlen(profile)));
 }
 
+/* OIDC Core §5.3.2: the claims, or 401 for a user gone or disabled since the token (§5.3.3:
+ * the token no longer names anyone). */
+static void userinfo_respond(struct http_ctx *ctx, void *state)
+{
+    struct user_wait *lw = state;
+    if (lw->w.outcome != PG_OK) {
+        auth_respond_store_failure(ctx, lw->w.outcome);
+        return;
+    }
+    if (pg_result_rows(lw->w.result) != 1) {
+        auth_respond_invalid_token(ctx, NULL);
+        return;
+    }
+    const char *claims = pg_result_value(lw->w.result, 0, 0);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond(ctx, 200, "application/json", slice_make(claims, strlen(claims)));
+}
+
+/* RFC 6750 §3.1: a user's token without openid may not read the claims (OIDC Core §5.3.1). */
+static void userinfo_forbidden(struct http_ctx *ctx, void *state)
+{
+    (void)state;
+    http_header_add(ctx, "WWW-Authenticate", SLICE_LIT("Bearer error=\"insufficient_scope\", scope=\"openid\""));
+    http_respond_problem(ctx, 403, "the access token lacks the openid scope");
+}
+
 /* DELETE /me/sessions/{id}: nothing updated means no live session of this user by that id. */
 static void sessions_revoke_committed(struct auth_wait *w)
 {
@@ -603,6 +638,11 @@ static void user_send(struct user_wait *lw)
         w->q.params_count = 2;
         auth_send(NULL, w, STORE_USER_ME, me_respond, NULL);
         return;
+    case USERINFO:
+        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->bearer.scope;
+        w->q.params_count = 3;
+        auth_send(NULL, w, STORE_USERINFO, userinfo_respond, NULL);
+        return;
     case ME_PATCH:
         p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->has_username ? lw->username : NULL;
         p[3] = lw->has_email ? lw->email : NULL, p[4] = ip, p[5] = lw->request_id;
@@ -617,19 +657,28 @@ static void user_check(struct user_wait *lw, const struct auth_tenant *tenant)
 {
     struct auth_wait *w = &lw->w;
     const struct jwt_claims *c = NULL;
-    struct slice token = slice_make(lw->token, lw->token_len);
+    struct slice token = slice_make(lw->bearer.token, lw->token_len);
     if (auth_access_check(w->auth, w->loop, lw->slug, tenant, token, &c) != 0) {
         http_resume(lw, auth_respond_invalid_token);
         return;
     }
     if (!user_uuid(c->sid) || !user_uuid(c->sub) || !user_uuid(c->tid)) {
-        auth_answer(w, 400, "the token belongs to no user session");
+        if (lw->mode == USERINFO) /* a client's own token names no user */
+            http_resume(lw, auth_respond_invalid_token);
+        else
+            auth_answer(w, 400, "the token belongs to no user session");
+        return;
+    }
+    if (lw->mode == USERINFO && !auth_words_subset("openid", c->scope)) {
+        http_resume(lw, userinfo_forbidden);
         return;
     }
     memcpy(lw->tid, c->tid, sizeof(lw->tid)); /* each checked: 36 characters and a NUL */
     memcpy(lw->sid, c->sid, sizeof(lw->sid));
     memcpy(lw->sub, c->sub, sizeof(lw->sub));
     snprintf(lw->client_id, sizeof(lw->client_id), "%s", c->client_id);
+    if (lw->mode == USERINFO)
+        memcpy(lw->bearer.scope, c->scope, sizeof(lw->bearer.scope)); /* the token is done with */
     user_send(lw);
 }
 
@@ -702,7 +751,7 @@ static void user_start(struct http_ctx *ctx, enum user_mode mode)
         http_respond_problem(ctx, 400, why); /* the park is undone */
         return;
     }
-    memcpy(lw->token, token.ptr, token.len);
+    memcpy(lw->bearer.token, token.ptr, token.len);
     lw->token_len = token.len;
     auth_slug_copy(ctx->params[0], lw->slug);
     snprintf(lw->slack_text, sizeof(lw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
@@ -747,6 +796,11 @@ static void me_patch(struct http_ctx *ctx)
     user_start(ctx, ME_PATCH);
 }
 
+static void userinfo(struct http_ctx *ctx)
+{
+    user_start(ctx, USERINFO);
+}
+
 int auth_logout_routes(struct auth *auth, struct http_server *http)
 {
     int rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/api/v1/auth/logout", "logout",
@@ -758,6 +812,8 @@ int auth_logout_routes(struct auth *auth, struct http_server *http)
     rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_DELETE, "/t/{tenant}/api/v1/me/sessions/{id}",
                                        "sessions_revoke", sessions_delete, auth);
     rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/api/v1/me", "me", me_get, auth);
+    rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/userinfo", "userinfo", userinfo, auth);
+    rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/userinfo", "userinfo", userinfo, auth);
     return rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_PATCH, "/t/{tenant}/api/v1/me", "me_patch", me_patch,
                                          auth);
 }

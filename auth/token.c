@@ -1,6 +1,7 @@
 /* auth/token.c: POST /t/{tenant}/oauth2/token (RFC 6749 §3.2), grants client_credentials
- * (§4.4) and refresh_token (§6, auth/session.c); the other grants answer
- * unsupported_grant_type until they land.
+ * (§4.4), authorization_code (§4.1.3, auth/code.c), refresh_token (§6, auth/session.c) and
+ * password (§4.3, auth/login.c: first-party clients only); any other is
+ * unsupported_grant_type.
  *
  * The stages: form and client credentials checked on the shard (client_secret_basic or
  * client_secret_post, never both, §2.3) → the client read by client_id within the path's
@@ -25,6 +26,8 @@
 #define TOKEN_JWT_MAX 4096        /* header + claims with a full scope + an RSA-4096 signature */
 #define TOKEN_PAYLOAD_MAX 2048    /* the claims object */
 #define TOKEN_USERNAME_MAX 320    /* a username (128) or an email (RFC 5321 §4.5.3.1) */
+#define TOKEN_CODE_MAX 256        /* Tessera's codes are 43 characters; longer is no code */
+#define TOKEN_REDIRECT_MAX 2048   /* the schema's bound on a redirect URI */
 
 struct token_wait {
     struct auth_wait w;
@@ -183,13 +186,18 @@ struct token_form {
     char refresh_token[AUTH_REFRESH_TOKEN_LEN + 2]; /* longer is invalid_request */
     char username[TOKEN_USERNAME_MAX + 1];
     char password[PASSWORD_INPUT_MAX + 1];          /* longer is invalid_request (P08) */
+    char code[TOKEN_CODE_MAX + 1];
+    char redirect_uri[TOKEN_REDIRECT_MAX + 1];
+    char code_verifier[AUTH_CODE_VERIFIER_MAX + 2]; /* longer is invalid_request (O06) */
     struct auth_client_creds creds;
 };
 
-/* The checks that need no store, in RFC 6749's order; 0 when all pass, 1 for a refresh
- * (auth/session.c) and 2 for the password grant (auth/login.c), which identify their
- * caller themselves (a public client may use them), else answered. */
-static int token_check_request(struct http_ctx *ctx, struct token_form *f, bool *scope_given)
+/* The grants whose callers identify themselves (a public client may use them). */
+enum token_grant { TOKEN_CLIENT_CREDENTIALS, TOKEN_REFRESH, TOKEN_PASSWORD, TOKEN_CODE, TOKEN_ANSWERED };
+
+/* The checks that need no store, in RFC 6749's order: the grant, or TOKEN_ANSWERED. */
+static enum token_grant token_check_request(struct http_ctx *ctx, struct token_form *f, bool *scope_given,
+                                            struct auth_code_request *code)
 {
     struct auth_form_field fields[] = {
         { "grant_type", f->grant_type, sizeof(f->grant_type), false },
@@ -199,37 +207,47 @@ static int token_check_request(struct http_ctx *ctx, struct token_form *f, bool 
         { "refresh_token", f->refresh_token, sizeof(f->refresh_token), false },
         { "username", f->username, sizeof(f->username), false },
         { "password", f->password, sizeof(f->password), false },
+        { "code", f->code, sizeof(f->code), false },
+        { "redirect_uri", f->redirect_uri, sizeof(f->redirect_uri), false },
+        { "code_verifier", f->code_verifier, sizeof(f->code_verifier), false },
     };
     const char *why = auth_form_parse(ctx, fields, sizeof(fields) / sizeof(fields[0]));
     if (why != NULL || !fields[0].seen) {
         auth_oauth_error(ctx, 400, "invalid_request", why ? why : "grant_type is missing");
-        return -1;
+        return TOKEN_ANSWERED;
     }
     f->creds.has_id = fields[2].seen;
     f->creds.has_secret = fields[3].seen;
     *scope_given = fields[1].seen;
+    if (strcmp(f->grant_type, "authorization_code") == 0) {
+        /* RFC 6749 §4.1.3: the scope is the authorization's; a scope parameter is ignored. */
+        *code = (struct auth_code_request){ .code = f->code, .redirect_uri = f->redirect_uri,
+                                            .verifier = f->code_verifier, .redirect_given = fields[8].seen,
+                                            .verifier_given = fields[9].seen };
+        return TOKEN_CODE;
+    }
     bool refresh = strcmp(f->grant_type, "refresh_token") == 0;
     if (refresh || strcmp(f->grant_type, "password") == 0) {
         if (*scope_given && !token_scope_valid(f->scope)) {
             auth_oauth_error(ctx, 400, "invalid_scope", "scope is malformed");
-            return -1;
+            return TOKEN_ANSWERED;
         }
-        return refresh ? 1 : 2;
+        return refresh ? TOKEN_REFRESH : TOKEN_PASSWORD;
     }
     int status = auth_client_credentials(ctx, &f->creds, &why);
     if (status != 0) {
         auth_oauth_error(ctx, status, status == 401 ? "invalid_client" : "invalid_request", why);
-        return -1;
+        return TOKEN_ANSWERED;
     }
     if (strcmp(f->grant_type, "client_credentials") != 0) {
         auth_oauth_error(ctx, 400, "unsupported_grant_type", "this grant type is not supported");
-        return -1;
+        return TOKEN_ANSWERED;
     }
     if (*scope_given && !token_scope_valid(f->scope)) {
         auth_oauth_error(ctx, 400, "invalid_scope", "scope is malformed");
-        return -1;
+        return TOKEN_ANSWERED;
     }
-    return 0;
+    return TOKEN_CLIENT_CREDENTIALS;
 }
 
 static void token_post(struct http_ctx *ctx)
@@ -246,16 +264,20 @@ static void token_post(struct http_ctx *ctx)
     }
     bool scope_given = false;
     struct auth_rate_check limits;
-    int rc = token_check_request(ctx, f, &scope_given);
-    if (rc == 1 || rc == 2) {
-        if (rc == 1)
+    struct auth_code_request code;
+    enum token_grant grant = token_check_request(ctx, f, &scope_given, &code);
+    if (grant == TOKEN_REFRESH || grant == TOKEN_PASSWORD || grant == TOKEN_CODE) {
+        if (grant == TOKEN_REFRESH)
             auth_session_refresh(ctx, auth, &f->creds, f->refresh_token, f->scope, scope_given);
-        else
+        else if (grant == TOKEN_PASSWORD)
             auth_login_password_grant(ctx, auth, &f->creds, f->username, f->password, f->scope,
                                       scope_given);
+        else
+            auth_code_grant(ctx, auth, &f->creds, &code);
         explicit_bzero(f, sizeof(*f));
         return;
     }
+    int rc = grant == TOKEN_CLIENT_CREDENTIALS ? 0 : -1;
     uint8_t secret_sha256[HASH_SHA256_BYTES]; /* of a well-formed request's secret only */
     if (rc == 0)
         hash_sha256(f->creds.secret, strlen(f->creds.secret), secret_sha256);

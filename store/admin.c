@@ -68,6 +68,7 @@ enum admin_opt {
     ADMIN_OPT_INTROSPECT = 1 << 9,
     ADMIN_OPT_FIRST_PARTY = 1 << 10,
     ADMIN_OPT_PASSWORD_STDIN = 1 << 11,
+    ADMIN_OPT_PUBLIC = 1 << 12,
 };
 
 struct admin_args {
@@ -94,6 +95,7 @@ static const struct admin_opt_spec admin_opt_specs[] = {
     { "--redirect-uri", ADMIN_OPT_REDIRECT, true },
     { "--introspect", ADMIN_OPT_INTROSPECT, false },
     { "--first-party", ADMIN_OPT_FIRST_PARTY, false },
+    { "--public", ADMIN_OPT_PUBLIC, false },
     { "--password-stdin", ADMIN_OPT_PASSWORD_STDIN, false },
 };
 
@@ -503,6 +505,12 @@ static int admin_client_check(const struct admin_args *args)
     if (admin_has(args->grants, args->grant_count, "password") &&
         !(args->seen & ADMIN_OPT_FIRST_PARTY))
         return admin_usage_error("the password grant needs %s", "--first-party");
+    /* A public client (RFC 6749 §2.1: a browser or native app, which cannot keep a secret)
+     * has none; a client_credentials token is a client's own, so it must have one (RFC 6749
+     * §4.4; SECURITY O25). The default grant is client_credentials. */
+    if ((args->seen & ADMIN_OPT_PUBLIC) &&
+        (args->grant_count == 0 || admin_has(args->grants, args->grant_count, "client_credentials")))
+        return admin_usage_error("a --public client may not use the client_credentials grant%s", "");
     return 0;
 }
 
@@ -521,12 +529,13 @@ static int admin_client_insert(PGconn *conn, const char *tenant_id, const struct
         return ADMIN_EXIT_REFUSED;
     }
     ct_uuid_format(uuid, client_id);
+    bool is_public = (args->seen & ADMIN_OPT_PUBLIC) != 0;
     struct buf hex;
     buf_init(&hex, digest_hex, sizeof(digest_hex));
     admin_bytea_hex(digest, sizeof(digest), &hex);
     buf_append(&hex, "", 1);
     assert(!hex.overflow);
-    const char *params[] = { tenant_id, client_id, digest_hex, args->name, grants, scopes,
+    const char *params[] = { tenant_id, client_id, is_public ? NULL : digest_hex, args->name, grants, scopes,
                              redirects, (args->seen & ADMIN_OPT_FIRST_PARTY) ? "t" : "f",
                              (args->seen & ADMIN_OPT_INTROSPECT) ? "t" : "f" };
     PGresult *res = admin_query(conn,
@@ -543,8 +552,9 @@ static int admin_client_insert(PGconn *conn, const char *tenant_id, const struct
         return ADMIN_EXIT_REFUSED;
     json_t *base = json_object();
     json_object_set_new(base, "tenant", json_string(args->tenant));
-    /* Shown this once; only its SHA-256 is stored (DESIGN §4). */
-    json_object_set_new(base, "client_secret", json_string(secret));
+    /* Shown this once; only its SHA-256 is stored (DESIGN §4). A public client has none. */
+    if (!is_public)
+        json_object_set_new(base, "client_secret", json_string(secret));
     explicit_bzero(secret, sizeof(secret));
     int rc = admin_print(base, NULL, PQgetvalue(res, 0, 0));
     PQclear(res);
@@ -879,7 +889,7 @@ static const struct admin_command admin_commands[] = {
     { "tenant", "list", 0, false },
     { "client", "create",
       ADMIN_OPT_TENANT | ADMIN_OPT_NAME | ADMIN_OPT_GRANT | ADMIN_OPT_SCOPE | ADMIN_OPT_REDIRECT |
-          ADMIN_OPT_INTROSPECT | ADMIN_OPT_FIRST_PARTY,
+          ADMIN_OPT_INTROSPECT | ADMIN_OPT_FIRST_PARTY | ADMIN_OPT_PUBLIC,
       false },
     { "client", "list", ADMIN_OPT_TENANT, false },
     { "client", "delete", ADMIN_OPT_TENANT | ADMIN_OPT_CLIENT_ID, false },
@@ -899,7 +909,7 @@ static void admin_usage(FILE *out)
             "  tenant create <slug> [--name N]\n"
             "  tenant list\n"
             "  client create --tenant T --name N [--grant G]... [--scope \"a b\"]\n"
-            "                [--redirect-uri U]... [--introspect] [--first-party]\n"
+            "                [--redirect-uri U]... [--introspect] [--first-party] [--public]\n"
             "  client list --tenant T\n"
             "  client delete --tenant T --client-id C\n"
             "  user create --tenant T --username U [--email E] --password-stdin\n"
@@ -909,7 +919,8 @@ static void admin_usage(FILE *out)
             "  keys list --tenant T\n"
             "\n"
             "Grants: client_credentials (default), authorization_code (needs --redirect-uri),\n"
-            "refresh_token, password (needs --first-party). Talks to TESSERA_PG_URL; keys rotate\n"
+            "refresh_token, password (needs --first-party). --public: no secret (a browser or\n"
+            "native app; not with client_credentials). Talks to TESSERA_PG_URL; keys rotate\n"
             "seals private keys under TESSERA_MASTER_KEY_FILE. Prints one JSON object; a client\n"
             "secret is shown once, at creation. Exit 0 done, 1 refused, 2 bad usage.\n");
 }

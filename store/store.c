@@ -477,6 +477,102 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "actor_id text, action text, target_kind text, target_id text, ip inet, request_id text, "
         "details jsonb, at_us bigint) JOIN tenants t ON t.slug = e.slug "
         "ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING" },
+    /* The authorization endpoint's client: every check of RFC 6749 §4.1.2.1's "invalid or
+     * missing redirect_uri" is made against these URIs before any redirect (SECURITY O30). */
+    [STORE_AUTHZ_CLIENT] = {
+        "authz_client", true,
+        "SELECT t.id, array_to_string(c.grants, ' '), array_to_string(c.scopes, ' '), "
+        "array_to_string(c.redirect_uris, E'\\n'), c.secret_sha256 IS NULL "
+        "FROM tenants t JOIN clients c ON c.tenant_id = t.id "
+        "WHERE t.slug = $1 AND t.deleted_at IS NULL AND c.client_id = $2 AND c.deleted_at IS NULL" },
+    [STORE_AUTHZ_CREATE] = {
+        "authz_create", false,
+        "INSERT INTO authorizations (id, tenant_id, client_id, redirect_uri, redirect_given, scope, "
+        "state, nonce, code_challenge, expires_at) SELECT $2, $1, $3, $4, $5, coalesce($6, "
+        "array_to_string(c.scopes, ' ')), $7, $8, $9, now() + make_interval(secs => $10::int) "
+        "FROM clients c WHERE c.tenant_id = $1 AND c.client_id = $3 AND c.deleted_at IS NULL "
+        "RETURNING id" },
+    /* The hosted login page's lookup, from the primary as STORE_LOGIN_LOOKUP's (a lockout set a
+     * moment ago holds), with its columns; the second says the request still awaits a login. */
+    [STORE_AUTHZ_LOGIN_LOOKUP] = {
+        "authz_login_lookup", false,
+        "SELECT t.id, a.id IS NOT NULL, '', 0, u.id, u.password_hash, "
+        "coalesce(u.locked_until > now(), false), NULL, false FROM tenants t "
+        "LEFT JOIN authorizations a ON a.tenant_id = t.id AND a.id = $2 AND a.user_id IS NULL "
+        "AND a.expires_at > now() "
+        "LEFT JOIN LATERAL (SELECT id, password_hash, locked_until FROM users WHERE tenant_id = t.id "
+        "AND deleted_at IS NULL AND NOT disabled AND lower(username) = lower($3::text) LIMIT 1) u ON true "
+        "WHERE t.slug = $1 AND t.deleted_at IS NULL" },
+    /* As STORE_LOGIN_SUCCEEDED, but what the login makes is the request's code (its SHA-256),
+     * given once: a request already answered (or expired) takes no second one. */
+    [STORE_AUTHZ_LOGIN_SUCCEEDED] = {
+        "authz_login_succeeded", false,
+        "WITH u AS (UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = now(), "
+        "password_hash = coalesce($8, password_hash) WHERE tenant_id = $1 AND id = $2 "
+        "AND password_hash = $9 AND NOT disabled AND deleted_at IS NULL "
+        "AND NOT coalesce(locked_until > now(), false) RETURNING id, tenant_id), "
+        "z AS (UPDATE authorizations a SET user_id = u.id, auth_time = now(), "
+        "code_sha256 = decode($4, 'hex'), code_expires_at = now() + make_interval(secs => $5::int) "
+        "FROM u WHERE a.tenant_id = u.tenant_id AND a.id = $3 AND a.user_id IS NULL "
+        "AND a.expires_at > now() RETURNING a.client_id, a.redirect_uri, a.state), "
+        "l AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT $1, 'user', $2::text, 'login_succeeded', 'user', $2::text, "
+        "$6::inet, $7, jsonb_build_object('client_id', z.client_id, 'flow', 'authorization_code', "
+        "'rehashed', $8::text IS NOT NULL) FROM z) "
+        "SELECT z.redirect_uri, z.state, z.client_id IS NOT NULL FROM u LEFT JOIN z ON true" },
+    /* Code redemption reads the primary (SECURITY F03): a code consumed a moment ago is seen. */
+    [STORE_CODE_READ] = {
+        "code_read", false,
+        "SELECT a.id, a.client_id, a.code_challenge, a.redirect_uri, a.redirect_given, "
+        "a.consumed_at IS NOT NULL, a.code_expires_at <= now(), a.tenant_id, a.user_id, a.scope, "
+        "a.nonce, extract(epoch FROM a.auth_time)::bigint, c.token_lifetime_s, "
+        "'authorization_code' = ANY(c.grants), 'refresh_token' = ANY(c.grants) "
+        "FROM authorizations a JOIN tenants t ON t.id = a.tenant_id "
+        "LEFT JOIN clients c ON c.tenant_id = a.tenant_id AND c.client_id = a.client_id "
+        "AND c.deleted_at IS NULL "
+        "WHERE t.slug = $1 AND t.deleted_at IS NULL AND a.code_sha256 = decode($2, 'hex')" },
+    /* RFC 6749 §4.1.2: a code used twice revokes what was issued from it: its session and, by
+     * a 'sid' revocation outliving the longest token the client could hold, every access
+     * token of it; the revocation is written even when the session had already ended. */
+    [STORE_CODE_REUSE] = {
+        "code_reuse", false,
+        "WITH a AS (SELECT id, session_id, user_id FROM authorizations WHERE tenant_id = $1 AND id = $2 "
+        "AND client_id = $3 AND consumed_at IS NOT NULL AND session_id IS NOT NULL), "
+        "s AS (UPDATE sessions SET revoked_at = now() FROM a WHERE sessions.tenant_id = $1 "
+        "AND sessions.id = a.session_id AND sessions.revoked_at IS NULL RETURNING sessions.id), "
+        "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT $1, 'sid', "
+        "a.session_id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s "
+        "FROM clients c WHERE c.tenant_id = $1 AND c.client_id = $3), 0) + $4::int) FROM a "
+        "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
+        "l AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT $1, 'client', $3, 'code_reuse_detected', 'session', "
+        "a.session_id::text, $5::inet, $6, jsonb_build_object('user_id', a.user_id, "
+        "'authorization_id', a.id) FROM a) "
+        "SELECT seq, tenant_id, value, exp FROM r" },
+    /* The code consumed and its session made in one statement: under the row lock a second
+     * redemption (this instance or another) finds it consumed, so exactly one wins (O12). */
+    [STORE_CODE_REDEEM] = {
+        "code_redeem", false,
+        "WITH a AS (UPDATE authorizations SET consumed_at = now(), session_id = $4 WHERE tenant_id = $1 "
+        "AND id = $2 AND client_id = $3 AND consumed_at IS NULL AND code_expires_at > now() "
+        "RETURNING tenant_id, user_id), "
+        "u AS (SELECT u.id, u.tenant_id FROM users u JOIN a ON u.tenant_id = a.tenant_id "
+        "AND u.id = a.user_id WHERE NOT u.disabled AND u.deleted_at IS NULL), "
+        "s AS (INSERT INTO sessions (id, tenant_id, user_id, client_id, refresh_sha256, amr, ip, "
+        "user_agent, expires_at, absolute_expires_at) SELECT $4, u.tenant_id, u.id, $3, "
+        "decode($5, 'hex'), '{pwd}', $6::inet, $7, now() + make_interval(secs => $8::int), "
+        "now() + make_interval(secs => $9::int) FROM u RETURNING id) "
+        "SELECT id FROM s" },
+    [STORE_USERINFO] = {
+        "userinfo", true,
+        "SELECT json_strip_nulls(json_build_object('sub', id, "
+        "'preferred_username', CASE WHEN 'profile' = ANY(string_to_array($3, ' ')) THEN username END, "
+        "'updated_at', CASE WHEN 'profile' = ANY(string_to_array($3, ' ')) "
+        "THEN extract(epoch FROM updated_at)::bigint END, "
+        "'email', CASE WHEN 'email' = ANY(string_to_array($3, ' ')) THEN email END, "
+        "'email_verified', CASE WHEN 'email' = ANY(string_to_array($3, ' ')) AND email IS NOT NULL "
+        "THEN email_verified END))::text "
+        "FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL AND NOT disabled" },
 };
 
 struct store_pending {

@@ -135,6 +135,35 @@ enum store_stmt {
     STORE_AUDIT_BATCH,        /* $1 a JSON array of events {slug, event_id, actor_kind, actor_id,
                                * action, target_kind, target_id, ip, request_id, details (an
                                * object), at_us (Unix µs)} → none; auth/audit_batch.c */
+    /* The authorization code flow (auth/authorize.c, auth/code.c; migration 0006). */
+    STORE_AUTHZ_CLIENT,       /* $1 tenant slug, $2 client_id → tenant id, grants, scopes (each
+                               * space-separated), redirect URIs (newline-separated: none holds
+                               * a control character), public (t/f); no row unless the tenant's */
+    STORE_AUTHZ_CREATE,       /* $1 tenant id, $2 request id, $3 client_id, $4 redirect_uri, $5
+                               * redirect given (t/f), $6 scope (NULL: the client's), $7 state, $8
+                               * nonce (each or NULL), $9 code_challenge, $10 lifetime s → request
+                               * id; no row when the client is gone */
+    STORE_AUTHZ_LOGIN_LOOKUP, /* $1 tenant slug, $2 request id, $3 username → STORE_LOGIN_LOOKUP's
+                               * columns, the second saying whether the request awaits its login */
+    STORE_AUTHZ_LOGIN_SUCCEEDED, /* $1 tenant id, $2 user id, $3 request id, $4 code SHA-256 (hex),
+                                  * $5 code lifetime s, $6 ip, $7 request id, $8 new hash or NULL, $9
+                                  * the verified hash → no row when the user changed since the
+                                  * lookup; else redirect_uri, state, whether the request took the
+                                  * code (f: spent or expired meanwhile); the login's audit row */
+    STORE_CODE_READ,          /* $1 tenant slug, $2 code SHA-256 (hex) → request id, client_id,
+                               * code_challenge, redirect_uri, redirect given, consumed, expired
+                               * (t/f), tenant id, user id, scope, nonce, auth_time (Unix s),
+                               * the client's token lifetime and whether it has the
+                               * authorization_code and refresh_token grants (NULL: deleted) */
+    STORE_CODE_REUSE,         /* $1 tenant id, $2 request id, $3 client_id, $4 slack s, $5 ip, $6
+                               * request id → a row as logout's: the session made from the code
+                               * revoked (SECURITY O11), audit code_reuse_detected */
+    STORE_CODE_REDEEM,        /* $1 tenant id, $2 request id, $3 client_id, $4 new session id, $5
+                               * refresh SHA-256 (hex) or NULL, $6 ip, $7 user agent, $8 idle s, $9
+                               * absolute s → session id; no row unless the code was unconsumed,
+                               * unexpired and its user still enabled (exactly one wins, O12) */
+    STORE_USERINFO,           /* $1 tenant id, $2 user id, $3 the token's scope → one row: OIDC
+                               * Core §5.3.2's claims as JSON (by §5.4's scopes), or none */
     STORE_STMT_COUNT,
 };
 

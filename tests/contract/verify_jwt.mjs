@@ -4,7 +4,9 @@
 // stdin: one JSON job
 //   { "jwks_url": "http://127.0.0.1:PORT/t/SLUG/jwks.json",
 //     "issuer": "<TESSERA_PUBLIC_URL>/t/SLUG", "audience": "<same>",
-//     "tokens": ["eyJ...", ...] }
+//     "tokens": ["eyJ...", ...],
+//     "typ": "JWT" }            (optional: the header typ required; default "at+jwt", an access
+//                               token; tests/integration/test_authorize.py checks ID tokens with "JWT")
 // stdout: one JSON object
 //   { "jwks": <the JWKS document as fetched>,
 //     "results": [ { "ok": true, "header": {...}, "payload": {...} }
@@ -21,11 +23,12 @@ async function readStdin() {
 
 async function verifyOne(token, keys, job) {
     try {
-        // typ "at+jwt" is required (RFC 9068 §2.1, §4); jose compares it as a media type.
+        // typ "at+jwt" is required (RFC 9068 §2.1, §4) unless the job names another; jose
+        // compares it as a media type.
         const { payload, protectedHeader } = await jwtVerify(token, keys, {
             issuer: job.issuer,
             audience: job.audience,
-            typ: 'at+jwt',
+            typ: job.typ || 'at+jwt',
             algorithms: job.algorithms,
         });
         return { ok: true, header: protectedHeader, payload };
