@@ -22,6 +22,7 @@ static const char *const test_tables[] = {
     "tenants", "users", "user_identities", "sessions", "clients", "api_keys", "roles",
     "scopes", "role_scopes", "role_bindings", "signing_keys", "revocations", "audit_log",
     "one_time_tokens", "email_outbox", "kek_versions", "kek_blobs", "authz_tuples",
+    "authorizations",
 };
 
 static void test_embedded(void)
