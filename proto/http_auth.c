@@ -113,3 +113,20 @@ struct slice http_auth_bearer(struct slice header)
         i++;
     return i == token.len ? token : slice_make(NULL, 0);
 }
+
+struct slice http_cookie(struct slice header, const char *name)
+{
+    size_t name_len = strlen(name);
+    const char *p = header.ptr, *end = header.ptr + header.len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ';'))
+            p++;
+        const char *pair = p;
+        while (p < end && *p != ';')
+            p++;
+        size_t len = (size_t)(p - pair);
+        if (len > name_len && memcmp(pair, name, name_len) == 0 && pair[name_len] == '=')
+            return slice_make(pair + name_len + 1, len - name_len - 1);
+    }
+    return slice_make(NULL, 0);
+}

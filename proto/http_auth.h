@@ -5,7 +5,7 @@
  * §2.3.1) the id and the secret are each application/x-www-form-urlencoded before being
  * joined, so both are form-decoded after the split at the first ':'.
  * "Bearer" (RFC 6750 §2.1): the b64token after one space. Scheme names are compared
- * case-insensitively (RFC 9110 §11.1). */
+ * case-insensitively (RFC 9110 §11.1). And the browser's credential, a cookie. */
 #ifndef TESSERA_PROTO_HTTP_AUTH_H
 #define TESSERA_PROTO_HTTP_AUTH_H
 
@@ -22,5 +22,9 @@ int http_auth_basic(struct slice header, char *id, size_t id_cap, char *secret, 
 
 /* The token of "Bearer <token>" (RFC 6750 §2.1 b64token syntax), or an empty slice. */
 struct slice http_auth_bearer(struct slice header);
+
+/* The value of the first cookie called name in a Cookie header's value (RFC 6265 §4.2.1:
+ * "a=1; b=2"), as sent (up to the next ';'), or an empty slice. */
+struct slice http_cookie(struct slice header, const char *name);
 
 #endif

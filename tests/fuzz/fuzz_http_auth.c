@@ -1,9 +1,10 @@
 /* tests/fuzz/fuzz_http_auth.c: libFuzzer target for the credential and form parsers the
- * OAuth endpoints run on untrusted bytes: proto/http_auth (Basic, Bearer) and proto/url's
- * form iterator and decoder. Properties: nothing reads or writes out of bounds (ASan, the
- * input is an exactly-sized heap copy); a Basic credential that parses yields two
+ * OAuth endpoints run on untrusted bytes: proto/http_auth (Basic, Bearer, Cookie) and
+ * proto/url's form iterator and decoder. Properties: nothing reads or writes out of bounds
+ * (ASan, the input is an exactly-sized heap copy); a Basic credential that parses yields two
  * NUL-terminated values with no NUL inside and within their buffers; a Bearer token is a
- * sub-slice of the header; a decoded form component is never longer than its encoding; and
+ * sub-slice of the header, and so is a cookie's value, right after its name; a decoded form
+ * component is never longer than its encoding; and
  * every decode (form component, path segment, url_form_get into a small buffer) answers
  * exactly what a byte-at-a-time decoder written from RFC 3986 §2.1 and WHATWG URL §5.1 here
  * answers: the same bytes, or the same refusal. */
@@ -28,6 +29,21 @@ static void fuzz_basic(struct slice in)
     }
     struct slice token = http_auth_bearer(in);
     assert(token.len == 0 || (token.ptr >= in.ptr && token.ptr + token.len <= in.ptr + in.len));
+}
+
+/* A cookie found is a sub-slice of the header, holds no ';', and follows "name=" at the
+ * header's start or after a ';' or a space. */
+static void fuzz_cookie(struct slice in)
+{
+    static const char name[] = "tessera_csrf";
+    struct slice v = http_cookie(in, name);
+    if (v.len == 0)
+        return;
+    size_t at = (size_t)(v.ptr - in.ptr), n = sizeof(name) - 1;
+    assert(v.ptr >= in.ptr + n + 1 && v.ptr + v.len <= in.ptr + in.len);
+    assert(memchr(v.ptr, ';', v.len) == NULL);
+    assert(memcmp(in.ptr + at - n - 1, name, n) == 0 && in.ptr[at - 1] == '=');
+    assert(at == n + 1 || in.ptr[at - n - 2] == ';' || in.ptr[at - n - 2] == ' ');
 }
 
 #define REF_MALFORMED (-1)
@@ -117,6 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(copy, data, size);
     struct slice in = slice_make(copy, size);
     fuzz_basic(in);
+    fuzz_cookie(in);
     fuzz_form(in);
     free(copy);
     return 0;
