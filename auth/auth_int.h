@@ -485,6 +485,10 @@ struct auth_form_field {
     size_t cap;
     bool seen;
 };
+/* Content-Type is application/x-www-form-urlencoded (parameters allowed). */
+bool auth_form_body(const struct http_ctx *ctx);
+/* RFC 6749 §3.3: scope = scope-token *( SP scope-token ), scope-token = 1*NQCHAR. */
+bool auth_scope_valid(const char *scope);
 /* Checks the Content-Type and reads the known parameters (others are ignored, RFC 6749
  * §3.2). The reason the body is refused (a repeated, malformed or too long parameter), or
  * NULL. */
@@ -635,6 +639,12 @@ int auth_logout_routes(struct auth *auth, struct http_server *http);
 #define AUTH_SESSION_ISSUER_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX)
 #define AUTH_SESSION_JWT_MAX 4096 /* as auth/token.c: a full scope and an RSA-4096 signature */
 
+/* The hex SHA-256 of text into sha_hex (2 * HASH_SHA256_BYTES + 1 bytes): the form a
+ * high-entropy secret is stored and looked up in. */
+void auth_sha256_hex(const char *text, char *sha_hex);
+/* s is a UUID in RFC 9562 §4's text form, lowercase as Postgres and ct_uuid_format write it. */
+bool auth_uuid_text(const char *s);
+
 /* A new refresh token for session sid: the token (AUTH_REFRESH_TOKEN_LEN + 1 bytes) and the
  * hex SHA-256 that is stored (65 bytes). 0 or -TE_IO. */
 int auth_refresh_make(const char *sid, char *token, char *sha_hex);
@@ -740,6 +750,8 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
 /* ---- The authorization code flow (auth/authorize.c, auth/code.c) ---- */
 
 #define AUTH_LOGIN_NAME_MAX 320 /* a submitted username (128) or email (RFC 5321 §4.5.3.1) */
+#define AUTH_REDIRECT_URI_MAX 2048 /* a registered redirect URI: the schema's bound */
+#define AUTH_NONCE_MAX 256      /* an authorization request's nonce: the schema's bound */
 #define AUTH_CODE_TTL_S 60      /* an authorization code's life (SECURITY O14; RFC 6749 §4.1.2
                                  * says at most 10 minutes; the redirect is redeemed at once) */
 

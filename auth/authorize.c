@@ -17,12 +17,14 @@
  * redirects, so the endpoint is no open redirector (SECURITY O07, O09, O30). Every redirect
  * carries iss (RFC 9207, O31). PKCE with S256 is required of every client (RFC 9700
  * §2.1.1, O01-O03). There is no browser session yet: each authorization asks for the password
- * (prompt=none is login_required), and no consent page: a tenant's admin registers the clients
+ * (prompt=none is login_required), request objects are not supported (OIDC Core §6), and
+ * there is no consent page: a tenant's admin registers the clients
  * its users may sign in to.
  *
  * The login form is protected against cross-site posts (RFC 9700 §4.7, O39) by a
- * double-submitted token: a random value in a SameSite=Strict, HttpOnly cookie and in the
- * form, compared in constant time, and by refusing an Origin other than the public URL's.
+ * double-submitted token: a random value in a SameSite=Lax, HttpOnly cookie and in the
+ * form, compared in constant time, and by refusing an Origin other than the public URL's and
+ * a Sec-Fetch-Site other than same-origin (a sibling host may set cookies for the domain).
  * Every answer forbids framing and referrers (O40). */
 #include "auth/auth_int.h"
 
@@ -32,14 +34,12 @@
 #include <time.h>
 
 #include "core/log.h"
-#include "crypto/b64url.h"
 #include "crypto/secret.h"
+#include "proto/http_auth.h"
 #include "proto/url.h"
 
 #define AUTHZ_CLIENT_ID_MAX AUTH_CLIENT_ID_MAX
-#define AUTHZ_REDIRECT_MAX 2048    /* the schema's bound on a redirect URI (store/admin.c) */
 #define AUTHZ_STATE_MAX 4096       /* SECURITY O32: a 4 KiB state is echoed */
-#define AUTHZ_NONCE_MAX 256        /* the schema's */
 #define AUTHZ_SHORT_MAX 64         /* response_type, code_challenge_method, prompt */
 #define AUTHZ_CHALLENGE_LEN 43     /* RFC 7636 §4.2: BASE64URL(SHA-256), no padding */
 /* client_id, scope, state, nonce and code_challenge of a parked request, packed: a 4 KiB
@@ -49,6 +49,7 @@
 #define AUTHZ_CSRF_COOKIE "tessera_csrf"
 #define AUTHZ_OIDC_SCOPES "openid profile email" /* OIDC Core §5.4: always allowed here */
 #define AUTHZ_PATH_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX + 2)
+#define AUTHZ_SENT_MAX(max) (3 * (max) + 1) /* a form field's buffer: max bytes, each maybe %XX */
 
 /* Every page and redirect of the browser flow (SECURITY O40; RFC 9700 §4.16, §4.2). */
 #define AUTHZ_CSP "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
@@ -63,6 +64,8 @@ enum authz_param {
     AP_CHALLENGE,
     AP_METHOD,
     AP_PROMPT,
+    AP_REQUEST,     /* OIDC Core §6 request objects: refused */
+    AP_REQUEST_URI,
     AP_COUNT,
 };
 
@@ -71,14 +74,16 @@ static const struct {
     size_t max;
 } authz_params[AP_COUNT] = {
     [AP_CLIENT_ID] = { "client_id", AUTHZ_CLIENT_ID_MAX },
-    [AP_REDIRECT_URI] = { "redirect_uri", AUTHZ_REDIRECT_MAX },
+    [AP_REDIRECT_URI] = { "redirect_uri", AUTH_REDIRECT_URI_MAX },
     [AP_RESPONSE_TYPE] = { "response_type", AUTHZ_SHORT_MAX },
     [AP_SCOPE] = { "scope", JWT_SCOPE_MAX },
     [AP_STATE] = { "state", AUTHZ_STATE_MAX },
-    [AP_NONCE] = { "nonce", AUTHZ_NONCE_MAX },
+    [AP_NONCE] = { "nonce", AUTH_NONCE_MAX },
     [AP_CHALLENGE] = { "code_challenge", AUTHZ_CHALLENGE_LEN },
     [AP_METHOD] = { "code_challenge_method", AUTHZ_SHORT_MAX },
     [AP_PROMPT] = { "prompt", AUTHZ_SHORT_MAX },
+    [AP_REQUEST] = { "request", AUTHZ_TEXT_MAX },
+    [AP_REQUEST_URI] = { "request_uri", AUTH_REDIRECT_URI_MAX },
 };
 
 /* The request's parameters as read (in the handler's scratch arena). */
@@ -100,8 +105,6 @@ struct authz_wait {
     struct authz_error late;   /* after it, before the scope's */
     struct authz_error answer; /* the error redirected with */
     bool prompt_none;          /* OIDC Core §3.1.2.1: the last check */
-    int page_status;           /* an error page's status and text */
-    const char *page_text;
     bool redirect_given;
     bool state_usable;         /* state may be echoed (present, single, within bounds) */
     bool scope_given;
@@ -110,7 +113,7 @@ struct authz_wait {
     char id[CT_UUID_TEXT_LEN + 1];
     char csrf[SECRET_RANDOM_CHARS + 1];
     char ttl_text[16];
-    char redirect_uri[AUTHZ_REDIRECT_MAX + 1]; /* as sent, then the one verified */
+    char redirect_uri[AUTH_REDIRECT_URI_MAX + 1]; /* as sent, then the one verified */
     /* packed into text, each NUL-terminated; NULL when absent */
     const char *client_id, *scope, *state, *nonce, *challenge;
     size_t text_used;
@@ -186,7 +189,12 @@ void auth_login_page(struct http_ctx *ctx, const struct auth *auth, const char *
     }
     /* The public URL's path: right behind a proxy that serves it under a path of its own. */
     buf_append_cstr(&b, "<form method=\"post\" action=\"");
-    auth_public_path(auth, slug, &b); /* URL characters and a checked slug: nothing to escape */
+    char path[AUTHZ_PATH_MAX + 1];
+    struct buf pb;
+    buf_init(&pb, path, sizeof(path));
+    auth_public_path(auth, slug, &pb);
+    buf_append(&pb, "", 1);
+    authz_html_escape(&b, pb.overflow ? "" : path);
     buf_append_cstr(&b, "/login\"><input type=\"hidden\" name=\"authz\" value=\"");
     authz_html_escape(&b, authz_id);
     buf_append_cstr(&b, "\"><input type=\"hidden\" name=\"csrf\" value=\"");
@@ -271,13 +279,33 @@ static void authz_redirect_error(struct http_ctx *ctx, const struct authz_wait *
 
 /* ---- Parameters ---------------------------------------------------------------------------- */
 
-static bool authz_form_body(const struct http_ctx *ctx)
+/* RFC 6749 Appendix A: the values are VSCHAR (printable ASCII). Anything else is refused
+ * here, before it reaches a statement (a UTF-8 database refuses invalid bytes: a 500) or a
+ * token (a control character would grow sixfold as a JSON escape). */
+static bool authz_vschar(const char *s, size_t len)
 {
-    static const char form[] = "application/x-www-form-urlencoded";
-    const struct http1_header *h = http1_find_header(ctx->req, "Content-Type");
-    return h != NULL && h->value.len >= sizeof(form) - 1 &&
-           strncasecmp(h->value.ptr, form, sizeof(form) - 1) == 0 &&
-           (h->value.len == sizeof(form) - 1 || h->value.ptr[sizeof(form) - 1] == ';');
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+/* Decodes one parameter's value into the arena; -TE_NOMEM, or whether it is usable. */
+static int authz_take(struct http_ctx *ctx, struct slice value, size_t max, char **out, size_t *len)
+{
+    if (value.len > 3 * max)
+        return 0; /* longer than any encoding of max bytes */
+    char *dst = http_scratch_alloc(ctx, value.len + 1);
+    if (dst == NULL)
+        return -TE_NOMEM;
+    int n = url_decode_form_component(value, dst);
+    if (n < 0 || (size_t)n > max || !authz_vschar(dst, (size_t)n))
+        return 0;
+    dst[n] = '\0';
+    *out = dst;
+    *len = (size_t)n;
+    return 1;
 }
 
 /* Reads the known parameters of in (unknown ones are ignored, RFC 6749 §3.1). */
@@ -294,17 +322,12 @@ static int authz_read(struct http_ctx *ctx, struct slice in, struct authz_input 
                 p->repeated[i] = true;
                 break;
             }
-            char *dst = value.len <= 3 * authz_params[i].max ? http_scratch_alloc(ctx, value.len + 1) : NULL;
-            int n = dst == NULL ? -1 : url_decode_form_component(value, dst);
-            if (n < 0 || (size_t)n > authz_params[i].max || memchr(dst, '\0', (size_t)n) != NULL) {
-                if (value.len <= 3 * authz_params[i].max && dst == NULL)
-                    return -TE_NOMEM;
-                p->bad[i] = true;
-                break;
-            }
-            dst[n] = '\0';
+            char *dst = NULL;
+            int rc = authz_take(ctx, value, authz_params[i].max, &dst, &p->len[i]);
+            if (rc < 0)
+                return rc;
             p->value[i] = dst;
-            p->len[i] = (size_t)n;
+            p->bad[i] = rc == 0;
             break;
         }
     }
@@ -316,21 +339,6 @@ static bool authz_base64url(const char *s, size_t len)
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-            return false;
-    }
-    return true;
-}
-
-/* RFC 6749 §3.3's scope syntax: NQCHAR words, one space between. */
-static bool authz_scope_syntax(const char *scope)
-{
-    size_t len = strlen(scope);
-    if (len == 0 || scope[0] == ' ' || scope[len - 1] == ' ')
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)scope[i];
-        bool nqchar = c == 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
-        if (!nqchar && !(c == ' ' && scope[i + 1] != ' '))
             return false;
     }
     return true;
@@ -353,6 +361,10 @@ static void authz_check_params(const struct authz_input *p, struct authz_wait *a
         aw->early = (struct authz_error){ "invalid_request", "response_type is missing" };
     else if (strcmp(rt, "code") != 0) /* RFC 9700 §2.1.2: no implicit or hybrid responses */
         aw->early = (struct authz_error){ "unsupported_response_type", "only response_type=code is supported" };
+    else if (p->value[AP_REQUEST] != NULL || p->bad[AP_REQUEST]) /* OIDC Core §6.1 */
+        aw->early = (struct authz_error){ "request_not_supported", "request objects are not supported" };
+    else if (p->value[AP_REQUEST_URI] != NULL || p->bad[AP_REQUEST_URI])
+        aw->early = (struct authz_error){ "request_uri_not_supported", "request_uri is not supported" };
 
     const char *method = p->value[AP_METHOD];
     if (p->value[AP_CHALLENGE] == NULL && !p->bad[AP_CHALLENGE])
@@ -362,12 +374,17 @@ static void authz_check_params(const struct authz_input *p, struct authz_wait *a
     else if (p->bad[AP_CHALLENGE] || p->len[AP_CHALLENGE] != AUTHZ_CHALLENGE_LEN ||
              !authz_base64url(p->value[AP_CHALLENGE], p->len[AP_CHALLENGE]))
         aw->late = (struct authz_error){ "invalid_request", "code_challenge must be 43 base64url characters" };
-    else if (p->bad[AP_SCOPE] || (p->value[AP_SCOPE] != NULL && !authz_scope_syntax(p->value[AP_SCOPE])))
+    else if (p->bad[AP_SCOPE] || (p->value[AP_SCOPE] != NULL && !auth_scope_valid(p->value[AP_SCOPE])))
         aw->late = (struct authz_error){ "invalid_scope", "scope is malformed" };
     else if (p->bad[AP_STATE] || p->bad[AP_NONCE] || p->bad[AP_RESPONSE_TYPE] || p->bad[AP_METHOD] ||
              p->bad[AP_PROMPT])
         aw->late = (struct authz_error){ "invalid_request", "a parameter is malformed or too long" };
-    aw->prompt_none = p->value[AP_PROMPT] != NULL && strcmp(p->value[AP_PROMPT], "none") == 0;
+    /* OIDC Core §3.1.2.1: prompt is a list; none may not come with another value. */
+    const char *prompt = p->value[AP_PROMPT];
+    bool has_none = prompt != NULL && auth_words_subset("none", prompt);
+    if (has_none && strcmp(prompt, "none") != 0 && aw->late.error == NULL)
+        aw->late = (struct authz_error){ "invalid_request", "prompt=none may not come with another value" };
+    aw->prompt_none = has_none;
 }
 
 /* Copies an optional value into the packed text; false when it does not fit. */
@@ -429,7 +446,7 @@ static bool authz_pick_redirect(struct authz_wait *aw, const char *registered)
         }
         line = end ? end + 1 : line + len;
     }
-    if (aw->redirect_given || count != 1 || only_len > AUTHZ_REDIRECT_MAX)
+    if (aw->redirect_given || count != 1 || only_len > AUTH_REDIRECT_URI_MAX)
         return false;
     memcpy(aw->redirect_uri, only, only_len);
     aw->redirect_uri[only_len] = '\0';
@@ -456,7 +473,7 @@ static bool authz_scope_allowed(const char *want, const char *have)
 static void authz_page_error(struct http_ctx *ctx, void *state)
 {
     const struct authz_wait *aw = state;
-    authz_error_page(ctx, aw->page_status, aw->page_text);
+    authz_error_page(ctx, aw->w.status, aw->w.detail);
 }
 
 static void authz_redirect_answer(struct http_ctx *ctx, void *state)
@@ -468,8 +485,8 @@ static void authz_redirect_answer(struct http_ctx *ctx, void *state)
 /* Ends the request with an error page (from a stage after the handler). */
 static void authz_fail_page(struct authz_wait *aw, int status, const char *text)
 {
-    aw->page_status = status;
-    aw->page_text = text;
+    aw->w.status = status;
+    aw->w.detail = text;
     http_resume(aw, authz_page_error);
 }
 
@@ -489,7 +506,10 @@ static void authz_show_login(struct http_ctx *ctx, void *state)
     buf_init(&c, cookie, sizeof(cookie));
     buf_printf(&c, AUTHZ_CSRF_COOKIE "=%s; Path=", aw->csrf);
     auth_public_path(aw->w.auth, aw->slug, &c);
-    buf_append_cstr(&c, "/; HttpOnly; SameSite=Strict");
+    /* Lax, not Strict: the authorize request is a cross-site navigation, which would not
+     * carry a Strict cookie, so a second tab would replace the first's token; a cross-site
+     * POST never carries a Lax one. */
+    buf_append_cstr(&c, "/; HttpOnly; SameSite=Lax");
     if (strncmp(aw->w.auth->cfg->public_url, "https:", 6) == 0)
         buf_append_cstr(&c, "; Secure");
     struct buf held = http_scratch_buf(ctx);
@@ -516,13 +536,12 @@ static void authz_store(struct authz_wait *aw, const char *tenant_id)
     snprintf(aw->tenant_id, sizeof(aw->tenant_id), "%s", tenant_id);
     snprintf(aw->ttl_text, sizeof(aw->ttl_text), "%d", AUTHZ_REQUEST_TTL_S);
     uint8_t uuid[CT_UUID_BYTES];
-    uint8_t raw[SECRET_RANDOM_BYTES];
+    uint8_t unused[HASH_SHA256_BYTES];
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     bool fresh_csrf = aw->csrf[0] == '\0';
     if (ct_uuid7((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, uuid) != 0 ||
-        (fresh_csrf && (ct_random_bytes(raw, sizeof(raw)) != 0 ||
-                        b64url_encode(raw, sizeof(raw), aw->csrf, sizeof(aw->csrf)) != SECRET_RANDOM_CHARS))) {
+        (fresh_csrf && secret_client_new(aw->csrf, unused) != 0)) {
         authz_fail_page(aw, 500, "internal error");
         return;
     }
@@ -578,26 +597,26 @@ static void authz_client_read(struct auth_wait *w)
     authz_store(aw, pg_result_value(r, 0, 0));
 }
 
+static void authz_read_client(struct http_ctx *ctx, struct authz_wait *aw)
+{
+    aw->w.q.params[0] = aw->slug;
+    aw->w.q.params[1] = aw->client_id;
+    aw->w.q.params_count = 2;
+    auth_send(ctx, &aw->w, STORE_AUTHZ_CLIENT, NULL, authz_client_read);
+}
+
+static void authz_rate_passed(struct auth_wait *w)
+{
+    authz_read_client(NULL, (struct authz_wait *)w);
+}
+
 /* ---- The endpoint --------------------------------------------------------------------------- */
 
-/* The value of cookie name in the request's Cookie header (RFC 6265 §4.2.1), or an empty slice. */
+/* The value of cookie name in the request's Cookie header, or an empty slice. */
 static struct slice authz_cookie(const struct http_ctx *ctx, const char *name)
 {
     const struct http1_header *h = http1_find_header(ctx->req, "Cookie");
-    size_t nlen = strlen(name);
-    if (h == NULL)
-        return slice_make(NULL, 0);
-    const char *p = h->value.ptr, *end = h->value.ptr + h->value.len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == ';'))
-            p++;
-        const char *pair = p;
-        while (p < end && *p != ';')
-            p++;
-        if ((size_t)(p - pair) > nlen && memcmp(pair, name, nlen) == 0 && pair[nlen] == '=')
-            return slice_make(pair + nlen + 1, (size_t)(p - pair) - nlen - 1);
-    }
-    return slice_make(NULL, 0);
+    return h == NULL ? slice_make(NULL, 0) : http_cookie(h->value, name);
 }
 
 static void authz_handle(struct http_ctx *ctx, struct slice in)
@@ -621,6 +640,11 @@ static void authz_handle(struct http_ctx *ctx, struct slice in)
         authz_error_page(ctx, 400, "redirect_uri is repeated, malformed or too long");
         return;
     }
+    /* Each request that passes writes a row: the source address's bucket bounds a flood (no
+     * client bucket: a stranger naming the client would spend the client's). */
+    struct auth_rate_check limits;
+    if (!auth_rate_admit(ctx, auth, "", NULL, &limits))
+        return; /* answered 429 */
     struct authz_wait *aw = auth_park(ctx, auth, sizeof(*aw));
     if (aw == NULL)
         return;
@@ -645,10 +669,11 @@ static void authz_handle(struct http_ctx *ctx, struct slice in)
     struct slice cookie = authz_cookie(ctx, AUTHZ_CSRF_COOKIE);
     if (cookie.len == SECRET_RANDOM_CHARS && authz_base64url(cookie.ptr, cookie.len))
         memcpy(aw->csrf, cookie.ptr, cookie.len);
-    aw->w.q.params[0] = aw->slug;
-    aw->w.q.params[1] = aw->client_id;
-    aw->w.q.params_count = 2;
-    auth_send(ctx, &aw->w, STORE_AUTHZ_CLIENT, NULL, authz_client_read);
+    aw->w.rate = limits;
+    if (!auth_rate_pending(&limits))
+        authz_read_client(ctx, aw);
+    else if (auth_rate_continue(ctx, &aw->w, authz_rate_passed) != 0)
+        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
 }
 
 static void authz_get(struct http_ctx *ctx)
@@ -658,7 +683,7 @@ static void authz_get(struct http_ctx *ctx)
 
 static void authz_post(struct http_ctx *ctx)
 {
-    if (!authz_form_body(ctx)) {
+    if (!auth_form_body(ctx)) {
         authz_error_page(ctx, 415, "the body must be application/x-www-form-urlencoded");
         return;
     }
@@ -669,12 +694,12 @@ static void authz_post(struct http_ctx *ctx)
 
 /* RFC 9700 §4.7 (SECURITY O39): the post comes from this server's own page. A browser sends
  * Origin with every cross-origin POST and Sec-Fetch-Site with every request it makes; a
- * missing one says nothing (older browsers), a foreign one refuses. */
+ * missing one says nothing (older browsers), any other origin or site refuses. */
 static bool authz_same_origin(const struct http_ctx *ctx, const struct auth *auth)
 {
     const struct http1_header *site = http1_find_header(ctx->req, "Sec-Fetch-Site");
-    if (site != NULL && slice_case_eq_cstr(site->value, "cross-site"))
-        return false;
+    if (site != NULL && !slice_case_eq_cstr(site->value, "same-origin") && !slice_case_eq_cstr(site->value, "none"))
+        return false; /* cross-site, or same-site: a sibling host */
     const struct http1_header *origin = http1_find_header(ctx->req, "Origin");
     if (origin == NULL)
         return true;
@@ -682,19 +707,6 @@ static bool authz_same_origin(const struct http_ctx *ctx, const struct auth *aut
     const char *host = strstr(url, "://");
     size_t origin_len = host == NULL ? strlen(url) : (size_t)(host + 3 - url) + strcspn(host + 3, "/");
     return origin->value.len == origin_len && strncasecmp(origin->value.ptr, url, origin_len) == 0;
-}
-
-static bool authz_uuid_text(const char *s)
-{
-    if (strlen(s) != CT_UUID_TEXT_LEN)
-        return false;
-    for (size_t i = 0; i < CT_UUID_TEXT_LEN; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        char c = s[i];
-        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return false;
-    }
-    return true;
 }
 
 static void authz_login_post(struct http_ctx *ctx)
@@ -707,40 +719,47 @@ static void authz_login_post(struct http_ctx *ctx)
     struct login_form {
         char authz[CT_UUID_TEXT_LEN + 2];
         char csrf[SECRET_RANDOM_CHARS + 2];
-        char username[AUTH_LOGIN_NAME_MAX + 1];
-        char password[PASSWORD_INPUT_MAX + 1];
+        char username[AUTHZ_SENT_MAX(AUTH_LOGIN_NAME_MAX)]; /* as sent: a browser encodes */
+        char password[AUTHZ_SENT_MAX(PASSWORD_INPUT_MAX)];  /* non-ASCII as %XX */
     } *f = http_scratch_alloc(ctx, sizeof(*f));
     if (f == NULL) {
         authz_error_page(ctx, 500, "internal error");
         return;
     }
+    memset(f, 0, sizeof(*f));
     struct auth_form_field fields[] = {
         { "authz", f->authz, sizeof(f->authz), false },
         { "csrf", f->csrf, sizeof(f->csrf), false },
         { "username", f->username, sizeof(f->username), false },
         { "password", f->password, sizeof(f->password), false },
     };
-    const char *why = auth_form_parse(ctx, fields, sizeof(fields) / sizeof(fields[0]));
+    if (auth_form_parse(ctx, fields, sizeof(fields) / sizeof(fields[0])) != NULL) {
+        explicit_bzero(f, sizeof(*f));
+        authz_error_page(ctx, 400, "the sign-in form could not be read; go back to the application and start again");
+        return;
+    }
     struct slice cookie = authz_cookie(ctx, AUTHZ_CSRF_COOKIE);
     size_t csrf_len = strlen(f->csrf);
-    bool csrf_ok = why == NULL && csrf_len == SECRET_RANDOM_CHARS && cookie.len == csrf_len &&
-                   ct_memeq(cookie.ptr, f->csrf, csrf_len);
+    bool csrf_ok = csrf_len == SECRET_RANDOM_CHARS && cookie.len == csrf_len && ct_memeq(cookie.ptr, f->csrf, csrf_len);
     if (!csrf_ok || !authz_same_origin(ctx, auth)) {
         explicit_bzero(f, sizeof(*f));
         authz_error_page(ctx, 403, "this form was not sent from the sign-in page; go back to the application "
                                    "and start again");
         return;
     }
-    if (!authz_uuid_text(f->authz)) {
+    if (!auth_uuid_text(f->authz)) {
         explicit_bzero(f, sizeof(*f));
         authz_error_page(ctx, 400, "this sign-in request is not known; go back to the application and start again");
         return;
     }
-    if (f->username[0] == '\0' || f->password[0] == '\0') {
-        explicit_bzero(f->password, sizeof(f->password));
+    size_t ulen = strlen(f->username), plen = strlen(f->password);
+    if (ulen == 0 || plen == 0 || ulen > AUTH_LOGIN_NAME_MAX || plen > PASSWORD_INPUT_MAX) {
+        explicit_bzero(f->password, sizeof(f->password)); /* P08: refused before any hashing */
         char slug[AUTH_SLUG_MAX + 1];
         auth_slug_copy(ctx->params[0], slug);
-        auth_login_page(ctx, auth, slug, 400, f->authz, f->csrf, "enter your username and password");
+        auth_login_page(ctx, auth, slug, 400, f->authz, f->csrf,
+                        ulen == 0 || plen == 0 ? "enter your username and password"
+                                               : "the username or password is too long");
         return;
     }
     auth_login_browser(ctx, auth, f->authz, f->csrf, f->username, f->password);

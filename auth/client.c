@@ -40,12 +40,17 @@ static const char *auth_form_take(struct slice raw, struct auth_form_field *f)
     return NULL;
 }
 
-const char *auth_form_parse(const struct http_ctx *ctx, struct auth_form_field *fields, size_t n)
+bool auth_form_body(const struct http_ctx *ctx)
 {
     static const char form[] = "application/x-www-form-urlencoded";
     const struct http1_header *h = http1_find_header(ctx->req, "Content-Type");
-    if (h == NULL || h->value.len < sizeof(form) - 1 || strncasecmp(h->value.ptr, form, sizeof(form) - 1) != 0 ||
-        (h->value.len > sizeof(form) - 1 && h->value.ptr[sizeof(form) - 1] != ';'))
+    return h != NULL && h->value.len >= sizeof(form) - 1 && strncasecmp(h->value.ptr, form, sizeof(form) - 1) == 0 &&
+           (h->value.len == sizeof(form) - 1 || h->value.ptr[sizeof(form) - 1] == ';');
+}
+
+const char *auth_form_parse(const struct http_ctx *ctx, struct auth_form_field *fields, size_t n)
+{
+    if (!auth_form_body(ctx))
         return "the body must be application/x-www-form-urlencoded";
     for (size_t i = 0; i < n; i++) {
         fields[i].seen = false;

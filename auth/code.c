@@ -31,9 +31,13 @@
 #include "crypto/secret.h"
 
 #define CODE_NUM_TEXT 16
-#define CODE_REDIRECT_MAX 2048         /* the schema's bound on a redirect URI */
-#define CODE_ID_TOKEN_PAYLOAD_MAX 2048 /* iss, sub, aud, nonce, sid and the times */
-#define CODE_NONCE_MAX 256
+/* Both tokens, as the parked request keeps them until the answer: an access token's room
+ * (AUTH_SESSION_JWT_MAX: a full scope and an RSA-4096 signature) and 1 KiB more, which holds an
+ * ID token under a public URL of usual length. Past it (a 1 KiB scope with an RSA-4096 key and
+ * a long URL) the grant answers 500, logged: shorten the client's scopes. */
+#define CODE_TOKENS_MAX (AUTH_SESSION_JWT_MAX + 1024)
+#define CODE_ID_TOKEN_PAYLOAD_MAX 2048 /* iss (579), sub, aud (128), a VSCHAR nonce escaped
+                                        * (512 at most), sid and the times */
 
 static const char code_refused[] = "the authorization code is invalid, expired or already used";
 
@@ -62,14 +66,13 @@ struct code_wait {
     char ip[AUTH_IP_MAX + 1];
     char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
     char scope[JWT_SCOPE_MAX + 1];
-    char nonce[CODE_NONCE_MAX + 1];
-    char issuer[AUTH_SESSION_ISSUER_MAX + 1];
+    char nonce[AUTH_NONCE_MAX + 1];
     union {
         struct { /* until the code is checked */
-            char redirect_uri[CODE_REDIRECT_MAX + 1];
+            char redirect_uri[AUTH_REDIRECT_URI_MAX + 1];
             char verifier[AUTH_CODE_VERIFIER_MAX + 1];
         } asked;
-        char tokens[AUTH_SESSION_JWT_MAX]; /* then the access token, a NUL, the ID token */
+        char tokens[CODE_TOKENS_MAX]; /* then the access token, a NUL, the ID token */
     } u;
 };
 
@@ -126,13 +129,13 @@ static void code_respond(struct http_ctx *ctx, void *state)
 
 /* The ID token (OIDC Core §2, §3.1.3.6): for the client (aud), typ JWT so that it is never
  * taken for an access token (RFC 8725 §3.11; crypto/jwt.h checks typ at+jwt there). */
-static int code_sign_id_token(const struct code_wait *cw, int64_t iat, char *out, size_t cap)
+static int code_sign_id_token(const struct code_wait *cw, const char *issuer, int64_t iat, char *out, size_t cap)
 {
     static _Thread_local char payload_mem[CODE_ID_TOKEN_PAYLOAD_MAX];
     struct buf p;
     buf_init(&p, payload_mem, sizeof(payload_mem));
     buf_append_cstr(&p, "{\"iss\":");
-    buf_append_json_string(&p, slice_make(cw->issuer, strlen(cw->issuer)));
+    buf_append_json_string(&p, slice_make(issuer, strlen(issuer)));
     buf_append_cstr(&p, ",\"sub\":");
     buf_append_json_string(&p, slice_make(cw->user_id, strlen(cw->user_id)));
     buf_append_cstr(&p, ",\"aud\":");
@@ -155,8 +158,13 @@ static int code_sign_id_token(const struct code_wait *cw, int64_t iat, char *out
 static void code_sign_run(struct worker_job *job)
 {
     struct code_wait *cw = CODE_OF(job);
+    char issuer[AUTH_SESSION_ISSUER_MAX + 1]; /* made here: the parked state has no room for it */
+    struct buf ib;
+    buf_init(&ib, issuer, sizeof(issuer));
+    auth_issuer(cw->w.auth, slice_make(cw->cw.slug, strlen(cw->cw.slug)), &ib);
+    buf_append(&ib, "", 1);
     struct auth_user_token t = {
-        .tenant = cw->tenant, .issuer = cw->issuer, .sub = cw->user_id, .client_id = cw->cw.client_id,
+        .tenant = cw->tenant, .issuer = issuer, .sub = cw->user_id, .client_id = cw->cw.client_id,
         .scope = cw->scope, .sid = cw->sid, .lifetime_s = cw->lifetime_s,
     };
     cw->access_len = auth_session_sign(&t, cw->u.tokens, sizeof(cw->u.tokens));
@@ -165,8 +173,10 @@ static void code_sign_run(struct worker_job *job)
         return;
     size_t used = (size_t)cw->access_len + 1;
     cw->u.tokens[used - 1] = '\0';
-    cw->id_len = code_sign_id_token(cw, (int64_t)time(NULL), cw->u.tokens + used, sizeof(cw->u.tokens) - used);
+    cw->id_len = code_sign_id_token(cw, issuer, (int64_t)time(NULL), cw->u.tokens + used, sizeof(cw->u.tokens) - used);
 }
+
+static void code_send_reuse(struct code_wait *cw);
 
 static void code_committed(struct auth_wait *w)
 {
@@ -176,8 +186,12 @@ static void code_committed(struct auth_wait *w)
         auth_fail(w, w->outcome);
         return;
     }
-    if (pg_result_rows(w->result) != 1) { /* redeemed meanwhile (O12), expired, user disabled */
-        code_invalid(cw);
+    if (pg_result_rows(w->result) != 1) {
+        /* Redeemed meanwhile by another request (O12): a code used twice, so what the winner
+         * got is revoked as for a later replay (RFC 6749 §4.1.2; nothing when it expired or
+         * its user was disabled instead). */
+        code_forget(cw);
+        code_send_reuse(cw);
         return;
     }
     http_resume(cw, code_respond);
@@ -189,7 +203,8 @@ static void code_sign_done(struct worker_job *job)
     code_release(cw);
     if (cw->access_len <= 0 || (cw->with_id_token && cw->id_len <= 0)) {
         code_forget(cw);
-        log_msg(LOG_ERROR, "signing the code grant's tokens failed", NULL);
+        log_msg(LOG_ERROR, "signing the code grant's tokens failed (too long for CODE_TOKENS_MAX? a "
+                "1 KiB scope with an RSA-4096 key)", "client", cw->cw.client_id, NULL);
         auth_answer(&cw->w, 500, "internal error");
         return;
     }
@@ -255,6 +270,17 @@ static void code_reuse_committed(struct auth_wait *w)
     code_invalid(cw);
 }
 
+/* What a code used twice issued is revoked (STORE_CODE_REUSE), then invalid_grant. */
+static void code_send_reuse(struct code_wait *cw)
+{
+    snprintf(cw->nums[0], CODE_NUM_TEXT, "%d", AUTH_SESSION_REVOKE_SLACK_S);
+    const char **p = cw->w.q.params;
+    p[0] = cw->tenant_id, p[1] = cw->authz, p[2] = cw->cw.client_id, p[3] = cw->nums[0];
+    p[4] = cw->ip[0] ? cw->ip : NULL, p[5] = cw->request_id;
+    cw->w.q.params_count = 6;
+    auth_send(NULL, &cw->w, STORE_CODE_REUSE, NULL, code_reuse_committed);
+}
+
 /* RFC 6749 §4.1.3: the redirect_uri of the authorize request, when it sent one, byte for byte. */
 static bool code_redirect_ok(const struct code_wait *cw, const char *stored, bool stored_given)
 {
@@ -280,12 +306,7 @@ static void code_read(struct auth_wait *w)
     snprintf(cw->authz, sizeof(cw->authz), "%s", pg_result_value(r, 0, 0));
     snprintf(cw->tenant_id, sizeof(cw->tenant_id), "%s", pg_result_value(r, 0, 7));
     if (strcmp(pg_result_value(r, 0, 5), "t") == 0) { /* consumed: a replay (O11) */
-        snprintf(cw->nums[0], CODE_NUM_TEXT, "%d", AUTH_SESSION_REVOKE_SLACK_S);
-        const char **p = w->q.params;
-        p[0] = cw->tenant_id, p[1] = cw->authz, p[2] = cw->cw.client_id, p[3] = cw->nums[0];
-        p[4] = cw->ip[0] ? cw->ip : NULL, p[5] = cw->request_id;
-        w->q.params_count = 6;
-        auth_send(NULL, w, STORE_CODE_REUSE, NULL, code_reuse_committed);
+        code_send_reuse(cw);
         return;
     }
     bool client_ok = !pg_result_is_null(r, 0, 13) && strcmp(pg_result_value(r, 0, 13), "t") == 0;
@@ -378,21 +399,6 @@ static void code_rate_passed(struct auth_wait *w)
     code_identify(NULL, (struct code_wait *)w);
 }
 
-/* RFC 7636 §4.1: 43 to 128 unreserved characters. */
-static bool code_verifier_valid(const char *v)
-{
-    size_t len = strlen(v);
-    if (len < SECRET_PKCE_VERIFIER_MIN || len > SECRET_PKCE_VERIFIER_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = v[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-              c == '.' || c == '_' || c == '~'))
-            return false;
-    }
-    return true;
-}
-
 void auth_code_grant(struct http_ctx *ctx, struct auth *auth, struct auth_client_creds *creds,
                      const struct auth_code_request *req)
 {
@@ -401,16 +407,21 @@ void auth_code_grant(struct http_ctx *ctx, struct auth *auth, struct auth_client
         auth_oauth_error(ctx, 400, "invalid_request", "code is missing");
         return;
     }
-    if (req->verifier_given && !code_verifier_valid(req->verifier)) {
+    if (req->verifier_given && !secret_pkce_verifier_valid(slice_make(req->verifier, strlen(req->verifier)))) {
         auth_oauth_error(ctx, 400, "invalid_request", "code_verifier must be 43 to 128 unreserved characters");
         return;
     }
-    if (strlen(req->redirect_uri) > CODE_REDIRECT_MAX) {
+    if (strlen(req->redirect_uri) > AUTH_REDIRECT_URI_MAX) { /* as decoded; sent, it may be 3x */
         auth_oauth_error(ctx, 400, "invalid_request", "redirect_uri is too long");
         return;
     }
     if (auth_session_caller(ctx, creds, &public_client) != 0)
         return; /* answered */
+    uint8_t code_digest[HASH_SHA256_BYTES];
+    if (secret_client_parse(slice_make(req->code, strlen(req->code)), code_digest) != 0) {
+        auth_oauth_error(ctx, 400, "invalid_grant", code_refused); /* not of Tessera's shape */
+        return;
+    }
     uint8_t secret_sha256[HASH_SHA256_BYTES];
     hash_sha256(creds->secret, strlen(creds->secret), secret_sha256);
     struct auth_rate_check limits;
@@ -423,10 +434,7 @@ void auth_code_grant(struct http_ctx *ctx, struct auth *auth, struct auth_client
     memcpy(cw->cw.client_id, creds->client_id, sizeof(cw->cw.client_id));
     memcpy(cw->cw.secret_sha256, secret_sha256, sizeof(secret_sha256));
     cw->public_client = public_client;
-    uint8_t code_digest[HASH_SHA256_BYTES];
-    hash_sha256(req->code, strlen(req->code), code_digest);
-    for (size_t i = 0; i < HASH_SHA256_BYTES; i++)
-        snprintf(cw->code_sha + 2 * i, 3, "%02x", code_digest[i]);
+    auth_sha256_hex(req->code, cw->code_sha);
     cw->redirect_given = req->redirect_given;
     snprintf(cw->u.asked.redirect_uri, sizeof(cw->u.asked.redirect_uri), "%s", req->redirect_uri);
     cw->verifier_given = req->verifier_given;
@@ -434,13 +442,11 @@ void auth_code_grant(struct http_ctx *ctx, struct auth *auth, struct auth_client
     auth_peer_ip(ctx, cw->ip, sizeof(cw->ip));
     memcpy(cw->request_id, ctx->request_id.ptr, ctx->request_id.len);
     cw->request_id[ctx->request_id.len] = '\0';
-    struct buf issuer;
-    buf_init(&issuer, cw->issuer, sizeof(cw->issuer));
-    auth_issuer(auth, slice_make(cw->cw.slug, strlen(cw->cw.slug)), &issuer);
-    buf_append(&issuer, "", 1);
     cw->w.rate = limits;
     if (!auth_rate_pending(&limits))
         code_identify(ctx, cw);
-    else if (auth_rate_continue(ctx, &cw->w, code_rate_passed) != 0)
+    else if (auth_rate_continue(ctx, &cw->w, code_rate_passed) != 0) {
+        code_forget(cw);
         auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
+    }
 }

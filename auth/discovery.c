@@ -61,7 +61,9 @@ static void discovery_respond(struct http_ctx *ctx, void *state)
                         ",\"id_token_signing_alg_values_supported\":[\"RS256\",\"ES256\",\"EdDSA\"]"
                         ",\"scopes_supported\":[\"openid\",\"profile\",\"email\"]"
                         ",\"claims_supported\":[\"iss\",\"sub\",\"aud\",\"exp\",\"iat\",\"auth_time\","
-                        "\"nonce\",\"sid\",\"preferred_username\",\"email\",\"email_verified\"]"
+                        "\"nonce\",\"sid\",\"preferred_username\",\"updated_at\",\"email\",\"email_verified\"]"
+                        /* OIDC Discovery §3: request_uri_parameter_supported defaults to true */
+                        ",\"request_parameter_supported\":false,\"request_uri_parameter_supported\":false"
                         ",\"code_challenge_methods_supported\":[\"S256\"]" /* SECURITY O02 */
                         ",\"authorization_response_iss_parameter_supported\":true" /* RFC 9207 §3 */
                         ",\"token_endpoint_auth_methods_supported\":[\"client_secret_basic\",\"client_secret_post\","

@@ -40,7 +40,7 @@
  * The hosted login page's form (auth/authorize.c, the authorization code flow) is the same
  * login again, for any client of the tenant: what it makes is no token but the code of the
  * stored authorization request it answers (STORE_AUTHZ_LOGIN_SUCCEEDED), and its answers are
- * pages: the 303 back to the client, the form again for every refusal (401, the same page
+ * pages: the 303 back to the client, the form again for every refusal (the same page
  * whatever the reason), an error page for a spent request. No signing key is needed. */
 #include "auth/auth_int.h"
 
@@ -95,8 +95,6 @@ struct login_wait {
     char ip[AUTH_IP_MAX + 1];
     char agent[LOGIN_AGENT_MAX + 1];
     char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
-    int page_status;                 /* browser: an error page's status and text */
-    const char *page_text;
     char nums[2][LOGIN_NUM_TEXT];    /* statement parameters as text */
     char scope[JWT_SCOPE_MAX + 1];
     union {
@@ -217,13 +215,15 @@ static void login_respond(struct http_ctx *ctx, void *state)
 static void login_page_again(struct http_ctx *ctx, void *state)
 {
     struct login_wait *lw = state;
-    auth_login_page(ctx, lw->w.auth, lw->slug, 401, lw->made.page.authz, lw->made.page.csrf, login_refused);
+    /* 200: a form shown again with its error, as a browser expects (a 401 would need a
+     * WWW-Authenticate challenge, RFC 9110 §15.5.2, and there is none for a form). */
+    auth_login_page(ctx, lw->w.auth, lw->slug, 200, lw->made.page.authz, lw->made.page.csrf, login_refused);
 }
 
 static void login_page_error(struct http_ctx *ctx, void *state)
 {
     struct login_wait *lw = state;
-    auth_login_page_error(ctx, lw->page_status, lw->page_text);
+    auth_login_page_error(ctx, lw->w.status, lw->w.detail);
 }
 
 /* Ends the request with a problem, an HTML page for the browser's form. */
@@ -233,8 +233,8 @@ static void login_answer(struct login_wait *lw, int status, const char *detail)
         auth_answer(&lw->w, status, detail);
         return;
     }
-    lw->page_status = status;
-    lw->page_text = detail;
+    lw->w.status = status;
+    lw->w.detail = detail;
     http_resume(lw, login_page_error);
 }
 
@@ -351,8 +351,7 @@ static void login_send_code(struct login_wait *lw)
         login_answer(lw, 500, "internal error");
         return;
     }
-    for (size_t i = 0; i < HASH_SHA256_BYTES; i++)
-        snprintf(lw->refresh_sha + 2 * i, 3, "%02x", digest[i]); /* the code's, here */
+    auth_sha256_hex(lw->made.page.code, lw->refresh_sha); /* the code's, here */
     snprintf(lw->nums[0], LOGIN_NUM_TEXT, "%d", AUTH_CODE_TTL_S);
     const char **p = lw->w.q.params;
     p[0] = lw->tenant_id, p[1] = lw->user_id, p[2] = lw->made.page.authz, p[3] = lw->refresh_sha;

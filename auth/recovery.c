@@ -97,18 +97,6 @@ static void recovery_forget(struct recovery_wait *rw)
 
 /* ---- Tokens --------------------------------------------------------------------------------- */
 
-static void recovery_sha_hex(const char *token, char *sha_hex)
-{
-    static const char digits[] = "0123456789abcdef";
-    uint8_t digest[HASH_SHA256_BYTES];
-    hash_sha256(token, strlen(token), digest);
-    for (size_t i = 0; i < sizeof(digest); i++) {
-        sha_hex[2 * i] = digits[digest[i] >> 4];
-        sha_hex[2 * i + 1] = digits[digest[i] & 15];
-    }
-    sha_hex[2 * sizeof(digest)] = '\0';
-}
-
 /* A new token into token (RECOVERY_TOKEN_LEN + 1 bytes) and its digest into sha_hex. 0 or
  * -TE_IO. */
 static int recovery_token_make(char *token, char *sha_hex)
@@ -121,7 +109,7 @@ static int recovery_token_make(char *token, char *sha_hex)
     if (n != RECOVERY_TOKEN_LEN)
         return -TE_IO;
     token[RECOVERY_TOKEN_LEN] = '\0';
-    recovery_sha_hex(token, sha_hex);
+    auth_sha256_hex(token, sha_hex);
     return 0;
 }
 
@@ -134,7 +122,7 @@ static bool recovery_token_parse(struct recovery_wait *rw)
             RECOVERY_TOKEN_BYTES)
         return false;
     explicit_bzero(secret, sizeof(secret));
-    recovery_sha_hex(rw->token, rw->sha_hex);
+    auth_sha256_hex(rw->token, rw->sha_hex);
     return true;
 }
 

@@ -50,10 +50,10 @@ static void session_hex(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static void session_sha_hex(const char *token, char *sha_hex)
+void auth_sha256_hex(const char *text, char *sha_hex)
 {
     uint8_t digest[HASH_SHA256_BYTES];
-    hash_sha256(token, strlen(token), digest);
+    hash_sha256(text, strlen(text), digest);
     session_hex(digest, sizeof(digest), sha_hex);
 }
 
@@ -72,7 +72,7 @@ int auth_refresh_make(const char *sid, char *token, char *sha_hex)
     if (n < 0 || (size_t)n != tail_len)
         return -TE_IO;
     token[AUTH_REFRESH_TOKEN_LEN] = '\0';
-    session_sha_hex(token, sha_hex);
+    auth_sha256_hex(token, sha_hex);
     return 0;
 }
 
@@ -110,7 +110,7 @@ int auth_refresh_parse(const char *token, char *sid, char *sha_hex)
         return -TE_INVAL;
     memcpy(sid, token + 3, CT_UUID_TEXT_LEN);
     sid[CT_UUID_TEXT_LEN] = '\0';
-    session_sha_hex(token, sha_hex);
+    auth_sha256_hex(token, sha_hex);
     return 0;
 }
 
@@ -525,7 +525,7 @@ static void logout_committed(struct auth_wait *w)
     http_resume(w, auth_respond_no_content);
 }
 
-static bool user_uuid(const char *s)
+bool auth_uuid_text(const char *s)
 {
     return strlen(s) == CT_UUID_TEXT_LEN && session_uuid_valid(s);
 }
@@ -662,7 +662,7 @@ static void user_check(struct user_wait *lw, const struct auth_tenant *tenant)
         http_resume(lw, auth_respond_invalid_token);
         return;
     }
-    if (!user_uuid(c->sid) || !user_uuid(c->sub) || !user_uuid(c->tid)) {
+    if (!auth_uuid_text(c->sid) || !auth_uuid_text(c->sub) || !auth_uuid_text(c->tid)) {
         if (lw->mode == USERINFO) /* a client's own token names no user */
             http_resume(lw, auth_respond_invalid_token);
         else
@@ -730,7 +730,7 @@ static void user_start(struct http_ctx *ctx, enum user_mode mode)
         struct slice id = ctx->params[1];
         if (id.len == CT_UUID_TEXT_LEN)
             memcpy(target, id.ptr, id.len);
-        if (!user_uuid(target)) {
+        if (!auth_uuid_text(target)) {
             http_respond_problem(ctx, 404, "no such session");
             return;
         }

@@ -25,9 +25,9 @@
 #define TOKEN_ISSUER_MAX (CONFIG_URL_BYTES_MAX + 3 + AUTH_SLUG_MAX)
 #define TOKEN_JWT_MAX 4096        /* header + claims with a full scope + an RSA-4096 signature */
 #define TOKEN_PAYLOAD_MAX 2048    /* the claims object */
-#define TOKEN_USERNAME_MAX 320    /* a username (128) or an email (RFC 5321 §4.5.3.1) */
 #define TOKEN_CODE_MAX 256        /* Tessera's codes are 43 characters; longer is no code */
-#define TOKEN_REDIRECT_MAX 2048   /* the schema's bound on a redirect URI */
+/* A redirect_uri as sent: RFC 6749 §4.1.3 wants it form-encoded, which can triple it. */
+#define TOKEN_REDIRECT_SENT_MAX (3 * AUTH_REDIRECT_URI_MAX)
 
 struct token_wait {
     struct auth_wait w;
@@ -49,7 +49,7 @@ _Static_assert(sizeof(struct token_wait) <= HTTP_PARK_STATE_MAX, "fits a parked 
 /* ---- The request --------------------------------------------------------------------------- */
 
 /* RFC 6749 §3.3: scope = scope-token *( SP scope-token ), scope-token = 1*NQCHAR. */
-static bool token_scope_valid(const char *scope)
+bool auth_scope_valid(const char *scope)
 {
     size_t len = strlen(scope);
     if (len == 0 || scope[0] == ' ' || scope[len - 1] == ' ')
@@ -184,10 +184,10 @@ struct token_form {
     char grant_type[TOKEN_GRANT_MAX + 1];
     char scope[JWT_SCOPE_MAX + 1];
     char refresh_token[AUTH_REFRESH_TOKEN_LEN + 2]; /* longer is invalid_request */
-    char username[TOKEN_USERNAME_MAX + 1];
+    char username[AUTH_LOGIN_NAME_MAX + 1];
     char password[PASSWORD_INPUT_MAX + 1];          /* longer is invalid_request (P08) */
     char code[TOKEN_CODE_MAX + 1];
-    char redirect_uri[TOKEN_REDIRECT_MAX + 1];
+    char redirect_uri[TOKEN_REDIRECT_SENT_MAX + 1];
     char code_verifier[AUTH_CODE_VERIFIER_MAX + 2]; /* longer is invalid_request (O06) */
     struct auth_client_creds creds;
 };
@@ -228,7 +228,7 @@ static enum token_grant token_check_request(struct http_ctx *ctx, struct token_f
     }
     bool refresh = strcmp(f->grant_type, "refresh_token") == 0;
     if (refresh || strcmp(f->grant_type, "password") == 0) {
-        if (*scope_given && !token_scope_valid(f->scope)) {
+        if (*scope_given && !auth_scope_valid(f->scope)) {
             auth_oauth_error(ctx, 400, "invalid_scope", "scope is malformed");
             return TOKEN_ANSWERED;
         }
@@ -243,7 +243,7 @@ static enum token_grant token_check_request(struct http_ctx *ctx, struct token_f
         auth_oauth_error(ctx, 400, "unsupported_grant_type", "this grant type is not supported");
         return TOKEN_ANSWERED;
     }
-    if (*scope_given && !token_scope_valid(f->scope)) {
+    if (*scope_given && !auth_scope_valid(f->scope)) {
         auth_oauth_error(ctx, 400, "invalid_scope", "scope is malformed");
         return TOKEN_ANSWERED;
     }

@@ -139,7 +139,7 @@ bool secret_digest_eq(const uint8_t a[HASH_SHA256_BYTES], const uint8_t b[HASH_S
 }
 
 /* RFC 7636 §4.1: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~". */
-static bool secret_pkce_verifier_valid(struct slice v)
+bool secret_pkce_verifier_valid(struct slice v)
 {
     if (v.len < SECRET_PKCE_VERIFIER_MIN || v.len > SECRET_PKCE_VERIFIER_MAX) {
         return false;

@@ -53,6 +53,9 @@ int secret_client_parse(struct slice presented, uint8_t digest[HASH_SHA256_BYTES
 /* Constant-time equality of two SHA-256 digests. */
 bool secret_digest_eq(const uint8_t a[HASH_SHA256_BYTES], const uint8_t b[HASH_SHA256_BYTES]);
 
+/* RFC 7636 §4.1: 43 to 128 unreserved characters. */
+bool secret_pkce_verifier_valid(struct slice verifier);
+
 /* RFC 7636 §4.6 S256: BASE64URL(SHA256(ASCII(verifier))) == challenge, compared in
  * constant time; the verifier's length and alphabet are checked first (§4.1). */
 bool secret_pkce_s256_check(struct slice verifier, struct slice challenge);

@@ -204,7 +204,8 @@ static bool admin_email_valid(const char *email)
 
 /* RFC 6749 §3.1.2: absolute URI (RFC 3986 §4.3: scheme ":" hier-part), no fragment; printable
  * ASCII only, so it can be compared byte for byte at the authorization endpoint. http(s)
- * needs an authority; other schemes are native apps' private-use URIs (RFC 8252 §7.1). */
+ * needs an authority; other schemes are native apps' private-use URIs (RFC 8252 §7.1), but
+ * never one a browser handles itself (javascript:, data:, ...). */
 static bool admin_redirect_valid(const char *uri)
 {
     size_t len = strlen(uri);
@@ -226,6 +227,13 @@ static bool admin_redirect_valid(const char *uri)
     }
     if (uri[s] != ':' || uri[s + 1] == '\0')
         return false;
+    /* Schemes that run or read in the browser instead of reaching an application: a code
+     * sent there goes to script (RFC 9700 §4.1; RFC 8252 §7.1 asks for reverse-DNS names). */
+    static const char *const unsafe[] = { "javascript", "data", "vbscript", "file", "blob", "about" };
+    for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++) {
+        if (s == strlen(unsafe[i]) && strncasecmp(uri, unsafe[i], s) == 0)
+            return false;
+    }
     bool web = (s == 4 && strncasecmp(uri, "http", 4) == 0) ||
                (s == 5 && strncasecmp(uri, "https", 5) == 0);
     return !web || (strncmp(uri + s, "://", 3) == 0 && uri[s + 3] != '\0' && uri[s + 3] != '/');

@@ -482,7 +482,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
     [STORE_AUTHZ_CLIENT] = {
         "authz_client", true,
         "SELECT t.id, array_to_string(c.grants, ' '), array_to_string(c.scopes, ' '), "
-        "array_to_string(c.redirect_uris, E'\\n'), c.secret_sha256 IS NULL "
+        "array_to_string(c.redirect_uris, E'\\n') "
         "FROM tenants t JOIN clients c ON c.tenant_id = t.id "
         "WHERE t.slug = $1 AND t.deleted_at IS NULL AND c.client_id = $2 AND c.deleted_at IS NULL" },
     [STORE_AUTHZ_CREATE] = {

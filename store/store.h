@@ -138,7 +138,7 @@ enum store_stmt {
     /* The authorization code flow (auth/authorize.c, auth/code.c; migration 0006). */
     STORE_AUTHZ_CLIENT,       /* $1 tenant slug, $2 client_id → tenant id, grants, scopes (each
                                * space-separated), redirect URIs (newline-separated: none holds
-                               * a control character), public (t/f); no row unless the tenant's */
+                               * a control character); no row unless the tenant's */
     STORE_AUTHZ_CREATE,       /* $1 tenant id, $2 request id, $3 client_id, $4 redirect_uri, $5
                                * redirect given (t/f), $6 scope (NULL: the client's), $7 state, $8
                                * nonce (each or NULL), $9 code_challenge, $10 lifetime s → request

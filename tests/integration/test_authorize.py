@@ -28,7 +28,7 @@ Checks:
   page and redirect;
 - login: O39 (no csrf field, another csrf, no cookie, a cross-site Origin, Origin "null", another
   port, Sec-Fetch-Site: cross-site → 403, nothing counted, no code; the same-site ones fine);
-  wrong password / unknown / disabled / locked user → one 401 page (P01), failures counted and
+  wrong password / unknown / disabled / locked user → one 200 page, the form again (P01), failures counted and
   the lockout after 10 (P03); O41 303; authz spent, unknown, expired → 400;
 - token: the happy path for a confidential client (Basic) and a public one (client_id in the
   form): the access token (at+jwt, sub, client_id, scope, sid, aud) passes /verify and
@@ -402,6 +402,13 @@ def test_admin_cli(res, env):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
         res.check("admin: --public with %s is a usage error (exit 2)" % label, r.returncode == 2,
                   "exit %d %s" % (r.returncode, r.stderr.decode()[-200:]))
+    # RFC 9700 §4.1: a code must reach an application, never a scheme the browser runs itself.
+    for uri in ("javascript:alert(1)", "data:text/html,x", "JavaScript://x", "file:///etc/passwd"):
+        r = subprocess.run([tessera_bin(), "admin", "client", "create", "--tenant", TENANT, "--name", "x",
+                            "--grant", "authorization_code", "--redirect-uri", uri], env=cli,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        res.check("admin: --redirect-uri %s is a usage error (exit 2)" % uri, r.returncode == 2,
+                  "exit %d %s" % (r.returncode, r.stderr.decode()[-200:]))
 
 
 # ---------------------------------------------------------------------------- discovery
@@ -425,6 +432,9 @@ def test_discovery(res, env, port):
     grants = doc.get("grant_types_supported") or []
     res.check("discovery: grant_types_supported has authorization_code, client_credentials, refresh_token",
               all(g in grants for g in ("authorization_code", "client_credentials", "refresh_token")), repr(grants))
+    res.check("discovery: request_uri_parameter_supported and request_parameter_supported false (OIDC Discovery §3 "
+              "defaults the first to true)", doc.get("request_uri_parameter_supported") is False
+              and doc.get("request_parameter_supported") is False, repr(doc))
     res.check("discovery: scopes_supported has openid", "openid" in (doc.get("scopes_supported") or []),
               repr(doc.get("scopes_supported")))
     methods = doc.get("token_endpoint_auth_methods_supported") or []
@@ -477,9 +487,11 @@ def test_login_page(res, env, port):
               env.sql("SELECT count(*) FROM authorizations WHERE id::text = '%s'"
                       % re.sub(r"[^0-9a-f-]", "", page.authz or "")) == "1", repr(page.authz))
     a = page.cookie_attrs
-    res.check("authorize: Set-Cookie tessera_csrf=<csrf>; Path=/t/acme/; HttpOnly; SameSite=Strict; Secure",
+    # Lax: the authorize request is a cross-site navigation, which would not carry a Strict
+    # cookie (a second tab would replace the first's token); a cross-site POST carries no Lax one.
+    res.check("authorize: Set-Cookie tessera_csrf=<csrf>; Path=/t/acme/; HttpOnly; SameSite=Lax; Secure",
               page.cookie == page.csrf and a.get("path") == "/t/%s/" % TENANT and "httponly" in a
-              and a.get("samesite", "").lower() == "strict" and "secure" in a,
+              and a.get("samesite", "").lower() == "lax" and "secure" in a,
               repr([v for k, v in page.headers if k == "set-cookie"]))
     miss = o40_missing(page.headers)
     res.check("O40: login page: no-store, X-Frame-Options DENY, Referrer-Policy no-referrer, frame-ancestors 'none'",
@@ -573,6 +585,22 @@ def test_error_redirects(res, env, port):
                    authorize(port, p + [("code_challenge", CHALLENGE)]), CB, "invalid_request")
     error_redirect(res, "prompt=none → login_required", authorize(port, base_params(web, prompt="none")),
                    CB, "login_required")
+    error_redirect(res, "prompt=none with another value (none login) → invalid_request",
+                   authorize(port, base_params(web, prompt="none login")), CB, "invalid_request")
+    error_redirect(res, "a request object (OIDC Core §6) → request_not_supported",
+                   authorize(port, base_params(web, request="eyJhbGciOiJub25lIn0.e30.")), CB,
+                   "request_not_supported")
+    error_redirect(res, "request_uri → request_uri_not_supported",
+                   authorize(port, base_params(web, request_uri="https://app.example/req.jwt")), CB,
+                   "request_uri_not_supported")
+    # RFC 6749 Appendix A: VSCHAR values only; other bytes are refused, never a 500
+    st = authorize(port, list(base_params(web, state=None).items()) + [("state", "caf\xe9")])
+    error_redirect(res, "a state that is not printable ASCII (é) → invalid_request, not echoed", st, CB,
+                   "invalid_request", state=None)
+    st = authorize(port, base_params(web, nonce="a\x01b"))
+    error_redirect(res, "a nonce holding a control character → invalid_request", st, CB, "invalid_request")
+    error_page(res, "a client_id that is not printable ASCII → error page, not a 500",
+               authorize(port, base_params(web, client_id="cli\xe9nt")))
     error_redirect(res, "nonce of 257 bytes → invalid_request",
                    authorize(port, base_params(web, nonce="n" * (NONCE_MAX + 1))), CB, "invalid_request")
     st = authorize(port, base_params(web, state="s" * (STATE_MAX + 1)), method="POST")
@@ -629,7 +657,8 @@ def test_login_post(res, env, port):
              ("Origin: null", dict(origin="null")),
              ("Origin of another port (https://auth.example.test)", dict(origin="https://auth.example.test")),
              ("Origin of another scheme (http://auth.example.test:8443)", dict(origin="http://auth.example.test:8443")),
-             ("Sec-Fetch-Site: cross-site", dict(extra={"Sec-Fetch-Site": "cross-site"})))
+             ("Sec-Fetch-Site: cross-site", dict(extra={"Sec-Fetch-Site": "cross-site"})),
+             ("Sec-Fetch-Site: same-site (a sibling host)", dict(extra={"Sec-Fetch-Site": "same-site"})))
     for label, kw in cases:
         resp = post_login(port, page, "alice", **kw)
         res.check("O39 %s → 403 HTML, no code" % label,
@@ -640,6 +669,10 @@ def test_login_post(res, env, port):
     res.check("O39 a wrong password without the cookie → 403", wrong[0] == 403, show(wrong))
     after = env.counted(port, "SELECT failed_logins FROM users WHERE username = 'alice'")
     res.check("O39: nothing counted by the 403s", before == after, "%s → %s" % (before, after))
+    bad_type = call(port, "POST", LOGIN_PATH, urllib.parse.urlencode({"authz": page.authz, "csrf": page.csrf}),
+                    {"Content-Type": "text/plain", "Cookie": "tessera_csrf=" + page.cookie, "Origin": ORIGIN})
+    res.check("login: a body that is not a form → 400 HTML (not the CSRF 403)",
+              bad_type[0] == 400 and is_html(bad_type[1]), show(bad_type))
     spent = env.sql("SELECT user_id IS NULL FROM authorizations WHERE id = '%s'" % page.authz)
     res.check("O39: no code issued by the 403s (the authorization row untouched)", spent == "t", spent)
     ok = post_login(port, page, "alice", extra={"Sec-Fetch-Site": "same-origin"})
@@ -680,21 +713,26 @@ def test_wrong_password(res, env, port):
     before = env.counted(port, "SELECT failed_logins FROM users WHERE id = '%s'" % bob)
     wrong = post_login(port, page, "bob", password="not the password")
     wp = parse_page(wrong[2])
-    res.check("login: wrong password → 401 HTML login page, same authz and csrf, the message",
-              wrong[0] == 401 and is_html(wrong[1]) and hdr(wrong[1], "location") is None
+    # 200: the form shown again with its error (a 401 would need a WWW-Authenticate challenge).
+    res.check("login: wrong password → 200 HTML login page again, same authz and csrf, the message",
+              wrong[0] == 200 and is_html(wrong[1]) and hdr(wrong[1], "location") is None
               and field(wp, "authz") == page.authz and field(wp, "csrf") == page.csrf
               and WRONG_TEXT in wrong[2].decode("utf-8", "replace").lower(), show(wrong))
     miss = o40_missing(wrong[1])
-    res.check("O40: the 401 page's headers", not miss, "; ".join(miss))
+    res.check("O40: the refusal page's headers", not miss, "; ".join(miss))
     unknown = post_login(port, page, "nobody-here", password="not the password")
     res.check("P01 unknown user: same status and body as a wrong password",
               (unknown[0], unknown[2]) == (wrong[0], wrong[2]), "%s\n%s" % (show(unknown), show(wrong)))
     res.check("P01 unknown user: same headers too (X-Request-Id, Date aside)",
               refusal(unknown)[1] == refusal(wrong)[1], "%r\n%r" % (refusal(unknown)[1], refusal(wrong)[1]))
+    # A long non-ASCII password is sent as %XX triplets, three times its length: still a login.
+    long_pw = post_login(port, page, "bob", password="é" * 300)
+    res.check("login: a 600-byte non-ASCII password (1800 bytes encoded) → the refusal page, not a 403",
+              (long_pw[0], long_pw[2]) == (wrong[0], wrong[2]), show(long_pw))
     disabled = post_login(port, page, "carol")
     res.check("P01 disabled user: the same answer", (disabled[0], disabled[2]) == (wrong[0], wrong[2]), show(disabled))
     after = env.counted(port, "SELECT failed_logins FROM users WHERE id = '%s'" % bob)
-    res.check("login page: the wrong password was counted (as the JSON login)", int(after) == int(before) + 1,
+    res.check("login page: the wrong passwords were counted (as the JSON login)", int(after) == int(before) + 2,
               "%s → %s" % (before, after))
     ok = post_login(port, page, "bob")
     res.check("login: after failures the same authz still logs in → 303", ok[0] == 303, show(ok))
@@ -711,7 +749,7 @@ def test_lockout(res, env, port):
     res.check("P03 login page: %d failures lock the account" % LOCK_THRESHOLD, locked == "%d|t" % LOCK_THRESHOLD, locked)
     during = post_login(port, page, "locky")
     res.check("P03 login page: locked, the right password gets the wrong-password page",
-              (during[0], during[2]) == (wrong[0], wrong[2]) and during[0] == 401, show(during))
+              (during[0], during[2]) == (wrong[0], wrong[2]) and during[0] == 200, show(during))
     wait = float(env.counted(port, "SELECT greatest(0, extract(epoch FROM locked_until - now())) FROM users "
                              "WHERE id = '%s'" % uid) or 0)
     time.sleep(wait + 0.2)
@@ -976,6 +1014,13 @@ def test_concurrent(res, env, port):
               repr(statuses))
     res.check("O12 ... the others 400 invalid_grant", all(o[0] == 400 and o[1].get("error") == "invalid_grant"
                                                           for o in others), repr(others))
+    # A code presented twice at once is a code used twice (RFC 6749 §4.1.2): what the winner got
+    # is revoked too, as for a later replay (O11).
+    won = [o[1] for o in out if o[0] == 200]
+    if won:
+        refused, waited = refused_everywhere(port, won[0]["access_token"])
+        res.check("O12 ... and the winner's access token is revoked (within %.0f s)" % REVOKE_S, refused,
+                  "%.2f s" % waited)
 
 
 # ---------------------------------------------------------------------------- userinfo
