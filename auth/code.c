@@ -82,7 +82,9 @@ _Static_assert(sizeof(struct code_wait) <= HTTP_PARK_STATE_MAX, "fits a parked r
 
 static void code_forget(struct code_wait *cw)
 {
-    explicit_bzero(&cw->u, sizeof(cw->u));
+    /* Through the struct's address: GCC's object-size check (-Wstringop-overflow) would take
+     * &cw->u for the union member last written through and see a smaller object. */
+    explicit_bzero((char *)cw + offsetof(struct code_wait, u), sizeof(cw->u));
     explicit_bzero(cw->refresh, sizeof(cw->refresh));
 }
 
