@@ -29,6 +29,7 @@
 #include "crypto/secret.h"
 #include "store/keys.h"
 #include "store/migrate.h"
+#include "store/purge.h"
 #include "store/redis.h"
 #include "store/sql.h"
 #include "store/store.h"
@@ -907,6 +908,7 @@ static const struct admin_command admin_commands[] = {
     { "user", "disable", ADMIN_OPT_TENANT | ADMIN_OPT_USERNAME, false },
     { "keys", "rotate", ADMIN_OPT_TENANT | ADMIN_OPT_ALG, false },
     { "keys", "list", ADMIN_OPT_TENANT, false },
+    { "expired", "purge", 0, false },
 };
 
 static void admin_usage(FILE *out)
@@ -925,6 +927,7 @@ static void admin_usage(FILE *out)
             "  user disable --tenant T --username U\n"
             "  keys rotate --tenant T [--alg RS256|ES256|EdDSA]\n"
             "  keys list --tenant T\n"
+            "  expired purge          (what the server's hourly pass deletes, now)\n"
             "\n"
             "Grants: client_credentials (default), authorization_code (needs --redirect-uri),\n"
             "refresh_token, password (needs --first-party). --public: no secret (a browser or\n"
@@ -950,10 +953,31 @@ static int admin_check(const struct admin_command *cmd, const struct admin_args 
     return 0;
 }
 
+/* Deletes what expired (store/purge.h) and prints the rows deleted per table. */
+static int admin_purge(PGconn *conn)
+{
+    long long deleted[STORE_PURGE_TABLES];
+    if (store_purge_expired(conn, deleted) != 0) {
+        fprintf(stderr, "tessera admin: purging failed: %s", PQerrorMessage(conn));
+        return ADMIN_EXIT_REFUSED;
+    }
+    json_t *counts = json_object();
+    for (int t = 0; t < STORE_PURGE_TABLES; t++)
+        json_object_set_new(counts, store_purge_table_name((enum store_purge_table)t), json_integer(deleted[t]));
+    json_t *out = json_object();
+    json_object_set_new(out, "purged", counts);
+    json_dumpf(out, stdout, JSON_COMPACT);
+    fputc('\n', stdout);
+    json_decref(out);
+    return fflush(stdout) == 0 ? ADMIN_EXIT_OK : ADMIN_EXIT_REFUSED;
+}
+
 static int admin_run(PGconn *conn, const struct admin_command *cmd, const struct admin_args *args)
 {
     if (strcmp(cmd->noun, "tenant") == 0)
         return admin_tenant(conn, cmd->verb, args);
+    if (strcmp(cmd->noun, "expired") == 0)
+        return admin_purge(conn);
     char tenant_id[CT_UUID_TEXT_LEN + 1];
     int rc = admin_tenant_id(conn, args->tenant, tenant_id);
     if (rc != ADMIN_EXIT_OK)

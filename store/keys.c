@@ -4,6 +4,7 @@
  * rotation (one transaction, tenant row locked); loading (opening the sealed private parts);
  * the scheduled rotator thread. */
 #include "store/keys.h"
+#include "store/purge.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -539,7 +540,25 @@ static int keys_rotator_candidates(struct keys_rotator *r, struct keys_candidate
     return rows;
 }
 
-/* One pass: connect if needed, rotate each due tenant (stopping early when asked to). */
+/* The instance's other upkeep, on the same thread and connection: what expired is deleted
+ * (store/purge.h), and what was is logged. */
+static void keys_rotator_purge(struct keys_rotator *r)
+{
+    long long deleted[STORE_PURGE_TABLES];
+    if (store_purge_expired(r->conn, deleted) != 0)
+        return; /* logged; the next pass tries again */
+    for (int t = 0; t < STORE_PURGE_TABLES; t++) {
+        if (deleted[t] == 0)
+            continue;
+        char n[24];
+        snprintf(n, sizeof(n), "%lld", deleted[t]);
+        log_msg(LOG_INFO, "purged expired rows", "table", store_purge_table_name((enum store_purge_table)t),
+                "rows", n, NULL);
+    }
+}
+
+/* One pass: connect if needed, rotate each due tenant (stopping early when asked to), then
+ * purge what expired. */
 static void keys_rotator_pass(struct keys_rotator *r)
 {
     struct keys_candidate due[KEYS_ROTATE_PER_PASS_MAX];
@@ -558,6 +577,8 @@ static void keys_rotator_pass(struct keys_rotator *r)
         if (rc < 0 && PQstatus(r->conn) != CONNECTION_OK)
             break;
     }
+    if (n >= 0 && !keys_rotator_stopping(r) && PQstatus(r->conn) == CONNECTION_OK)
+        keys_rotator_purge(r);
     if (r->conn != NULL && PQstatus(r->conn) != CONNECTION_OK)
         keys_rotator_disconnect(r); /* the next pass reconnects */
 }

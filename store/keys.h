@@ -131,7 +131,8 @@ struct keys_rotator;
 
 /* Starts the rotator thread: every check_interval_s it rotates (keys_rotate, scheduled) up to
  * KEYS_ROTATE_PER_PASS_MAX tenants, not deleted, whose active key is older than
- * rotate_after_s or that have none, keeping the algorithm of each tenant's active key. Safe
+ * rotate_after_s or that have none, keeping the algorithm of each tenant's active key; then
+ * it purges what expired (store/purge.h), the instance's other upkeep. Safe
  * with several instances against one database. Postgres being down is logged and retried at the
  * next pass. master is copied (and wiped at stop). Returns 0 and *out, -TE_INVAL (config) or
  * -TE_NOMEM / -TE_IO (thread). */

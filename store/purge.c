@@ -1,0 +1,82 @@
+/* store/purge.c: see purge.h. Each DELETE takes at most STORE_PURGE_BATCH rows found by the
+ * table's expiry index where it has one (authorizations_expiry, sessions_expiry,
+ * revocations_expiry, one_time_tokens_expiry), so a pass never holds many locks at once. */
+#include "store/purge.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/err.h"
+#include "core/log.h"
+
+#define PURGE_NUM_TEXT 16
+
+/* $1: the grace in seconds, $2: the batch. Each deletes by primary key what its subquery
+ * picks: the subquery's LIMIT bounds the batch (DELETE has none). */
+static const struct {
+    const char *name;
+    const char *sql;
+} purge_tables[STORE_PURGE_TABLES] = {
+    [STORE_PURGE_AUTHORIZATIONS] = {
+        "authorizations",
+        "DELETE FROM authorizations WHERE id IN (SELECT id FROM authorizations WHERE "
+        "expires_at < now() - make_interval(secs => $1::int) LIMIT $2::int)" },
+    [STORE_PURGE_SESSIONS] = {
+        "sessions",
+        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE "
+        "least(expires_at, absolute_expires_at, coalesce(revoked_at, 'infinity')) "
+        "< now() - make_interval(secs => $1::int) LIMIT $2::int)" },
+    [STORE_PURGE_REVOCATIONS] = {
+        "revocations",
+        "DELETE FROM revocations WHERE seq IN (SELECT seq FROM revocations WHERE "
+        "expires_at < now() - make_interval(secs => $1::int) LIMIT $2::int)" },
+    [STORE_PURGE_ONE_TIME_TOKENS] = {
+        "one_time_tokens",
+        "DELETE FROM one_time_tokens WHERE id IN (SELECT id FROM one_time_tokens WHERE "
+        "expires_at < now() - make_interval(secs => $1::int) LIMIT $2::int)" },
+    [STORE_PURGE_EMAIL_OUTBOX] = {
+        "email_outbox",
+        "DELETE FROM email_outbox WHERE id IN (SELECT id FROM email_outbox WHERE state = 'sent' "
+        "AND sent_at < now() - make_interval(secs => $1::int) LIMIT $2::int)" },
+};
+
+const char *store_purge_table_name(enum store_purge_table table)
+{
+    return purge_tables[table].name;
+}
+
+/* Batches until one deletes fewer than a whole batch; the rows deleted, or -TE_IO. */
+static long long purge_table(PGconn *conn, enum store_purge_table table)
+{
+    char grace[PURGE_NUM_TEXT], batch[PURGE_NUM_TEXT];
+    snprintf(grace, sizeof(grace), "%d", STORE_PURGE_GRACE_S);
+    snprintf(batch, sizeof(batch), "%d", STORE_PURGE_BATCH);
+    const char *params[] = { grace, batch };
+    long long total = 0;
+    for (int i = 0; i < STORE_PURGE_BATCHES_MAX; i++) {
+        PGresult *res = PQexecParams(conn, purge_tables[table].sql, 2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            log_msg(LOG_WARN, "purging expired rows failed", "table", purge_tables[table].name, "error",
+                    PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY), NULL);
+            PQclear(res);
+            return -TE_IO;
+        }
+        long long n = strtoll(PQcmdTuples(res), NULL, 10);
+        PQclear(res);
+        total += n;
+        if (n < STORE_PURGE_BATCH)
+            break;
+    }
+    return total;
+}
+
+int store_purge_expired(PGconn *conn, long long deleted[STORE_PURGE_TABLES])
+{
+    for (int t = 0; t < STORE_PURGE_TABLES; t++) {
+        long long n = purge_table(conn, (enum store_purge_table)t);
+        if (n < 0)
+            return -TE_IO;
+        deleted[t] = n;
+    }
+    return 0;
+}
