@@ -38,7 +38,6 @@
 #include "proto/http_auth.h"
 #include "proto/url.h"
 
-#define AUTHZ_CLIENT_ID_MAX AUTH_CLIENT_ID_MAX
 #define AUTHZ_STATE_MAX 4096       /* SECURITY O32: a 4 KiB state is echoed */
 #define AUTHZ_SHORT_MAX 64         /* response_type, code_challenge_method, prompt */
 #define AUTHZ_CHALLENGE_LEN 43     /* RFC 7636 §4.2: BASE64URL(SHA-256), no padding */
@@ -73,7 +72,7 @@ static const struct {
     const char *name;
     size_t max;
 } authz_params[AP_COUNT] = {
-    [AP_CLIENT_ID] = { "client_id", AUTHZ_CLIENT_ID_MAX },
+    [AP_CLIENT_ID] = { "client_id", AUTH_CLIENT_ID_MAX },
     [AP_REDIRECT_URI] = { "redirect_uri", AUTH_REDIRECT_URI_MAX },
     [AP_RESPONSE_TYPE] = { "response_type", AUTHZ_SHORT_MAX },
     [AP_SCOPE] = { "scope", JWT_SCOPE_MAX },
@@ -107,7 +106,6 @@ struct authz_wait {
     bool prompt_none;          /* OIDC Core §3.1.2.1: the last check */
     bool redirect_given;
     bool state_usable;         /* state may be echoed (present, single, within bounds) */
-    bool scope_given;
     char slug[AUTH_SLUG_MAX + 1];
     char tenant_id[CT_UUID_TEXT_LEN + 1];
     char id[CT_UUID_TEXT_LEN + 1];
