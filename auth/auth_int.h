@@ -754,6 +754,13 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
 #define AUTH_NONCE_MAX 256      /* an authorization request's nonce: the schema's bound */
 #define AUTH_CODE_TTL_S 60      /* an authorization code's life (SECURITY O14; RFC 6749 §4.1.2
                                  * says at most 10 minutes; the redirect is redeemed at once) */
+/* The browser session (SSO): a sessions row without client, made by the login page's login,
+ * its refresh-token-shaped secret in this cookie. While it lives, an authorization request
+ * is answered without the login page (unless prompt=login). Auth0's defaults: it ends after
+ * 3 days unused, and 7 days after the login in any case. */
+#define AUTH_SSO_COOKIE "tessera_sso"
+#define AUTH_SSO_IDLE_S (3 * 86400)
+#define AUTH_SSO_ABSOLUTE_S (7 * 86400)
 
 int auth_authorize_routes(struct auth *auth, struct http_server *http);
 /* The path part of TESSERA_PUBLIC_URL (maybe "") + "/t/" + slug: where a tenant's pages are
@@ -766,7 +773,12 @@ void auth_login_page(struct http_ctx *ctx, const struct auth *auth, const char *
                      const char *authz_id, const char *csrf, const char *message);
 void auth_login_page_error(struct http_ctx *ctx, int status, const char *message);
 void auth_login_redirect_code(struct http_ctx *ctx, const struct auth *auth, const char *slug,
-                              const char *redirect_uri, const char *state, const char *code);
+                              const char *redirect_uri, const char *state, const char *code,
+                              const char *sso_token);
+/* Set-Cookie for the tenant's pages (Path: auth_public_path's, HttpOnly, SameSite=Lax, Secure
+ * under https); max_age_s < 0: a session cookie. */
+void auth_set_cookie(struct http_ctx *ctx, const struct auth *auth, const char *slug, const char *name,
+                     const char *value, long max_age_s);
 /* The login page's post (auth/login.c), its CSRF checked: the login of /api/v1/auth/login,
  * answering with auth_login_page (refused) or auth_login_redirect_code. */
 void auth_login_browser(struct http_ctx *ctx, struct auth *auth, const char *authz_id, const char *csrf,

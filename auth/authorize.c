@@ -104,6 +104,7 @@ struct authz_wait {
     struct authz_error late;   /* after it, before the scope's */
     struct authz_error answer; /* the error redirected with */
     bool prompt_none;          /* OIDC Core §3.1.2.1: the last check */
+    bool prompt_login;         /* ... the browser session is not enough: log in again */
     bool redirect_given;
     bool state_usable;         /* state may be echoed (present, single, within bounds) */
     char slug[AUTH_SLUG_MAX + 1];
@@ -111,6 +112,12 @@ struct authz_wait {
     char id[CT_UUID_TEXT_LEN + 1];
     char csrf[SECRET_RANDOM_CHARS + 1];
     char ttl_text[16];
+    char sso_idle_text[16];
+    char code_ttl_text[16];
+    char sso_sid[CT_UUID_TEXT_LEN + 1];         /* the browser session's cookie, or "" */
+    char sso_sha[2 * HASH_SHA256_BYTES + 1];
+    char code[SECRET_RANDOM_CHARS + 1];         /* the code a live browser session gets */
+    char code_sha[2 * HASH_SHA256_BYTES + 1];
     char redirect_uri[AUTH_REDIRECT_URI_MAX + 1]; /* as sent, then the one verified */
     /* packed into text, each NUL-terminated; NULL when absent */
     const char *client_id, *scope, *state, *nonce, *challenge;
@@ -261,9 +268,30 @@ static void authz_redirect(struct http_ctx *ctx, const struct auth *auth, const 
     http_respond(ctx, 303, "text/plain; charset=utf-8", SLICE_LIT(""));
 }
 
-void auth_login_redirect_code(struct http_ctx *ctx, const struct auth *auth, const char *slug,
-                              const char *redirect_uri, const char *state, const char *code)
+void auth_set_cookie(struct http_ctx *ctx, const struct auth *auth, const char *slug, const char *name,
+                     const char *value, long max_age_s)
 {
+    struct buf c = http_scratch_buf(ctx);
+    buf_printf(&c, "%s=%s; Path=", name, value);
+    auth_public_path(auth, slug, &c);
+    /* Lax, not Strict: the authorize request is a cross-site navigation, which would not carry
+     * a Strict cookie (a second tab would replace the first's CSRF token, and the browser
+     * session would not be seen); a cross-site POST never carries a Lax one. */
+    buf_append_cstr(&c, "/; HttpOnly; SameSite=Lax");
+    if (max_age_s >= 0)
+        buf_printf(&c, "; Max-Age=%ld", max_age_s);
+    if (strncmp(auth->cfg->public_url, "https:", 6) == 0)
+        buf_append_cstr(&c, "; Secure");
+    http_scratch_commit(ctx, &c);
+    http_header_add(ctx, "Set-Cookie", buf_slice(&c));
+}
+
+void auth_login_redirect_code(struct http_ctx *ctx, const struct auth *auth, const char *slug,
+                              const char *redirect_uri, const char *state, const char *code,
+                              const char *sso_token)
+{
+    if (sso_token != NULL)
+        auth_set_cookie(ctx, auth, slug, AUTH_SSO_COOKIE, sso_token, AUTH_SSO_ABSOLUTE_S);
     const char *pairs[] = { "code", code, "state", state };
     authz_redirect(ctx, auth, slug, redirect_uri, pairs, 4);
 }
@@ -383,6 +411,7 @@ static void authz_check_params(const struct authz_input *p, struct authz_wait *a
     if (has_none && strcmp(prompt, "none") != 0 && aw->late.error == NULL)
         aw->late = (struct authz_error){ "invalid_request", "prompt=none may not come with another value" };
     aw->prompt_none = has_none;
+    aw->prompt_login = prompt != NULL && auth_words_subset("login", prompt);
 }
 
 /* Copies an optional value into the packed text; false when it does not fit. */
@@ -499,33 +528,34 @@ static void authz_store_failed(struct authz_wait *aw)
 static void authz_show_login(struct http_ctx *ctx, void *state)
 {
     struct authz_wait *aw = state;
-    char cookie[sizeof(AUTHZ_CSRF_COOKIE) + SECRET_RANDOM_CHARS + AUTHZ_PATH_MAX + 64];
-    struct buf c;
-    buf_init(&c, cookie, sizeof(cookie));
-    buf_printf(&c, AUTHZ_CSRF_COOKIE "=%s; Path=", aw->csrf);
-    auth_public_path(aw->w.auth, aw->slug, &c);
-    /* Lax, not Strict: the authorize request is a cross-site navigation, which would not
-     * carry a Strict cookie, so a second tab would replace the first's token; a cross-site
-     * POST never carries a Lax one. */
-    buf_append_cstr(&c, "/; HttpOnly; SameSite=Lax");
-    if (strncmp(aw->w.auth->cfg->public_url, "https:", 6) == 0)
-        buf_append_cstr(&c, "; Secure");
-    struct buf held = http_scratch_buf(ctx);
-    buf_append(&held, c.data, c.len);
-    http_scratch_commit(ctx, &held);
-    http_header_add(ctx, "Set-Cookie", buf_slice(&held));
+    auth_set_cookie(ctx, aw->w.auth, aw->slug, AUTHZ_CSRF_COOKIE, aw->csrf, -1);
     auth_login_page(ctx, aw->w.auth, aw->slug, 200, aw->id, aw->csrf, NULL);
+}
+
+/* The browser session answered the request: back to the client with the code. */
+static void authz_answer_code(struct http_ctx *ctx, void *state)
+{
+    struct authz_wait *aw = state;
+    auth_login_redirect_code(ctx, aw->w.auth, aw->slug, aw->redirect_uri, aw->state, aw->code, NULL);
+    explicit_bzero(aw->code, sizeof(aw->code));
 }
 
 static void authz_created(struct auth_wait *w)
 {
     struct authz_wait *aw = (struct authz_wait *)w;
-    if (w->outcome != PG_OK)
+    static const struct authz_error no_login = { "login_required", "the user must log in" }; /* §3.1.2.6 */
+    if (w->outcome != PG_OK) {
         authz_store_failed(aw);
-    else if (pg_result_rows(w->result) != 1)
+    } else if (pg_result_rows(w->result) != 1) {
         authz_fail_page(aw, 400, "the application is not known here (client_id)"); /* deleted */
-    else
+    } else if (strcmp(pg_result_value(w->result, 0, 1), "t") == 0) {
+        http_resume(aw, authz_answer_code);
+    } else if (aw->prompt_none) {
+        aw->answer = no_login;
+        http_resume(aw, authz_redirect_answer);
+    } else {
         http_resume(aw, authz_show_login);
+    }
 }
 
 /* The request passed: stored, with a fresh id (and CSRF token unless the browser has one). */
@@ -544,12 +574,23 @@ static void authz_store(struct authz_wait *aw, const char *tenant_id)
         return;
     }
     ct_uuid_format(uuid, aw->id);
+    bool sso = aw->sso_sid[0] != '\0';
+    if (sso && secret_client_new(aw->code, unused) != 0) {
+        authz_fail_page(aw, 500, "internal error");
+        return;
+    }
+    if (sso)
+        auth_sha256_hex(aw->code, aw->code_sha);
+    snprintf(aw->sso_idle_text, sizeof(aw->sso_idle_text), "%d", AUTH_SSO_IDLE_S);
+    snprintf(aw->code_ttl_text, sizeof(aw->code_ttl_text), "%d", AUTH_CODE_TTL_S);
     const char **q = aw->w.q.params;
     q[0] = aw->tenant_id, q[1] = aw->id, q[2] = aw->client_id, q[3] = aw->redirect_uri;
     q[4] = aw->redirect_given ? "t" : "f";
     q[5] = aw->scope; /* NULL: none asked, all the client's (the statement reads them) */
     q[6] = aw->state, q[7] = aw->nonce, q[8] = aw->challenge, q[9] = aw->ttl_text;
-    aw->w.q.params_count = 10;
+    q[10] = sso ? aw->sso_sid : NULL, q[11] = sso ? aw->sso_sha : NULL;
+    q[12] = sso ? aw->code_sha : NULL, q[13] = aw->sso_idle_text, q[14] = aw->code_ttl_text;
+    aw->w.q.params_count = 15;
     auth_send(NULL, &aw->w, STORE_AUTHZ_CREATE, NULL, authz_created);
 }
 
@@ -585,8 +626,8 @@ static void authz_client_read(struct auth_wait *w)
         e = &aw->late;
     else if (aw->scope != NULL && !authz_scope_allowed(aw->scope, pg_result_value(r, 0, 2)))
         e = &bad_scope;
-    else if (aw->prompt_none)
-        e = &no_login;
+    else if (aw->prompt_none && aw->sso_sid[0] == '\0')
+        e = &no_login; /* with a browser session, its answer decides (authz_created) */
     if (e != NULL) {
         aw->answer = *e;
         http_resume(aw, authz_redirect_answer);
@@ -667,6 +708,16 @@ static void authz_handle(struct http_ctx *ctx, struct slice in)
     struct slice cookie = authz_cookie(ctx, AUTHZ_CSRF_COOKIE);
     if (cookie.len == SECRET_RANDOM_CHARS && authz_base64url(cookie.ptr, cookie.len))
         memcpy(aw->csrf, cookie.ptr, cookie.len);
+    /* A live browser session answers without the login page, unless prompt=login. */
+    char sso[AUTH_REFRESH_TOKEN_LEN + 1];
+    struct slice sso_cookie = authz_cookie(ctx, AUTH_SSO_COOKIE);
+    if (!aw->prompt_login && sso_cookie.len == AUTH_REFRESH_TOKEN_LEN) {
+        memcpy(sso, sso_cookie.ptr, sso_cookie.len);
+        sso[sso_cookie.len] = '\0';
+        if (auth_refresh_parse(sso, aw->sso_sid, aw->sso_sha) != 0)
+            aw->sso_sid[0] = '\0';
+        explicit_bzero(sso, sizeof(sso));
+    }
     aw->w.rate = limits;
     if (!auth_rate_pending(&limits))
         authz_read_client(ctx, aw);
@@ -764,6 +815,74 @@ static void authz_login_post(struct http_ctx *ctx)
     explicit_bzero(f, sizeof(*f));
 }
 
+/* ---- The browser's logout ------------------------------------------------------------------ */
+
+struct authz_logout_wait {
+    struct auth_wait w;
+    char slug[AUTH_SLUG_MAX + 1];
+    char sid[CT_UUID_TEXT_LEN + 1];
+    char sha[2 * HASH_SHA256_BYTES + 1];
+};
+
+static void authz_signed_out(struct http_ctx *ctx, const struct auth *auth, const char *slug)
+{
+    auth_set_cookie(ctx, auth, slug, AUTH_SSO_COOKIE, "", 0); /* Max-Age=0: forgotten */
+    struct buf b = http_scratch_buf(ctx);
+    buf_append_cstr(&b, authz_page_head);
+    buf_append_cstr(&b, "<h1>Signed out</h1><p>You are signed out of this browser.</p>");
+    authz_page(ctx, 200, &b);
+}
+
+static void authz_logout_done(struct http_ctx *ctx, void *state)
+{
+    struct authz_logout_wait *lw = state;
+    if (lw->w.outcome != PG_OK) {
+        authz_error_page(ctx, lw->w.outcome == PG_UNAVAILABLE ? 503 : 500,
+                         "the sign-in service is unavailable; try again shortly");
+        return;
+    }
+    authz_signed_out(ctx, lw->w.auth, lw->slug); /* revoked now, or already gone */
+}
+
+/* POST /t/{tenant}/logout: the browser session of the cookie ends, and the cookie with it.
+ * Cross-site posts are refused as the login's (a forced logout is a nuisance, RFC 9700 §4.7). */
+static void authz_logout_post(struct http_ctx *ctx)
+{
+    struct auth *auth = ctx->route_arg;
+    if (!auth_slug_valid(ctx->params[0])) {
+        authz_error_page(ctx, 404, "no such tenant");
+        return;
+    }
+    if (!authz_same_origin(ctx, auth)) {
+        authz_error_page(ctx, 403, "this form was not sent from this site");
+        return;
+    }
+    char slug[AUTH_SLUG_MAX + 1], token[AUTH_REFRESH_TOKEN_LEN + 1];
+    auth_slug_copy(ctx->params[0], slug);
+    struct slice cookie = authz_cookie(ctx, AUTH_SSO_COOKIE);
+    char sid[CT_UUID_TEXT_LEN + 1], sha[2 * HASH_SHA256_BYTES + 1];
+    bool known = cookie.len == AUTH_REFRESH_TOKEN_LEN;
+    if (known) {
+        memcpy(token, cookie.ptr, cookie.len);
+        token[cookie.len] = '\0';
+        known = auth_refresh_parse(token, sid, sha) == 0;
+        explicit_bzero(token, sizeof(token));
+    }
+    if (!known) {
+        authz_signed_out(ctx, auth, slug); /* nothing to end */
+        return;
+    }
+    struct authz_logout_wait *lw = auth_park(ctx, auth, sizeof(*lw));
+    if (lw == NULL)
+        return;
+    memcpy(lw->slug, slug, sizeof(slug));
+    memcpy(lw->sid, sid, sizeof(sid));
+    memcpy(lw->sha, sha, sizeof(sha));
+    lw->w.q.params[0] = lw->slug, lw->w.q.params[1] = lw->sid, lw->w.q.params[2] = lw->sha;
+    lw->w.q.params_count = 3;
+    auth_send(ctx, &lw->w, STORE_SSO_LOGOUT, authz_logout_done, NULL);
+}
+
 int auth_authorize_routes(struct auth *auth, struct http_server *http)
 {
     int rc = http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/oauth2/authorize", "authorize", authz_get, auth);
@@ -771,5 +890,7 @@ int auth_authorize_routes(struct auth *auth, struct http_server *http)
         rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/oauth2/authorize", "authorize", authz_post, auth);
     if (rc == 0)
         rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/login", "login_page", authz_login_post, auth);
+    if (rc == 0)
+        rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/logout", "logout_page", authz_logout_post, auth);
     return rc;
 }

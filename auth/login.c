@@ -95,7 +95,7 @@ struct login_wait {
     char ip[AUTH_IP_MAX + 1];
     char agent[LOGIN_AGENT_MAX + 1];
     char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
-    char nums[2][LOGIN_NUM_TEXT];    /* statement parameters as text */
+    char nums[3][LOGIN_NUM_TEXT];    /* statement parameters as text */
     char scope[JWT_SCOPE_MAX + 1];
     union {
         char issuer[AUTH_SESSION_ISSUER_MAX + 1]; /* of the token signed */
@@ -103,6 +103,7 @@ struct login_wait {
             char authz[CT_UUID_TEXT_LEN + 1];   /* id */
             char csrf[SECRET_RANDOM_CHARS + 1]; /* the page's token, for the page shown again */
             char code[SECRET_RANDOM_CHARS + 1]; /* the code made */
+            char code_sha[2 * HASH_SHA256_BYTES + 1];
         } page;
     } made;
     union {                          /* the password until verified, then the access token */
@@ -268,7 +269,8 @@ static void login_redirect(struct http_ctx *ctx, void *state)
     struct login_wait *lw = state;
     const struct pg_result *r = lw->w.result;
     auth_login_redirect_code(ctx, lw->w.auth, lw->slug, pg_result_value(r, 0, 0),
-                             pg_result_is_null(r, 0, 1) ? NULL : pg_result_value(r, 0, 1), lw->made.page.code);
+                             pg_result_is_null(r, 0, 1) ? NULL : pg_result_value(r, 0, 1), lw->made.page.code,
+                             lw->refresh);
     login_forget(lw);
 }
 
@@ -341,23 +343,33 @@ static void login_send_failed(struct login_wait *lw)
     auth_login_failure_send(kept);
 }
 
-/* The browser's login: the authorization request's code, one statement with the login's
- * other effects (STORE_LOGIN_SUCCEEDED's, a session apart: the code's redemption makes it). */
+/* The browser's login: the authorization request's code and the browser session (SSO: sid,
+ * with the cookie's secret in refresh), one statement with the login's other effects
+ * (STORE_LOGIN_SUCCEEDED's, the client's session apart: the code's redemption makes it). */
 static void login_send_code(struct login_wait *lw)
 {
-    uint8_t digest[HASH_SHA256_BYTES];
-    if (secret_client_new(lw->made.page.code, digest) != 0) {
+    uint8_t digest[HASH_SHA256_BYTES], uuid[CT_UUID_BYTES];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (ct_uuid7((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, uuid) == 0)
+        ct_uuid_format(uuid, lw->sid);
+    if (lw->sid[0] == '\0' || secret_client_new(lw->made.page.code, digest) != 0 ||
+        auth_refresh_make(lw->sid, lw->refresh, lw->refresh_sha) != 0) {
         login_forget(lw);
         login_answer(lw, 500, "internal error");
         return;
     }
-    auth_sha256_hex(lw->made.page.code, lw->refresh_sha); /* the code's, here */
+    auth_sha256_hex(lw->made.page.code, lw->made.page.code_sha);
     snprintf(lw->nums[0], LOGIN_NUM_TEXT, "%d", AUTH_CODE_TTL_S);
+    snprintf(lw->nums[1], LOGIN_NUM_TEXT, "%d", AUTH_SSO_IDLE_S);
+    snprintf(lw->nums[2], LOGIN_NUM_TEXT, "%d", AUTH_SSO_ABSOLUTE_S);
     const char **p = lw->w.q.params;
-    p[0] = lw->tenant_id, p[1] = lw->user_id, p[2] = lw->made.page.authz, p[3] = lw->refresh_sha;
+    p[0] = lw->tenant_id, p[1] = lw->user_id, p[2] = lw->made.page.authz, p[3] = lw->made.page.code_sha;
     p[4] = lw->nums[0], p[5] = lw->ip[0] ? lw->ip : NULL, p[6] = lw->request_id;
     p[7] = lw->rehash_len > 0 ? lw->rehash : NULL, p[8] = lw->stored;
-    lw->w.q.params_count = 9;
+    p[9] = lw->sid, p[10] = lw->refresh_sha, p[11] = lw->agent[0] ? lw->agent : NULL;
+    p[12] = lw->nums[1], p[13] = lw->nums[2];
+    lw->w.q.params_count = 14;
     auth_send(NULL, &lw->w, STORE_AUTHZ_LOGIN_SUCCEEDED, NULL, login_committed);
 }
 

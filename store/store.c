@@ -485,13 +485,26 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "array_to_string(c.redirect_uris, E'\\n') "
         "FROM tenants t JOIN clients c ON c.tenant_id = t.id "
         "WHERE t.slug = $1 AND t.deleted_at IS NULL AND c.client_id = $2 AND c.deleted_at IS NULL" },
+    /* With a live browser session (sessions row without client: the SSO cookie's), the
+     * request is answered at once: its user, the session's login time as auth_time, a code.
+     * The session's sliding expiry moves as a refresh's does. */
     [STORE_AUTHZ_CREATE] = {
         "authz_create", false,
+        "WITH s AS (UPDATE sessions s SET last_seen_at = now(), expires_at = least(now() + "
+        "make_interval(secs => $14::int), s.absolute_expires_at) FROM users u WHERE s.id = $11 "
+        "AND s.tenant_id = $1 AND s.client_id IS NULL AND s.refresh_sha256 = decode($12, 'hex') "
+        "AND s.revoked_at IS NULL AND s.expires_at > now() AND s.absolute_expires_at > now() "
+        "AND u.tenant_id = s.tenant_id AND u.id = s.user_id AND NOT u.disabled AND u.deleted_at IS NULL "
+        "RETURNING s.user_id, s.created_at) "
         "INSERT INTO authorizations (id, tenant_id, client_id, redirect_uri, redirect_given, scope, "
-        "state, nonce, code_challenge, expires_at) SELECT $2, $1, $3, $4, $5, coalesce($6, "
-        "array_to_string(c.scopes, ' ')), $7, $8, $9, now() + make_interval(secs => $10::int) "
-        "FROM clients c WHERE c.tenant_id = $1 AND c.client_id = $3 AND c.deleted_at IS NULL "
-        "RETURNING id" },
+        "state, nonce, code_challenge, expires_at, user_id, auth_time, code_sha256, code_expires_at) "
+        "SELECT $2, $1, $3, $4, $5, coalesce($6, array_to_string(c.scopes, ' ')), $7, $8, $9, "
+        "now() + make_interval(secs => $10::int), s.user_id, s.created_at, "
+        "CASE WHEN s.user_id IS NOT NULL THEN decode($13, 'hex') END, "
+        "CASE WHEN s.user_id IS NOT NULL THEN now() + make_interval(secs => $15::int) END "
+        "FROM clients c LEFT JOIN s ON true "
+        "WHERE c.tenant_id = $1 AND c.client_id = $3 AND c.deleted_at IS NULL "
+        "RETURNING id, user_id IS NOT NULL" },
     /* The hosted login page's lookup, from the primary as STORE_LOGIN_LOOKUP's (a lockout set a
      * moment ago holds), with its columns; the second says the request still awaits a login. */
     [STORE_AUTHZ_LOGIN_LOOKUP] = {
@@ -515,12 +528,22 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "code_sha256 = decode($4, 'hex'), code_expires_at = now() + make_interval(secs => $5::int) "
         "FROM u WHERE a.tenant_id = u.tenant_id AND a.id = $3 AND a.user_id IS NULL "
         "AND a.expires_at > now() RETURNING a.client_id, a.redirect_uri, a.state), "
+        "b AS (INSERT INTO sessions (id, tenant_id, user_id, client_id, refresh_sha256, amr, ip, "
+        "user_agent, expires_at, absolute_expires_at) SELECT $10, u.tenant_id, u.id, NULL, "
+        "decode($11, 'hex'), '{pwd}', $6::inet, $12, now() + make_interval(secs => $13::int), "
+        "now() + make_interval(secs => $14::int) FROM u, z RETURNING id), "
         "l AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
-        "ip, request_id, details) SELECT $1, 'user', $2::text, 'login_succeeded', 'user', $2::text, "
+        "ip, request_id, details) SELECT $1, 'user', $2::text, 'login_succeeded', 'session', $10::text, "
         "$6::inet, $7, jsonb_build_object('client_id', z.client_id, 'flow', 'authorization_code', "
         "'rehashed', $8::text IS NOT NULL) FROM z) "
         "SELECT z.redirect_uri, z.state, z.client_id IS NOT NULL FROM u LEFT JOIN z ON true" },
     /* Code redemption reads the primary (SECURITY F03): a code consumed a moment ago is seen. */
+    /* The browser's logout: its session ends (the cookie's; no token was issued from it). */
+    [STORE_SSO_LOGOUT] = {
+        "sso_logout", false,
+        "UPDATE sessions s SET revoked_at = now() FROM tenants t WHERE t.slug = $1 AND s.tenant_id = t.id "
+        "AND s.id = $2 AND s.client_id IS NULL AND s.refresh_sha256 = decode($3, 'hex') "
+        "AND s.revoked_at IS NULL RETURNING s.id" },
     [STORE_CODE_READ] = {
         "code_read", false,
         "SELECT a.id, a.client_id, a.code_challenge, a.redirect_uri, a.redirect_given, "

@@ -141,15 +141,22 @@ enum store_stmt {
                                * a control character); no row unless the tenant's */
     STORE_AUTHZ_CREATE,       /* $1 tenant id, $2 request id, $3 client_id, $4 redirect_uri, $5
                                * redirect given (t/f), $6 scope (NULL: the client's), $7 state, $8
-                               * nonce (each or NULL), $9 code_challenge, $10 lifetime s → request
-                               * id; no row when the client is gone */
+                               * nonce (each or NULL), $9 code_challenge, $10 lifetime s, $11 / $12
+                               * the browser session's id / SHA-256 (hex) or NULL, $13 a code's
+                               * SHA-256 (hex), $14 the browser session's idle s, $15 the code's
+                               * lifetime s → request id, whether the live browser session
+                               * answered it (then the code is its); no row when the client is gone */
     STORE_AUTHZ_LOGIN_LOOKUP, /* $1 tenant slug, $2 request id, $3 username → STORE_LOGIN_LOOKUP's
                                * columns, the second saying whether the request awaits its login */
     STORE_AUTHZ_LOGIN_SUCCEEDED, /* $1 tenant id, $2 user id, $3 request id, $4 code SHA-256 (hex),
                                   * $5 code lifetime s, $6 ip, $7 request id, $8 new hash or NULL, $9
-                                  * the verified hash → no row when the user changed since the
-                                  * lookup; else redirect_uri, state, whether the request took the
-                                  * code (f: spent or expired meanwhile); the login's audit row */
+                                  * the verified hash, $10 / $11 a browser session's id / SHA-256
+                                  * (hex), $12 user agent, $13 / $14 its idle / absolute s → no row
+                                  * when the user changed since the lookup; else redirect_uri,
+                                  * state, whether the request took the code (f: spent or expired
+                                  * meanwhile; then no browser session either); the audit row */
+    STORE_SSO_LOGOUT,         /* $1 tenant slug, $2 browser session id, $3 its SHA-256 (hex) →
+                               * session id when it was live and is now revoked */
     STORE_CODE_READ,          /* $1 tenant slug, $2 code SHA-256 (hex) → request id, client_id,
                                * code_challenge, redirect_uri, redirect given, consumed, expired
                                * (t/f), tenant id, user id, scope, nonce, auth_time (Unix s),

@@ -1023,6 +1023,84 @@ def test_concurrent(res, env, port):
                   "%.2f s" % waited)
 
 
+# ---------------------------------------------------------------------------- the browser session
+
+def sso_authorize(port, client, sso, **over):
+    headers = {"Cookie": "tessera_sso=" + sso} if sso else {}
+    return authorize(port, base_params(client, **over), headers=headers)
+
+
+def sso_code(res, label, resp):
+    """The code of a 303 to CB that a browser session answered (None when it was not one)."""
+    q = redirect_query(hdr(resp[1], "location"), CB)
+    ok = resp[0] == 303 and one(q, "code") is not None and one(q, "iss") == ISSUER and one(q, "state") == "st-123"
+    res.check(label, ok, show(resp))
+    return one(q, "code") if ok else None
+
+
+def test_sso(res, env, port):
+    """The login page's login leaves a browser session (SSO): later authorizations skip the page."""
+    web = env.clients["web"]
+    page = start(res, port, web, "SSO")
+    first = post_login(port, page, "alice")
+    sso, attrs = cookie_of(first[1], "tessera_sso")
+    res.check("SSO: the login's 303 sets tessera_sso (Path=/t/acme/, HttpOnly, SameSite=Lax, Secure, "
+              "Max-Age 7 days)",
+              first[0] == 303 and sso and attrs.get("path") == "/t/%s/" % TENANT and "httponly" in attrs
+              and attrs.get("samesite", "").lower() == "lax" and "secure" in attrs
+              and attrs.get("max-age") == str(7 * 86400), repr([v for k, v in first[1] if k == "set-cookie"]))
+    if not sso:
+        return
+    sid = sso[3:39]  # rt_<session id>.<secret>
+    res.check("SSO: the cookie names a live session of alice's without client (a browser session)",
+              env.sql("SELECT count(*) FROM sessions WHERE id = '%s' AND client_id IS NULL AND revoked_at IS NULL "
+                      "AND user_id = '%s'" % (sid, env.users["alice"])) == "1", sid)
+    code1 = one(redirect_query(hdr(first[1], "location"), CB), "code")
+    st, _, t1 = redeem(port, web, code1)
+    time.sleep(1.1)  # so that a fresh auth_time would differ
+    code2 = sso_code(res, "SSO: authorize with the cookie → 303 with a code at once, no page",
+                     sso_authorize(port, web, sso))
+    if code2 is None:
+        return
+    st2, _, t2 = redeem(port, web, code2)
+    a1, a2 = jwt_claims(t1.get("id_token", "")), jwt_claims(t2.get("id_token", ""))
+    res.check("SSO: its tokens are issued (200) with a session of their own",
+              st == 200 and st2 == 200 and a1.get("sid") != a2.get("sid"), "%s %s" % (st, st2))
+    res.check("SSO: the ID token's auth_time is the password's moment, not the second authorization's",
+              a1.get("auth_time") is not None and a1.get("auth_time") == a2.get("auth_time"),
+              "%r vs %r" % (a1.get("auth_time"), a2.get("auth_time")))
+    sso_code(res, "SSO: prompt=none with a live browser session → a code", sso_authorize(port, web, sso, prompt="none"))
+    relog = Page(sso_authorize(port, web, sso, prompt="login"))
+    res.check("SSO: prompt=login → the login page all the same", relog.ok(), show((relog.status, relog.headers,
+                                                                                    relog.body)))
+    forged = other(sso[::-1])[::-1]  # the secret's last character changed
+    res.check("SSO: a cookie with a wrong secret → the login page", Page(sso_authorize(port, web, forged)).ok())
+    error_redirect(res, "SSO: prompt=none with a wrong cookie → login_required",
+                   sso_authorize(port, web, forged, prompt="none"), CB, "login_required")
+    evil = call(port, "POST", "/t/%s/logout" % TENANT, "",
+                dict(FORM, Cookie="tessera_sso=" + sso, Origin="https://evil.example"))
+    res.check("SSO: a cross-site logout → 403", evil[0] == 403, show(evil))
+    sso_code(res, "SSO: ... and the session still answers", sso_authorize(port, web, sso))
+    out = call(port, "POST", "/t/%s/logout" % TENANT, "", dict(FORM, Cookie="tessera_sso=" + sso, Origin=ORIGIN))
+    gone, gattrs = cookie_of(out[1], "tessera_sso")
+    res.check("SSO: POST /logout → 200 page, the cookie cleared (Max-Age=0)",
+              out[0] == 200 and is_html(out[1]) and gone == "" and gattrs.get("max-age") == "0", show(out))
+    res.check("SSO: after the logout the cookie gets the login page", Page(sso_authorize(port, web, sso)).ok())
+    again = call(port, "POST", "/t/%s/logout" % TENANT, "", dict(FORM, Origin=ORIGIN))
+    res.check("SSO: a logout without a cookie → 200 all the same", again[0] == 200, show(again))
+    # logout everywhere (the API) ends the browser session too
+    page = start(res, port, web, "SSO logout-all")
+    second = post_login(port, page, "alice")
+    sso2, _ = cookie_of(second[1], "tessera_sso")
+    code = one(redirect_query(hdr(second[1], "location"), CB), "code")
+    st, _, toks = redeem(port, web, code)
+    lo = call(port, "POST", "/t/%s/api/v1/auth/logout-all" % TENANT, "",
+              {"Authorization": "Bearer " + toks.get("access_token", "")})
+    res.check("SSO: logout-all → 204", lo[0] == 204, show(lo))
+    res.check("SSO: after logout-all the browser session no longer answers",
+              Page(sso_authorize(port, web, sso2)).ok())
+
+
 # ---------------------------------------------------------------------------- userinfo
 
 def test_userinfo(res, env, port):
@@ -1105,7 +1183,7 @@ def run_all(res, env):
               ("lockout", test_lockout, ()), ("confidential", test_confidential, (node_dir,)),
               ("public", test_public, (node_dir,)), ("state", test_state, ()),
               ("code errors", test_code_errors, ()), ("O11", test_reuse, ()), ("O12", test_concurrent, ()),
-              ("userinfo", test_userinfo, ()))
+              ("userinfo", test_userinfo, ()), ("SSO", test_sso, ()))
     for name, fn, extra in groups:
         port = live.port(res, name)
         res.run(name, fn, res, env, port, *extra)
