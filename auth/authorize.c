@@ -1,25 +1,28 @@
-/* auth/authorize.c: the authorization endpoint (RFC 6749 §4.1.1, RFC 7636, OIDC Core §3.1.2)
- * and the hosted login page it shows (DESIGN §5: /oauth2/authorize, POST /login).
+/* auth/authorize.c: the authorization endpoint (RFC 6749 §4.1.1, RFC 7636, OIDC Core §3.1.2),
+ * the hosted login page it shows and the browser session (SSO) the login leaves (DESIGN §5:
+ * /oauth2/authorize, POST /login, POST /logout).
  *
  *   GET or POST /t/{tenant}/oauth2/authorize (OIDC Core §3.1.2.1: both; a POST carries what a
  *   URL cannot, such as a 4 KiB state)
  *     → 400 an error page, never a redirect, while the client or its redirect_uri is in doubt
  *     → 303 to the redirect_uri with error, error_description, state and iss, for any other error
+ *     → 303 with code, state and iss when the browser session (AUTH_SSO_COOKIE) is live, unless
+ *       prompt=login
  *     → 200 the login page, once every parameter passed: the request is stored (authorizations)
  *       and the page's form carries only its id and the CSRF token
  *   POST /t/{tenant}/login (the page's form: authz, csrf, username, password; auth/login.c)
- *     → 303 to the redirect_uri with code, state and iss
- *     → 401 the page again for a refused login, 403 for a cross-site post, 400 for a spent request
+ *     → 303 to the redirect_uri with code, state and iss, and the browser session's cookie
+ *     → 200 the page again for a refused login, 403 for a cross-site post, 400 for a spent request
+ *   POST /t/{tenant}/logout → 200 a page; the browser session ends and its cookie is cleared
  *
  * The order of the checks is RFC 6749 §4.1.2.1's and RFC 9700 §4.11.2's: the client and its
  * redirect_uri first, compared byte for byte with a registered one (RFC 9700 §4.1.3; the one
  * exception is a loopback IP literal's port, RFC 8252 §7.3), and until both passed nothing
  * redirects, so the endpoint is no open redirector (SECURITY O07, O09, O30). Every redirect
  * carries iss (RFC 9207, O31). PKCE with S256 is required of every client (RFC 9700
- * §2.1.1, O01-O03). There is no browser session yet: each authorization asks for the password
- * (prompt=none is login_required), request objects are not supported (OIDC Core §6), and
- * there is no consent page: a tenant's admin registers the clients
- * its users may sign in to.
+ * §2.1.1, O01-O03). prompt=none is answered by the browser session or is login_required;
+ * request objects are not supported (OIDC Core §6); there is no consent page: a tenant's
+ * admin registers the clients its users may sign in to.
  *
  * The login form is protected against cross-site posts (RFC 9700 §4.7, O39) by a
  * double-submitted token: a random value in a SameSite=Lax, HttpOnly cookie and in the
