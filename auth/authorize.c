@@ -13,6 +13,7 @@
  *   POST /t/{tenant}/login (the page's form: authz, csrf, username, password; auth/login.c)
  *     → 303 to the redirect_uri with code, state and iss, and the browser session's cookie
  *     → 200 the page again for a refused login, 403 for a cross-site post, 400 for a spent request
+ *   GET /t/{tenant}/logout → 200 a page whose form posts the logout (a GET changes nothing)
  *   POST /t/{tenant}/logout → 200 a page; the browser session ends and its cookie is cleared
  *
  * The order of the checks is RFC 6749 §4.1.2.1's and RFC 9700 §4.11.2's: the client and its
@@ -21,6 +22,7 @@
  * redirects, so the endpoint is no open redirector (SECURITY O07, O09, O30). Every redirect
  * carries iss (RFC 9207, O31). PKCE with S256 is required of every client (RFC 9700
  * §2.1.1, O01-O03). prompt=none is answered by the browser session or is login_required;
+ * max_age asks for a login that recent (OIDC Core §3.1.2.1: older, the page is shown);
  * request objects are not supported (OIDC Core §6); there is no consent page: a tenant's
  * admin registers the clients its users may sign in to.
  *
@@ -44,6 +46,7 @@
 #define AUTHZ_STATE_MAX 4096       /* SECURITY O32: a 4 KiB state is echoed */
 #define AUTHZ_SHORT_MAX 64         /* response_type, code_challenge_method, prompt */
 #define AUTHZ_CHALLENGE_LEN 43     /* RFC 7636 §4.2: BASE64URL(SHA-256), no padding */
+#define AUTHZ_MAX_AGE_DIGITS 9     /* max_age in seconds: under 32 years, an int */
 /* client_id, scope, state, nonce and code_challenge of a parked request, packed: a 4 KiB
  * state with the rest at their usual sizes. A POST whose values need more is refused. */
 #define AUTHZ_TEXT_MAX 4608
@@ -66,6 +69,7 @@ enum authz_param {
     AP_CHALLENGE,
     AP_METHOD,
     AP_PROMPT,
+    AP_MAX_AGE,
     AP_REQUEST,     /* OIDC Core §6 request objects: refused */
     AP_REQUEST_URI,
     AP_COUNT,
@@ -84,6 +88,7 @@ static const struct {
     [AP_CHALLENGE] = { "code_challenge", AUTHZ_CHALLENGE_LEN },
     [AP_METHOD] = { "code_challenge_method", AUTHZ_SHORT_MAX },
     [AP_PROMPT] = { "prompt", AUTHZ_SHORT_MAX },
+    [AP_MAX_AGE] = { "max_age", AUTHZ_MAX_AGE_DIGITS },
     [AP_REQUEST] = { "request", AUTHZ_TEXT_MAX },
     [AP_REQUEST_URI] = { "request_uri", AUTH_REDIRECT_URI_MAX },
 };
@@ -117,6 +122,7 @@ struct authz_wait {
     char ttl_text[16];
     char sso_idle_text[16];
     char code_ttl_text[16];
+    char max_age[AUTHZ_MAX_AGE_DIGITS + 1];     /* OIDC Core §3.1.2.1, or "" */
     char sso_sid[CT_UUID_TEXT_LEN + 1];         /* the browser session's cookie, or "" */
     char sso_sha[2 * HASH_SHA256_BYTES + 1];
     char code[SECRET_RANDOM_CHARS + 1];         /* the code a live browser session gets */
@@ -406,7 +412,8 @@ static void authz_check_params(const struct authz_input *p, struct authz_wait *a
     else if (p->bad[AP_SCOPE] || (p->value[AP_SCOPE] != NULL && !auth_scope_valid(p->value[AP_SCOPE])))
         aw->late = (struct authz_error){ "invalid_scope", "scope is malformed" };
     else if (p->bad[AP_STATE] || p->bad[AP_NONCE] || p->bad[AP_RESPONSE_TYPE] || p->bad[AP_METHOD] ||
-             p->bad[AP_PROMPT])
+             p->bad[AP_PROMPT] || p->bad[AP_MAX_AGE] ||
+             (p->value[AP_MAX_AGE] != NULL && strspn(p->value[AP_MAX_AGE], "0123456789") != p->len[AP_MAX_AGE]))
         aw->late = (struct authz_error){ "invalid_request", "a parameter is malformed or too long" };
     /* OIDC Core §3.1.2.1: prompt is a list; none may not come with another value. */
     const char *prompt = p->value[AP_PROMPT];
@@ -415,6 +422,8 @@ static void authz_check_params(const struct authz_input *p, struct authz_wait *a
         aw->late = (struct authz_error){ "invalid_request", "prompt=none may not come with another value" };
     aw->prompt_none = has_none;
     aw->prompt_login = prompt != NULL && auth_words_subset("login", prompt);
+    if (p->value[AP_MAX_AGE] != NULL && p->len[AP_MAX_AGE] <= AUTHZ_MAX_AGE_DIGITS)
+        memcpy(aw->max_age, p->value[AP_MAX_AGE], p->len[AP_MAX_AGE] + 1);
 }
 
 /* Copies an optional value into the packed text; false when it does not fit. */
@@ -531,6 +540,7 @@ static void authz_store_failed(struct authz_wait *aw)
 static void authz_show_login(struct http_ctx *ctx, void *state)
 {
     struct authz_wait *aw = state;
+    explicit_bzero(aw->code, sizeof(aw->code)); /* made for a browser session that did not answer */
     auth_set_cookie(ctx, aw->w.auth, aw->slug, AUTHZ_CSRF_COOKIE, aw->csrf, -1);
     auth_login_page(ctx, aw->w.auth, aw->slug, 200, aw->id, aw->csrf, NULL);
 }
@@ -593,7 +603,8 @@ static void authz_store(struct authz_wait *aw, const char *tenant_id)
     q[6] = aw->state, q[7] = aw->nonce, q[8] = aw->challenge, q[9] = aw->ttl_text;
     q[10] = sso ? aw->sso_sid : NULL, q[11] = sso ? aw->sso_sha : NULL;
     q[12] = sso ? aw->code_sha : NULL, q[13] = aw->sso_idle_text, q[14] = aw->code_ttl_text;
-    aw->w.q.params_count = 15;
+    q[15] = aw->max_age[0] ? aw->max_age : NULL; /* a login older than it needs the page */
+    aw->w.q.params_count = 16;
     auth_send(NULL, &aw->w, STORE_AUTHZ_CREATE, NULL, authz_created);
 }
 
@@ -658,7 +669,30 @@ static void authz_rate_passed(struct auth_wait *w)
 static struct slice authz_cookie(const struct http_ctx *ctx, const char *name)
 {
     const struct http1_header *h = http1_find_header(ctx->req, "Cookie");
-    return h == NULL ? slice_make(NULL, 0) : http_cookie(h->value, name);
+    struct slice v = h == NULL ? slice_make(NULL, 0) : http_cookie(h->value, name);
+    if (v.len == 0)
+        return v;
+    /* Sent twice: a host of a parent domain may have set one with a longer path, which the
+     * browser sends first. Neither is trusted (the CSRF post fails, no browser session). */
+    struct slice rest = slice_make(v.ptr + v.len, (size_t)(h->value.ptr + h->value.len - (v.ptr + v.len)));
+    return http_cookie(rest, name).len == 0 ? v : slice_make(NULL, 0);
+}
+
+/* The browser session's id and secret digest from its cookie; false when there is none (or
+ * it is not of the form auth_refresh_make gives). */
+static bool authz_sso_cookie(const struct http_ctx *ctx, char *sid, char *sha)
+{
+    struct slice cookie = authz_cookie(ctx, AUTH_SSO_COOKIE);
+    char token[AUTH_REFRESH_TOKEN_LEN + 1];
+    if (cookie.len != AUTH_REFRESH_TOKEN_LEN)
+        return false;
+    memcpy(token, cookie.ptr, cookie.len);
+    token[cookie.len] = '\0';
+    bool ok = auth_refresh_parse(token, sid, sha) == 0;
+    explicit_bzero(token, sizeof(token));
+    if (!ok)
+        sid[0] = '\0';
+    return ok;
 }
 
 static void authz_handle(struct http_ctx *ctx, struct slice in)
@@ -712,15 +746,8 @@ static void authz_handle(struct http_ctx *ctx, struct slice in)
     if (cookie.len == SECRET_RANDOM_CHARS && authz_base64url(cookie.ptr, cookie.len))
         memcpy(aw->csrf, cookie.ptr, cookie.len);
     /* A live browser session answers without the login page, unless prompt=login. */
-    char sso[AUTH_REFRESH_TOKEN_LEN + 1];
-    struct slice sso_cookie = authz_cookie(ctx, AUTH_SSO_COOKIE);
-    if (!aw->prompt_login && sso_cookie.len == AUTH_REFRESH_TOKEN_LEN) {
-        memcpy(sso, sso_cookie.ptr, sso_cookie.len);
-        sso[sso_cookie.len] = '\0';
-        if (auth_refresh_parse(sso, aw->sso_sid, aw->sso_sha) != 0)
-            aw->sso_sid[0] = '\0';
-        explicit_bzero(sso, sizeof(sso));
-    }
+    if (!aw->prompt_login)
+        authz_sso_cookie(ctx, aw->sso_sid, aw->sso_sha);
     aw->w.rate = limits;
     if (!auth_rate_pending(&limits))
         authz_read_client(ctx, aw);
@@ -825,6 +852,8 @@ struct authz_logout_wait {
     char slug[AUTH_SLUG_MAX + 1];
     char sid[CT_UUID_TEXT_LEN + 1];
     char sha[2 * HASH_SHA256_BYTES + 1];
+    char ip[AUTH_IP_MAX + 1];
+    char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
 };
 
 static void authz_signed_out(struct http_ctx *ctx, const struct auth *auth, const char *slug)
@@ -847,6 +876,11 @@ static void authz_logout_done(struct http_ctx *ctx, void *state)
     authz_signed_out(ctx, lw->w.auth, lw->slug); /* revoked now, or already gone */
 }
 
+static void authz_logout_rate_passed(struct auth_wait *w)
+{
+    auth_send(NULL, w, STORE_SSO_LOGOUT, authz_logout_done, NULL);
+}
+
 /* POST /t/{tenant}/logout: the browser session of the cookie ends, and the cookie with it.
  * Cross-site posts are refused as the login's (a forced logout is a nuisance, RFC 9700 §4.7). */
 static void authz_logout_post(struct http_ctx *ctx)
@@ -860,30 +894,57 @@ static void authz_logout_post(struct http_ctx *ctx)
         authz_error_page(ctx, 403, "this form was not sent from this site");
         return;
     }
-    char slug[AUTH_SLUG_MAX + 1], token[AUTH_REFRESH_TOKEN_LEN + 1];
+    char slug[AUTH_SLUG_MAX + 1];
     auth_slug_copy(ctx->params[0], slug);
-    struct slice cookie = authz_cookie(ctx, AUTH_SSO_COOKIE);
     char sid[CT_UUID_TEXT_LEN + 1], sha[2 * HASH_SHA256_BYTES + 1];
-    bool known = cookie.len == AUTH_REFRESH_TOKEN_LEN;
-    if (known) {
-        memcpy(token, cookie.ptr, cookie.len);
-        token[cookie.len] = '\0';
-        known = auth_refresh_parse(token, sid, sha) == 0;
-        explicit_bzero(token, sizeof(token));
-    }
-    if (!known) {
+    if (!authz_sso_cookie(ctx, sid, sha)) {
         authz_signed_out(ctx, auth, slug); /* nothing to end */
         return;
     }
+    struct auth_rate_check limits; /* each one is an UPDATE: the address's bucket bounds them */
+    if (!auth_rate_admit(ctx, auth, "", NULL, &limits))
+        return; /* answered 429 */
     struct authz_logout_wait *lw = auth_park(ctx, auth, sizeof(*lw));
     if (lw == NULL)
         return;
     memcpy(lw->slug, slug, sizeof(slug));
     memcpy(lw->sid, sid, sizeof(sid));
     memcpy(lw->sha, sha, sizeof(sha));
-    lw->w.q.params[0] = lw->slug, lw->w.q.params[1] = lw->sid, lw->w.q.params[2] = lw->sha;
-    lw->w.q.params_count = 3;
-    auth_send(ctx, &lw->w, STORE_SSO_LOGOUT, authz_logout_done, NULL);
+    auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
+    memcpy(lw->request_id, ctx->request_id.ptr, ctx->request_id.len);
+    lw->request_id[ctx->request_id.len] = '\0';
+    const char **q = lw->w.q.params;
+    q[0] = lw->slug, q[1] = lw->sid, q[2] = lw->sha, q[3] = lw->ip[0] ? lw->ip : NULL, q[4] = lw->request_id;
+    lw->w.q.params_count = 5;
+    lw->w.rate = limits;
+    if (!auth_rate_pending(&limits))
+        auth_send(ctx, &lw->w, STORE_SSO_LOGOUT, authz_logout_done, NULL);
+    else if (auth_rate_continue(ctx, &lw->w, authz_logout_rate_passed) != 0)
+        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
+}
+
+/* GET /t/{tenant}/logout: where an application sends the browser to sign out; the page's
+ * form posts the logout from this site (a GET changes nothing: a link or an image must not
+ * sign anyone out). */
+static void authz_logout_get(struct http_ctx *ctx)
+{
+    const struct auth *auth = ctx->route_arg;
+    if (!auth_slug_valid(ctx->params[0])) {
+        authz_error_page(ctx, 404, "no such tenant");
+        return;
+    }
+    char slug[AUTH_SLUG_MAX + 1], path[AUTHZ_PATH_MAX + 1];
+    auth_slug_copy(ctx->params[0], slug);
+    struct buf pb;
+    buf_init(&pb, path, sizeof(path));
+    auth_public_path(auth, slug, &pb);
+    buf_append(&pb, "", 1);
+    struct buf b = http_scratch_buf(ctx);
+    buf_append_cstr(&b, authz_page_head);
+    buf_append_cstr(&b, "<h1>Sign out</h1><p>Sign out of this browser?</p><form method=\"post\" action=\"");
+    authz_html_escape(&b, pb.overflow ? "" : path);
+    buf_append_cstr(&b, "/logout\"><button type=\"submit\">Sign out</button></form>");
+    authz_page(ctx, 200, &b);
 }
 
 int auth_authorize_routes(struct auth *auth, struct http_server *http)
@@ -895,5 +956,7 @@ int auth_authorize_routes(struct auth *auth, struct http_server *http)
         rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/login", "login_page", authz_login_post, auth);
     if (rc == 0)
         rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/logout", "logout_page", authz_logout_post, auth);
+    if (rc == 0)
+        rc = http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/logout", "logout_page", authz_logout_get, auth);
     return rc;
 }

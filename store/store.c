@@ -485,9 +485,10 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "array_to_string(c.redirect_uris, E'\\n') "
         "FROM tenants t JOIN clients c ON c.tenant_id = t.id "
         "WHERE t.slug = $1 AND t.deleted_at IS NULL AND c.client_id = $2 AND c.deleted_at IS NULL" },
-    /* With a live browser session (sessions row without client: the SSO cookie's), the
-     * request is answered at once: its user, the session's login time as auth_time, a code.
-     * The session's sliding expiry moves as a refresh's does. */
+    /* With a live browser session (sessions row without client: the SSO cookie's) whose
+     * login is recent enough for max_age (OIDC Core §3.1.2.1), the request is answered at
+     * once: its user, the session's login time as auth_time, a code. The session's sliding
+     * expiry moves as a refresh's does. */
     [STORE_AUTHZ_CREATE] = {
         "authz_create", false,
         "WITH s AS (UPDATE sessions s SET last_seen_at = now(), expires_at = least(now() + "
@@ -495,6 +496,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "AND s.tenant_id = $1 AND s.client_id IS NULL AND s.refresh_sha256 = decode($12, 'hex') "
         "AND s.revoked_at IS NULL AND s.expires_at > now() AND s.absolute_expires_at > now() "
         "AND u.tenant_id = s.tenant_id AND u.id = s.user_id AND NOT u.disabled AND u.deleted_at IS NULL "
+        "AND ($16::int IS NULL OR s.created_at >= now() - make_interval(secs => $16::int)) "
         "RETURNING s.user_id, s.created_at) "
         "INSERT INTO authorizations (id, tenant_id, client_id, redirect_uri, redirect_given, scope, "
         "state, nonce, code_challenge, expires_at, user_id, auth_time, code_sha256, code_expires_at) "
@@ -537,13 +539,19 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "$6::inet, $7, jsonb_build_object('client_id', z.client_id, 'flow', 'authorization_code', "
         "'rehashed', $8::text IS NOT NULL) FROM z) "
         "SELECT z.redirect_uri, z.state, z.client_id IS NOT NULL FROM u LEFT JOIN z ON true" },
-    /* Code redemption reads the primary (SECURITY F03): a code consumed a moment ago is seen. */
-    /* The browser's logout: its session ends (the cookie's; no token was issued from it). */
+    /* The browser's logout: its session ends (the cookie's; no token was issued from it), with
+     * its audit row. */
     [STORE_SSO_LOGOUT] = {
         "sso_logout", false,
-        "UPDATE sessions s SET revoked_at = now() FROM tenants t WHERE t.slug = $1 AND s.tenant_id = t.id "
-        "AND s.id = $2 AND s.client_id IS NULL AND s.refresh_sha256 = decode($3, 'hex') "
-        "AND s.revoked_at IS NULL RETURNING s.id" },
+        "WITH s AS (UPDATE sessions s SET revoked_at = now() FROM tenants t WHERE t.slug = $1 "
+        "AND s.tenant_id = t.id AND s.id = $2 AND s.client_id IS NULL "
+        "AND s.refresh_sha256 = decode($3, 'hex') AND s.revoked_at IS NULL "
+        "RETURNING s.id, s.tenant_id, s.user_id), "
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT s.tenant_id, 'user', s.user_id::text, 'logout', 'session', "
+        "s.id::text, $4::inet, $5, '{\"browser\": true}'::jsonb FROM s) "
+        "SELECT id FROM s" },
+    /* Code redemption reads the primary (SECURITY F03): a code consumed a moment ago is seen. */
     [STORE_CODE_READ] = {
         "code_read", false,
         "SELECT a.id, a.client_id, a.code_challenge, a.redirect_uri, a.redirect_given, "

@@ -144,8 +144,9 @@ enum store_stmt {
                                * nonce (each or NULL), $9 code_challenge, $10 lifetime s, $11 / $12
                                * the browser session's id / SHA-256 (hex) or NULL, $13 a code's
                                * SHA-256 (hex), $14 the browser session's idle s, $15 the code's
-                               * lifetime s → request id, whether the live browser session
-                               * answered it (then the code is its); no row when the client is gone */
+                               * lifetime s, $16 max_age s or NULL → request id, whether the live
+                               * browser session answered it (then the code is its); no row when
+                               * the client is gone */
     STORE_AUTHZ_LOGIN_LOOKUP, /* $1 tenant slug, $2 request id, $3 username → STORE_LOGIN_LOOKUP's
                                * columns, the second saying whether the request awaits its login */
     STORE_AUTHZ_LOGIN_SUCCEEDED, /* $1 tenant id, $2 user id, $3 request id, $4 code SHA-256 (hex),
@@ -155,8 +156,9 @@ enum store_stmt {
                                   * when the user changed since the lookup; else redirect_uri,
                                   * state, whether the request took the code (f: spent or expired
                                   * meanwhile; then no browser session either); the audit row */
-    STORE_SSO_LOGOUT,         /* $1 tenant slug, $2 browser session id, $3 its SHA-256 (hex) →
-                               * session id when it was live and is now revoked */
+    STORE_SSO_LOGOUT,         /* $1 tenant slug, $2 browser session id, $3 its SHA-256 (hex), $4
+                               * ip, $5 request id → session id when it was live and is now
+                               * revoked (audit logout) */
     STORE_CODE_READ,          /* $1 tenant slug, $2 code SHA-256 (hex) → request id, client_id,
                                * code_challenge, redirect_uri, redirect given, consumed, expired
                                * (t/f), tenant id, user id, scope, nonce, auth_time (Unix s),

@@ -1073,6 +1073,16 @@ def test_sso(res, env, port):
     relog = Page(sso_authorize(port, web, sso, prompt="login"))
     res.check("SSO: prompt=login → the login page all the same", relog.ok(), show((relog.status, relog.headers,
                                                                                     relog.body)))
+    # OIDC Core §3.1.2.1 max_age: a login older than it needs the page
+    sso_code(res, "SSO: max_age=3600 (the login is recent) → a code", sso_authorize(port, web, sso, max_age="3600"))
+    res.check("SSO: max_age=0 → the login page", Page(sso_authorize(port, web, sso, max_age="0")).ok())
+    error_redirect(res, "SSO: prompt=none with max_age=0 → login_required",
+                   sso_authorize(port, web, sso, prompt="none", max_age="0"), CB, "login_required")
+    error_redirect(res, "max_age not a number → invalid_request",
+                   sso_authorize(port, web, sso, max_age="-1"), CB, "invalid_request")
+    # a second tessera_sso (a parent domain's host may set one with a longer path): no session
+    twice = authorize(port, base_params(web), headers={"Cookie": "tessera_sso=%s; tessera_sso=%s" % (sso, sso)})
+    res.check("SSO: the cookie sent twice → the login page (neither is trusted)", Page(twice).ok(), show(twice))
     forged = other(sso[::-1])[::-1]  # the secret's last character changed
     res.check("SSO: a cookie with a wrong secret → the login page", Page(sso_authorize(port, web, forged)).ok())
     error_redirect(res, "SSO: prompt=none with a wrong cookie → login_required",
@@ -1086,6 +1096,13 @@ def test_sso(res, env, port):
     res.check("SSO: POST /logout → 200 page, the cookie cleared (Max-Age=0)",
               out[0] == 200 and is_html(out[1]) and gone == "" and gattrs.get("max-age") == "0", show(out))
     res.check("SSO: after the logout the cookie gets the login page", Page(sso_authorize(port, web, sso)).ok())
+    res.check("SSO: the logout has its audit row",
+              env.sql("SELECT count(*) FROM audit_log WHERE action = 'logout' AND target_id = '%s'" % sid) == "1")
+    confirm = call(port, "GET", "/t/%s/logout" % TENANT)
+    cp = parse_page(confirm[2])
+    res.check("SSO: GET /logout → a page whose form posts to /t/acme/logout, changing nothing",
+              confirm[0] == 200 and is_html(confirm[1]) and cookie_of(confirm[1], "tessera_sso")[0] is None
+              and {"method": "post", "action": "/t/%s/logout" % TENANT} in cp.forms, show(confirm))
     again = call(port, "POST", "/t/%s/logout" % TENANT, "", dict(FORM, Origin=ORIGIN))
     res.check("SSO: a logout without a cookie → 200 all the same", again[0] == 200, show(again))
     # logout everywhere (the API) ends the browser session too
