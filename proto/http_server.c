@@ -41,6 +41,7 @@ struct http_route {
     size_t segment_count;
     const char *segments[HTTP_ROUTE_SEGMENTS_MAX]; /* NULL marks a {param} */
     char *pattern_copy;                            /* what segments point into */
+    size_t series;     /* the first route added under the same name: its metrics' series */
 };
 
 static const int http_status_slots[HTTP_STATUS_SLOTS] = {
@@ -203,6 +204,13 @@ int http_route_add(struct http_server *server, enum http1_method method, const c
     memset(route, 0, sizeof(*route));
     route->method = method;
     route->name = name;
+    route->series = server->route_count;
+    for (size_t r = 0; r < server->route_count; r++) {
+        if (strcmp(server->routes[r].name, name) == 0) {
+            route->series = r;
+            break;
+        }
+    }
     route->handler = handler;
     route->arg = arg;
     /* Patterns are process-lifetime literals: keep pointers into a private copy. */
@@ -1182,23 +1190,15 @@ static const char *http_route_label(const struct http_server *server, size_t rou
 
 /* Routes added under one name (an endpoint's GET and POST, or its several paths) are one
  * series: rendered at the first of them, summed over all. */
-static bool http_route_named_alike(const struct http_server *server, size_t a, size_t b)
-{
-    if (a == HTTP_ROUTE_UNMATCHED || b == HTTP_ROUTE_UNMATCHED)
-        return a == b;
-    return strcmp(server->routes[a].name, server->routes[b].name) == 0;
-}
-
+/* Routes added under one name (an endpoint's GET and POST, or its several paths) are one
+ * series (struct http_route's series, found when added): rendered at the first of them, summed
+ * over all. True when route is that first one (the unmatched row is its own). */
 static bool http_route_first_of_name(const struct http_server *server, size_t route)
 {
-    for (size_t r = 0; r < route && route != HTTP_ROUTE_UNMATCHED; r++) {
-        if (http_route_named_alike(server, r, route))
-            return false;
-    }
-    return true;
+    return route == HTTP_ROUTE_UNMATCHED || server->routes[route].series == route;
 }
 
-/* A per-route counter summed over the shards and the routes named like route: offset0 is its
+/* A per-route counter summed over the shards and the routes of route's series: offset0 is its
  * offset for route 0, stride the distance from one route's to the next's. */
 static uint64_t http_sum_named(struct http_server *server, size_t route, size_t offset0, size_t stride)
 {
@@ -1206,7 +1206,7 @@ static uint64_t http_sum_named(struct http_server *server, size_t route, size_t 
         return http_sum(server, offset0 + route * stride);
     uint64_t total = 0;
     for (size_t r = route; r < server->route_count; r++) {
-        if (http_route_named_alike(server, r, route))
+        if (server->routes[r].series == route)
             total += http_sum(server, offset0 + r * stride);
     }
     return total;
@@ -1236,15 +1236,17 @@ static void http_render_latency(struct http_server *server, size_t route, struct
 {
     static const struct http_stats probe;
     const char *label = http_route_label(server, route);
-    uint64_t cumulative = 0, count = 0;
+    uint64_t buckets[HTTP_LATENCY_BUCKETS + 1], cumulative = 0, count = 0;
     if (!http_route_first_of_name(server, route))
         return;
-    for (size_t b = 0; b <= HTTP_LATENCY_BUCKETS; b++)
-        count += http_sum_named(server, route, HTTP_STAT_OFFSET(probe.latency[0][b]), sizeof(probe.latency[0]));
+    for (size_t b = 0; b <= HTTP_LATENCY_BUCKETS; b++) {
+        buckets[b] = http_sum_named(server, route, HTTP_STAT_OFFSET(probe.latency[0][b]), sizeof(probe.latency[0]));
+        count += buckets[b];
+    }
     if (count == 0)
         return; /* a route never asked has no series yet: the body stays within its bound */
     for (size_t b = 0; b <= HTTP_LATENCY_BUCKETS; b++) {
-        cumulative += http_sum_named(server, route, HTTP_STAT_OFFSET(probe.latency[0][b]), sizeof(probe.latency[0]));
+        cumulative += buckets[b];
         if (b < HTTP_LATENCY_BUCKETS)
             buf_printf(out, "tessera_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
                        label, (double)http_latency_bounds_us[b] / 1e6, (unsigned long long)cumulative);
