@@ -104,6 +104,7 @@ struct login_wait {
             char csrf[SECRET_RANDOM_CHARS + 1]; /* the page's token, for the page shown again */
             char code[SECRET_RANDOM_CHARS + 1]; /* the code made */
             char code_sha[2 * HASH_SHA256_BYTES + 1];
+            char email[LOGIN_NAME_MAX + 1]; /* the name as typed when it may be an email */
         } page;
     } made;
     union {                          /* the password until verified, then the access token */
@@ -546,7 +547,8 @@ static void login_lookup(struct http_ctx *ctx, struct login_wait *lw)
         q->params[0] = lw->slug;
         q->params[1] = lw->made.page.authz;
         q->params[2] = lw->name;
-        q->params_count = 3;
+        q->params[3] = lw->made.page.email[0] ? lw->made.page.email : NULL;
+        q->params_count = 4;
         if (!auth_send(ctx, &lw->w, STORE_AUTHZ_LOGIN_LOOKUP, NULL, login_found) && ctx != NULL)
             login_forget(lw);
         return;
@@ -642,6 +644,8 @@ void auth_login_browser(struct http_ctx *ctx, struct auth *auth, const char *aut
     snprintf(lw->made.page.authz, sizeof(lw->made.page.authz), "%s", authz_id);
     snprintf(lw->made.page.csrf, sizeof(lw->made.page.csrf), "%s", csrf);
     memcpy(lw->name, username, ulen + 1); /* bounded by the form's fields */
+    if (strchr(username, '@') != NULL) /* also looked up as an email, as typed */
+        memcpy(lw->made.page.email, username, ulen + 1);
     memcpy(lw->secret.password, password, plen + 1);
     lw->password_len = plen;
     char key[LOGIN_NAME_MAX + 1];

@@ -508,7 +508,9 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "WHERE c.tenant_id = $1 AND c.client_id = $3 AND c.deleted_at IS NULL "
         "RETURNING id, user_id IS NOT NULL" },
     /* The hosted login page's lookup, from the primary as STORE_LOGIN_LOOKUP's (a lockout set a
-     * moment ago holds), with its columns; the second says the request still awaits a login. */
+     * moment ago holds), with its columns; the second says the request still awaits a login.
+     * The name typed is a username or an email (Keycloak's "username or email"): both are
+     * looked for, and two different users (one's username another's email) are neither. */
     [STORE_AUTHZ_LOGIN_LOOKUP] = {
         "authz_login_lookup", false,
         "SELECT t.id, a.id IS NOT NULL, '', 0, u.id, u.password_hash, "
@@ -516,7 +518,9 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "LEFT JOIN authorizations a ON a.tenant_id = t.id AND a.id = $2 AND a.user_id IS NULL "
         "AND a.expires_at > now() "
         "LEFT JOIN LATERAL (SELECT id, password_hash, locked_until FROM users WHERE tenant_id = t.id "
-        "AND deleted_at IS NULL AND NOT disabled AND lower(username) = lower($3::text) LIMIT 1) u ON true "
+        "AND deleted_at IS NULL AND NOT disabled AND lower(username) = lower($3::text) UNION "
+        "SELECT id, password_hash, locked_until FROM users WHERE tenant_id = t.id AND deleted_at IS NULL "
+        "AND NOT disabled AND email IS NOT NULL AND lower(email) = lower($4::text) LIMIT 2) u ON true "
         "WHERE t.slug = $1 AND t.deleted_at IS NULL" },
     /* As STORE_LOGIN_SUCCEEDED, but what the login makes is the request's code (its SHA-256),
      * given once: a request already answered (or expired) takes no second one. */

@@ -147,8 +147,9 @@ enum store_stmt {
                                * lifetime s, $16 max_age s or NULL → request id, whether the live
                                * browser session answered it (then the code is its); no row when
                                * the client is gone */
-    STORE_AUTHZ_LOGIN_LOOKUP, /* $1 tenant slug, $2 request id, $3 username → STORE_LOGIN_LOOKUP's
-                               * columns, the second saying whether the request awaits its login */
+    STORE_AUTHZ_LOGIN_LOOKUP, /* $1 tenant slug, $2 request id, $3 username, $4 email or NULL →
+                               * STORE_LOGIN_LOOKUP's columns, the second saying whether the request
+                               * awaits its login; a row per user found by either */
     STORE_AUTHZ_LOGIN_SUCCEEDED, /* $1 tenant id, $2 user id, $3 request id, $4 code SHA-256 (hex),
                                   * $5 code lifetime s, $6 ip, $7 request id, $8 new hash or NULL, $9
                                   * the verified hash, $10 / $11 a browser session's id / SHA-256

@@ -738,6 +738,20 @@ def test_wrong_password(res, env, port):
     res.check("login: after failures the same authz still logs in → 303", ok[0] == 303, show(ok))
 
 
+def test_email_login(res, env, port):
+    """The page's name field takes a username or an email (Keycloak's "username or email")."""
+    web = env.clients["web"]
+    page = start(res, port, web, "email login")
+    wrong = post_login(port, page, "alice@example.test", password="not the password")
+    nobody = post_login(port, page, "nobody@example.test")
+    res.check("login page: an unknown email → the same refusal as a wrong password (P01)",
+              (nobody[0], nobody[2]) == (wrong[0], wrong[2]) and wrong[0] == 200, show(nobody))
+    ok = post_login(port, page, "Alice@Example.TEST")
+    q = redirect_query(hdr(ok[1], "location"), CB)
+    res.check("login page: the user's email, in another case → 303 with a code",
+              ok[0] == 303 and CODE_RE.match(one(q, "code") or ""), show(ok))
+
+
 def test_lockout(res, env, port):
     web = env.clients["web"]
     uid = env.users["locky"]
@@ -1197,7 +1211,7 @@ def run_all(res, env):
     groups = (("discovery", test_discovery, ()), ("error redirects", test_error_redirects, ()),
               ("error pages", test_error_pages, ()), ("login page", test_login_page, ()),
               ("login POST", test_login_post, ()), ("wrong password", test_wrong_password, ()),
-              ("lockout", test_lockout, ()), ("confidential", test_confidential, (node_dir,)),
+              ("email login", test_email_login, ()), ("lockout", test_lockout, ()), ("confidential", test_confidential, (node_dir,)),
               ("public", test_public, (node_dir,)), ("state", test_state, ()),
               ("code errors", test_code_errors, ()), ("O11", test_reuse, ()), ("O12", test_concurrent, ()),
               ("userinfo", test_userinfo, ()), ("SSO", test_sso, ()))
