@@ -36,7 +36,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "core/log.h"
 #include "crypto/secret.h"
@@ -576,17 +575,12 @@ static void authz_store(struct authz_wait *aw, const char *tenant_id)
 {
     snprintf(aw->tenant_id, sizeof(aw->tenant_id), "%s", tenant_id);
     snprintf(aw->ttl_text, sizeof(aw->ttl_text), "%d", AUTHZ_REQUEST_TTL_S);
-    uint8_t uuid[CT_UUID_BYTES];
     uint8_t unused[HASH_SHA256_BYTES];
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     bool fresh_csrf = aw->csrf[0] == '\0';
-    if (ct_uuid7((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, uuid) != 0 ||
-        (fresh_csrf && secret_client_new(aw->csrf, unused) != 0)) {
+    if (ct_uuid7_now(aw->id) != 0 || (fresh_csrf && secret_client_new(aw->csrf, unused) != 0)) {
         authz_fail_page(aw, 500, "internal error");
         return;
     }
-    ct_uuid_format(uuid, aw->id);
     bool sso = aw->sso_sid[0] != '\0';
     if (sso && secret_client_new(aw->code, unused) != 0) {
         authz_fail_page(aw, 500, "internal error");

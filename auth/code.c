@@ -236,12 +236,7 @@ static void code_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
         auth_answer(w, 503, "the tenant has no signing key; retry later");
         return;
     }
-    uint8_t uuid[CT_UUID_BYTES];
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    if (ct_uuid7((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, uuid) == 0)
-        ct_uuid_format(uuid, cw->sid); /* a new session for every code */
-    if (cw->sid[0] == '\0' ||
+    if (ct_uuid7_now(cw->sid) != 0 || /* a new session for every code */
         (cw->with_refresh && auth_refresh_make(cw->sid, cw->refresh, cw->refresh_sha) != 0)) {
         code_release(cw);
         code_forget(cw);

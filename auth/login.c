@@ -349,12 +349,8 @@ static void login_send_failed(struct login_wait *lw)
  * (STORE_LOGIN_SUCCEEDED's, the client's session apart: the code's redemption makes it). */
 static void login_send_code(struct login_wait *lw)
 {
-    uint8_t digest[HASH_SHA256_BYTES], uuid[CT_UUID_BYTES];
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    if (ct_uuid7((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, uuid) == 0)
-        ct_uuid_format(uuid, lw->sid);
-    if (lw->sid[0] == '\0' || secret_client_new(lw->made.page.code, digest) != 0 ||
+    uint8_t digest[HASH_SHA256_BYTES];
+    if (ct_uuid7_now(lw->sid) != 0 || secret_client_new(lw->made.page.code, digest) != 0 ||
         auth_refresh_make(lw->sid, lw->refresh, lw->refresh_sha) != 0) {
         login_forget(lw);
         login_answer(lw, 500, "internal error");
@@ -446,19 +442,14 @@ static void login_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
         return;
     }
     lw->tenant = tenant;
-    uint8_t uuid[CT_UUID_BYTES];
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     if (keyset_signing_key(&tenant->keys) == NULL) {
         login_release(lw);
         login_forget(lw);
         auth_answer(w, 503, "the tenant has no signing key; retry later");
         return;
     }
-    uint64_t now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-    if (ct_uuid7(now_ms, uuid) == 0)
-        ct_uuid_format(uuid, lw->sid); /* a new id at every login: no fixation (P13) */
-    if (lw->sid[0] == '\0' || auth_refresh_make(lw->sid, lw->refresh, lw->refresh_sha) != 0) {
+    /* A new id at every login: no fixation (P13). */
+    if (ct_uuid7_now(lw->sid) != 0 || auth_refresh_make(lw->sid, lw->refresh, lw->refresh_sha) != 0) {
         login_release(lw);
         login_forget(lw);
         auth_answer(w, 500, "internal error");

@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -53,4 +54,16 @@ void ct_uuid_format(const uint8_t uuid[CT_UUID_BYTES], char out[CT_UUID_TEXT_LEN
     }
     assert(o == CT_UUID_TEXT_LEN);
     out[o] = '\0';
+}
+
+int ct_uuid7_now(char out[CT_UUID_TEXT_LEN + 1])
+{
+    uint8_t uuid[CT_UUID_BYTES];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    out[0] = '\0';
+    if (ct_uuid7((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, uuid) != 0)
+        return -TE_IO;
+    ct_uuid_format(uuid, out);
+    return 0;
 }

@@ -23,5 +23,7 @@ int ct_random_bytes(void *buf, size_t n);
 int ct_uuid7(uint64_t unix_ms, uint8_t out[CT_UUID_BYTES]);
 /* Lowercase text form into out[0..36); out must hold CT_UUID_TEXT_LEN + 1 (NUL). */
 void ct_uuid_format(const uint8_t uuid[CT_UUID_BYTES], char out[CT_UUID_TEXT_LEN + 1]);
+/* A new UUIDv7 of the wall clock's now, in text form. 0 or -TE_IO (then out is ""). */
+int ct_uuid7_now(char out[CT_UUID_TEXT_LEN + 1]);
 
 #endif

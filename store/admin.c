@@ -527,17 +527,13 @@ static int admin_client_check(const struct admin_args *args)
 static int admin_client_insert(PGconn *conn, const char *tenant_id, const struct admin_args *args,
                                const char *grants, const char *scopes, const char *redirects)
 {
-    uint8_t uuid[CT_UUID_BYTES], digest[HASH_SHA256_BYTES];
+    uint8_t digest[HASH_SHA256_BYTES];
     char client_id[CT_UUID_TEXT_LEN + 1], secret[SECRET_CLIENT_SECRET_LEN + 1];
     char digest_hex[2 + 2 * HASH_SHA256_BYTES + 1];
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    if (ct_uuid7((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, uuid) != 0 ||
-        secret_client_new(secret, digest) != 0) {
+    if (ct_uuid7_now(client_id) != 0 || secret_client_new(secret, digest) != 0) {
         fprintf(stderr, "tessera admin: the random generator failed\n");
         return ADMIN_EXIT_REFUSED;
     }
-    ct_uuid_format(uuid, client_id);
     bool is_public = (args->seen & ADMIN_OPT_PUBLIC) != 0;
     struct buf hex;
     buf_init(&hex, digest_hex, sizeof(digest_hex));
