@@ -35,8 +35,8 @@ static int jwt_numeric_date(const struct jscan_value *v, double *out)
     return 0;
 }
 
-/* exp required (RFC 9068 §2.2); reject at or after exp + leeway (RFC 7519 §4.1.4);
- * nbf optional, reject before nbf - leeway; iat required, not in the future beyond
+/* exp required (RFC 9068 §2.2); reject at or after exp + leeway (RFC 7519 §4.1.4), but for
+ * a hint; nbf optional, reject before nbf - leeway; iat required, not in the future beyond
  * the leeway (policy: a token from the future was minted by a wrong clock or a forger). */
 static int jwt_check_times(const struct jscan_object *claims, const struct jwt_expect *e,
                            struct jwt_claims *out)
@@ -54,7 +54,8 @@ static int jwt_check_times(const struct jscan_object *claims, const struct jwt_e
     if (nbf_v != NULL && jwt_numeric_date(nbf_v, &nbf) < 0) {
         return -TE_INVAL;
     }
-    if (now >= exp + leeway || now + leeway < nbf || iat > now + leeway) {
+    bool expired = now >= exp + leeway && e->kind != JWT_KIND_ID_HINT;
+    if (expired || now + leeway < nbf || iat > now + leeway) {
         return -TE_INVAL;
     }
     out->exp = (int64_t)exp;
@@ -76,13 +77,21 @@ static int jwt_string_claim(const struct jscan_object *claims, const char *name,
     return jscan_string_copy(v, dst, max, &n); /* not a string, or too long: -TE_INVAL */
 }
 
-/* iss byte-exact; aud a string or an array of strings, one of them byte-exact. */
-static int jwt_check_iss_aud(const struct jscan_object *claims, const struct jwt_expect *e)
+/* iss byte-exact; aud a string or an array of strings, one of them byte-exact; a hint with
+ * no audience expected: one string, its client. */
+static int jwt_check_iss_aud(const struct jscan_object *claims, const struct jwt_expect *e,
+                             struct jwt_claims *out)
 {
     if (!jscan_string_eq(jscan_get(claims, "iss"), e->issuer)) {
         return -TE_INVAL; /* absent, not a string, or another issuer */
     }
     const struct jscan_value *aud = jscan_get(claims, "aud");
+    if (e->kind == JWT_KIND_ID_HINT && e->audience.len == 0) {
+        size_t n;
+        return aud != NULL && aud->type == JSCAN_STRING
+                   ? jscan_string_copy(aud, out->client_id, JWT_ID_MAX, &n)
+                   : -TE_INVAL;
+    }
     if (aud != NULL && aud->type == JSCAN_STRING) {
         return jscan_string_eq(aud, e->audience) ? 0 : -TE_INVAL;
     }
@@ -142,8 +151,8 @@ static int jwt_check_claims(struct slice payload, const struct jwt_expect *e,
     if (jscan_object(payload.ptr, payload.len, &claims) < 0) {
         return -TE_INVAL; /* malformed, duplicates (J20, J21), not an object */
     }
-    if (jwt_check_times(&claims, e, out) < 0 || jwt_check_iss_aud(&claims, e) < 0 ||
-        jwt_check_kind_claims(&claims, e, out) < 0) {
+    if (jwt_check_times(&claims, e, out) < 0 || jwt_check_kind_claims(&claims, e, out) < 0 ||
+        jwt_check_iss_aud(&claims, e, out) < 0) {
         return -TE_INVAL;
     }
     return 0;

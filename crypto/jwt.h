@@ -34,12 +34,18 @@
 enum jwt_kind {
     JWT_KIND_ACCESS, /* typ at+jwt (RFC 9068 §2.1); sub client_id jti iat required */
     JWT_KIND_ID,     /* typ JWT or absent (OIDC Core §2); sub iat required */
+    /* An ID token offered back as id_token_hint (OIDC RP-Initiated Logout 1.0 §2): as an ID
+     * token, but an expired one is still a hint (exp must be there, its moment is not
+     * checked), and an empty audience takes the token's own: aud must then be one string,
+     * copied into client_id (the client it was issued to). */
+    JWT_KIND_ID_HINT,
 };
 
 struct jwt_expect {
     enum jwt_kind kind;
     struct slice issuer;   /* byte-exact (RFC 8725 §3.8) */
-    struct slice audience; /* must appear in aud, byte-exact (RFC 8725 §3.9) */
+    struct slice audience; /* must appear in aud, byte-exact (RFC 8725 §3.9); a hint's may
+                            * be empty (JWT_KIND_ID_HINT) */
     struct slice tenant;   /* access tokens: tid must equal it when non-empty */
     int64_t now;           /* Unix seconds: the injected clock */
     int64_t leeway_s;
@@ -49,7 +55,7 @@ struct jwt_expect {
 struct jwt_claims {
     char kid[JWK_KID_MAX + 1];
     char sub[JWT_ID_MAX + 1];
-    char client_id[JWT_ID_MAX + 1]; /* empty when absent (ID tokens) */
+    char client_id[JWT_ID_MAX + 1]; /* empty when absent (ID tokens); a hint's aud */
     char jti[JWT_ID_MAX + 1];
     char sid[JWT_ID_MAX + 1];
     char tid[JWT_ID_MAX + 1];

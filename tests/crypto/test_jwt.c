@@ -89,6 +89,44 @@ static void test_j12_access_as_id_token(void)
     CHECK(fx_verify_in(&fx_keys, &id, token, strlen(token)) == -TE_INVAL);
 }
 
+/* An ID token offered as id_token_hint (RP-Initiated Logout §2): an expired one is still a
+ * hint; with no audience expected its single aud is the client; an access token, another
+ * issuer or an aud array is no hint. */
+static void test_id_token_hint(void)
+{
+    char claims[512];
+    struct jwt_expect hint = fx_expect(JWT_KIND_ID_HINT);
+    hint.audience = slice_make(NULL, 0);
+    struct jwt_claims c;
+    uint8_t buf[TOKEN_CAP];
+    const char *fmt = "{\"iss\":\"%s\",\"sub\":\"user-1\",\"aud\":%s,\"exp\":%lld,\"iat\":%lld}";
+    snprintf(claims, sizeof(claims), fmt, ISS, "\"web\"", NOW - 3600, NOW - 7200);
+    size_t n = forge(fx_es, header_with_typ("\"typ\":\"JWT\","), claims, token);
+    CHECK(jwt_verify(&fx_keys, &hint, token, n, buf, sizeof(buf), &c) == 0 && strcmp(c.client_id, "web") == 0 &&
+          strcmp(c.sub, "user-1") == 0);
+    struct jwt_expect id = fx_expect(JWT_KIND_ID);
+    id.audience = SLICE_LIT("web");
+    CHECK(fx_verify_in(&fx_keys, &id, token, n) == -TE_INVAL); /* control: expired as an ID token */
+    hint.audience = SLICE_LIT("other");
+    CHECK(fx_verify_in(&fx_keys, &hint, token, n) == -TE_INVAL); /* the audience expected is checked */
+    hint.audience = slice_make(NULL, 0);
+    snprintf(claims, sizeof(claims), fmt, ISS, "[\"web\"]", NOW - 3600, NOW - 7200);
+    n = forge(fx_es, header_with_typ("\"typ\":\"JWT\","), claims, token);
+    CHECK(fx_verify_in(&fx_keys, &hint, token, n) == -TE_INVAL);
+    snprintf(claims, sizeof(claims), fmt, "https://evil.example/t/acme", "\"web\"", NOW - 3600, NOW - 7200);
+    n = forge(fx_es, header_with_typ("\"typ\":\"JWT\","), claims, token);
+    CHECK(fx_verify_in(&fx_keys, &hint, token, n) == -TE_INVAL);
+    snprintf(claims, sizeof(claims), fmt, ISS, "\"web\"", NOW + 900, NOW + 600); /* iat ahead */
+    n = forge(fx_es, header_with_typ("\"typ\":\"JWT\","), claims, token);
+    CHECK(fx_verify_in(&fx_keys, &hint, token, n) == -TE_INVAL);
+    n = forge(fx_es, fx_header(fx_es), fx_claims(), token); /* an access token (at+jwt) */
+    CHECK(fx_verify_in(&fx_keys, &hint, token, n) == -TE_INVAL);
+    snprintf(claims, sizeof(claims), fmt, ISS, "\"web\"", NOW - 3600, NOW - 7200);
+    n = forge(fx_es, header_with_typ("\"typ\":\"JWT\","), claims, token);
+    token[n - 2] = token[n - 2] == 'A' ? 'B' : 'A'; /* the signature altered */
+    CHECK(fx_verify_in(&fx_keys, &hint, token, n) == -TE_INVAL);
+}
+
 static void test_j13_typ(void)
 {
     forge(fx_es, header_with_typ(""), fx_claims(), token);
@@ -305,6 +343,7 @@ int main(void)
     test_j08_kid_absent();
     test_j11_id_token_as_access();
     test_j12_access_as_id_token();
+    test_id_token_hint();
     test_j13_typ();
     test_j14_exp();
     test_j15_nbf_iat();

@@ -48,9 +48,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)jws_header_parse(parsed.header_json, &header);
     }
     struct jwt_expect expect = {
-        .kind = (size & 1) ? JWT_KIND_ACCESS : JWT_KIND_ID,
+        .kind = size % 3 == 0 ? JWT_KIND_ACCESS : size % 3 == 1 ? JWT_KIND_ID : JWT_KIND_ID_HINT,
         .issuer = SLICE_LIT("joe"),
-        .audience = SLICE_LIT("aud"),
+        .audience = size % 3 == 2 && (size & 4) ? slice_make(NULL, 0) : SLICE_LIT("aud"),
         .now = 1300819000,
         .leeway_s = 60,
     };
