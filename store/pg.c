@@ -350,8 +350,10 @@ static void pg_complete_head(struct pg_client *client)
     char sqlstate[PG_SQLSTATE_BYTES] = "";
     enum pg_outcome outcome = entry.res != NULL ? pg_outcome_of(entry.res, sqlstate) : PG_ERROR;
     if (entry.kind == PG_ENTRY_PREPARE) {
-        if (outcome != PG_OK)
-            log_msg(LOG_ERROR, "postgres prepare failed", "sqlstate", sqlstate, NULL);
+        if (outcome != PG_OK) { /* a statement's text is wrong: Postgres says where */
+            const char *why = entry.res != NULL ? PQresultErrorField(entry.res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+            log_msg(LOG_ERROR, "postgres prepare failed", "sqlstate", sqlstate, "error", why ? why : "", NULL);
+        }
     } else if (entry.q == NULL) {
         client->stats.discarded++;
     } else if (outcome == PG_SERIALIZATION && entry.q->retries < PG_RETRIES_MAX &&
