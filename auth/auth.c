@@ -152,6 +152,7 @@ int auth_routes(struct auth *auth, struct http_server *http)
     rc = rc != 0 ? rc : auth_discovery_routes(auth, http);
     rc = rc != 0 ? rc : auth_login_routes(auth, http);
     rc = rc != 0 ? rc : auth_authorize_routes(auth, http);
+    rc = rc != 0 ? rc : auth_browser_logout_routes(auth, http);
     rc = rc != 0 ? rc : auth_logout_routes(auth, http);
     rc = rc != 0 ? rc : auth_recovery_routes(auth, http);
     rc = rc != 0 ? rc : auth_reauth_routes(auth, http);

@@ -493,6 +493,8 @@ bool auth_scope_valid(const char *scope);
  * §3.2). The reason the body is refused (a repeated, malformed or too long parameter), or
  * NULL. */
 const char *auth_form_parse(const struct http_ctx *ctx, struct auth_form_field *fields, size_t n);
+/* The same from in, a form body or a query string, whatever the Content-Type. */
+const char *auth_form_read(struct slice in, struct auth_form_field *fields, size_t n);
 
 /* A client's credentials as presented: the form's client_id / client_secret first (has_*
  * set by the caller from the form), then auth_client_credentials folds in Basic. */
@@ -767,11 +769,10 @@ int auth_authorize_routes(struct auth *auth, struct http_server *http);
  * as the browser sees them (a cookie's Path). */
 void auth_public_path(const struct auth *auth, const char *slug, struct buf *out);
 /* The hosted login page for authorization request authz_id with the form's CSRF token, and
- * message (or NULL) above the form; an error page without a form; the 303 back to the client
- * with the code (state NULL: none was sent). Every one with the browser flow's headers. */
+ * message (or NULL) above the form; the 303 back to the client with the code (state NULL:
+ * none was sent). Every one with the browser flow's headers. */
 void auth_login_page(struct http_ctx *ctx, const struct auth *auth, const char *slug, int status,
                      const char *authz_id, const char *csrf, const char *message);
-void auth_login_page_error(struct http_ctx *ctx, int status, const char *message);
 void auth_login_redirect_code(struct http_ctx *ctx, const struct auth *auth, const char *slug,
                               const char *redirect_uri, const char *state, const char *code,
                               const char *sso_token);
@@ -780,9 +781,55 @@ void auth_login_redirect_code(struct http_ctx *ctx, const struct auth *auth, con
 void auth_set_cookie(struct http_ctx *ctx, const struct auth *auth, const char *slug, const char *name,
                      const char *value, long max_age_s);
 /* The login page's post (auth/login.c), its CSRF checked: the login of /api/v1/auth/login,
- * answering with auth_login_page (refused) or auth_login_redirect_code. */
-void auth_login_browser(struct http_ctx *ctx, struct auth *auth, const char *authz_id, const char *csrf,
-                        const char *username, const char *password);
+ * answering with auth_login_page (refused) or auth_login_redirect_code. The browser session
+ * the request's cookie names (sso_sid "": none) is replaced by the one the login makes. */
+struct auth_browser_login {
+    const char *authz_id, *csrf, *username, *password;
+    const char *sso_sid, *sso_sha;
+};
+void auth_login_browser(struct http_ctx *ctx, struct auth *auth, const struct auth_browser_login *in);
+
+/* ---- The browser's pages (auth/authorize.c), shared with auth/logout.c ---- */
+
+/* Every page and redirect of the browser flow: no caching, no framing, no referrer, a CSP
+ * (SECURITY O40). */
+void auth_page_headers(struct http_ctx *ctx);
+/* A page: begun in the request's scratch with the document's head, ended with the body's
+ * close, the headers and status. */
+struct buf auth_page_begin(struct http_ctx *ctx);
+void auth_page_end(struct http_ctx *ctx, int status, struct buf *b);
+/* An error page: the browser stays here (nothing is sent to an unverified URI). */
+void auth_page_error(struct http_ctx *ctx, int status, const char *message);
+/* Text into HTML, attribute values included. */
+void auth_html_escape(struct buf *b, const char *s);
+/* RFC 6749 Appendix A: a browser flow's values are VSCHAR (printable ASCII). Anything else is
+ * refused before it reaches a statement (a UTF-8 database refuses invalid bytes: a 500), a
+ * page or a token (a control character would grow sixfold as a JSON escape). */
+bool auth_vschar(const char *s, size_t len);
+/* A form's opening tag posting to the tenant's page (auth_public_path + "/" + page), and a
+ * hidden field (none when value is NULL). */
+void auth_page_form(struct buf *b, const struct auth *auth, const char *slug, const char *page);
+void auth_hidden_field(struct buf *b, const char *name, const char *value);
+/* A 303 (RFC 9700 §4.12: after a POST a 307 would re-post it) to uri with the pairs (names
+ * are literals, values encoded; a NULL value is left out), appended to its query if it has
+ * one (RFC 6749 §3.1.2), and the tenant's iss (RFC 9207 §2) unless slug is NULL. */
+void auth_page_redirect(struct http_ctx *ctx, const struct auth *auth, const char *slug, const char *uri,
+                        const char *const *pairs, size_t n);
+/* The value of cookie name in the request's Cookie header, or an empty slice (none, or sent
+ * twice: a parent domain's host may set a second one). */
+struct slice auth_page_cookie(const struct http_ctx *ctx, const char *name);
+/* The browser session's id and secret digest from its cookie; false (sid "") when there is
+ * none or it is not of the form auth_refresh_make gives. */
+bool auth_sso_cookie(const struct http_ctx *ctx, char *sid, char *sha);
+/* RFC 9700 §4.7 (SECURITY O39): the post comes from this server's own page. A browser sends
+ * Origin with every cross-origin POST and Sec-Fetch-Site with every request it makes; a
+ * missing one says nothing (older browsers), any other origin or site refuses; "Origin: null"
+ * (what our no-referrer pages' posts carry) passes only with Sec-Fetch-Site: same-origin. */
+bool auth_same_origin(const struct http_ctx *ctx, const struct auth *auth);
+
+/* The browser's logout (auth/logout.c): the confirmation page, OIDC RP-Initiated Logout's
+ * end_session_endpoint, and the post that ends the browser session with its applications'. */
+int auth_browser_logout_routes(struct auth *auth, struct http_server *http);
 
 #define AUTH_CODE_VERIFIER_MAX 128 /* RFC 7636 §4.1 */
 /* The authorization_code grant (RFC 6749 §4.1.3, RFC 7636 §4.5) of the token endpoint,

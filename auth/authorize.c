@@ -1,6 +1,6 @@
 /* auth/authorize.c: the authorization endpoint (RFC 6749 §4.1.1, RFC 7636, OIDC Core §3.1.2),
  * the hosted login page it shows and the browser session (SSO) the login leaves (DESIGN §5:
- * /oauth2/authorize, POST /login, POST /logout).
+ * /oauth2/authorize, POST /login), and the pages' helpers auth/logout.c shares.
  *
  *   GET or POST /t/{tenant}/oauth2/authorize (OIDC Core §3.1.2.1: both; a POST carries what a
  *   URL cannot, such as a 4 KiB state)
@@ -13,8 +13,7 @@
  *   POST /t/{tenant}/login (the page's form: authz, csrf, username, password; auth/login.c)
  *     → 303 to the redirect_uri with code, state and iss, and the browser session's cookie
  *     → 200 the page again for a refused login, 403 for a cross-site post, 400 for a spent request
- *   GET /t/{tenant}/logout → 200 a page whose form posts the logout (a GET changes nothing)
- *   POST /t/{tenant}/logout → 200 a page; the browser session ends and its cookie is cleared
+ *   (the logout: auth/logout.c)
  *
  * The order of the checks is RFC 6749 §4.1.2.1's and RFC 9700 §4.11.2's: the client and its
  * redirect_uri first, compared byte for byte with a registered one (RFC 9700 §4.1.3; the one
@@ -46,8 +45,9 @@
 #define AUTHZ_SHORT_MAX 64         /* response_type, code_challenge_method, prompt */
 #define AUTHZ_CHALLENGE_LEN 43     /* RFC 7636 §4.2: BASE64URL(SHA-256), no padding */
 #define AUTHZ_MAX_AGE_DIGITS 9     /* max_age in seconds: under 32 years, an int */
-/* client_id, scope, state, nonce and code_challenge of a parked request, packed: a 4 KiB
- * state with the rest at their usual sizes. A POST whose values need more is refused. */
+/* client_id, scope, state, nonce and code_challenge of a parked request, and its address and
+ * request id (for the browser session's audit row), packed: a 4 KiB state with the rest at
+ * their usual sizes. A POST whose values need more is refused. */
 #define AUTHZ_TEXT_MAX 4608
 #define AUTHZ_REQUEST_TTL_S 600    /* the user has 10 minutes to log in */
 #define AUTHZ_CSRF_COOKIE "tessera_csrf"
@@ -128,7 +128,7 @@ struct authz_wait {
     char code_sha[2 * HASH_SHA256_BYTES + 1];
     char redirect_uri[AUTH_REDIRECT_URI_MAX + 1]; /* as sent, then the one verified */
     /* packed into text, each NUL-terminated; NULL when absent */
-    const char *client_id, *scope, *state, *nonce, *challenge;
+    const char *client_id, *scope, *state, *nonce, *challenge, *ip, *request_id;
     size_t text_used;
     char text[AUTHZ_TEXT_MAX];
 };
@@ -137,7 +137,7 @@ _Static_assert(sizeof(struct authz_wait) <= HTTP_PARK_STATE_MAX, "fits a parked 
 
 /* ---- Pages and redirects ------------------------------------------------------------------- */
 
-static void authz_headers(struct http_ctx *ctx)
+void auth_page_headers(struct http_ctx *ctx)
 {
     http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
     http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
@@ -147,8 +147,7 @@ static void authz_headers(struct http_ctx *ctx)
     http_header_add(ctx, "X-Content-Type-Options", SLICE_LIT("nosniff"));
 }
 
-/* Text into HTML, attribute values included. */
-static void authz_html_escape(struct buf *b, const char *s)
+void auth_html_escape(struct buf *b, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
@@ -170,60 +169,74 @@ static const char authz_page_head[] =
     "box-sizing:border-box}input{margin:.25rem 0 1rem;padding:.5rem}button{padding:.6rem}"
     ".error{color:#b00020}</style></head><body>";
 
-static void authz_page(struct http_ctx *ctx, int status, struct buf *b)
+struct buf auth_page_begin(struct http_ctx *ctx)
+{
+    struct buf b = http_scratch_buf(ctx);
+    buf_append_cstr(&b, authz_page_head);
+    return b;
+}
+
+void auth_page_end(struct http_ctx *ctx, int status, struct buf *b)
 {
     buf_append_cstr(b, "</body></html>\n");
     http_scratch_commit(ctx, b);
-    authz_headers(ctx);
+    auth_page_headers(ctx);
     http_respond(ctx, status, "text/html; charset=utf-8", buf_slice(b));
 }
 
-/* An error page: the browser stays here (nothing is sent to an unverified redirect_uri). */
-static void authz_error_page(struct http_ctx *ctx, int status, const char *message)
+void auth_page_error(struct http_ctx *ctx, int status, const char *message)
 {
-    struct buf b = http_scratch_buf(ctx);
-    buf_append_cstr(&b, authz_page_head);
-    buf_append_cstr(&b, "<h1>Sign-in error</h1><p class=\"error\" role=\"alert\">");
-    authz_html_escape(&b, message);
+    struct buf b = auth_page_begin(ctx);
+    buf_append_cstr(&b, "<h1>Something went wrong</h1><p class=\"error\" role=\"alert\">");
+    auth_html_escape(&b, message);
     buf_append_cstr(&b, "</p>");
-    authz_page(ctx, status, &b);
+    auth_page_end(ctx, status, &b);
 }
 
-void auth_login_page(struct http_ctx *ctx, const struct auth *auth, const char *slug, int status,
-                     const char *authz_id, const char *csrf, const char *message)
+void auth_page_form(struct buf *b, const struct auth *auth, const char *slug, const char *page)
 {
-    struct buf b = http_scratch_buf(ctx);
-    buf_append_cstr(&b, authz_page_head);
-    buf_append_cstr(&b, "<h1>Sign in</h1>");
-    if (message != NULL) {
-        buf_append_cstr(&b, "<p class=\"error\" role=\"alert\">");
-        authz_html_escape(&b, message);
-        buf_append_cstr(&b, "</p>");
-    }
     /* The public URL's path: right behind a proxy that serves it under a path of its own. */
-    buf_append_cstr(&b, "<form method=\"post\" action=\"");
+    buf_append_cstr(b, "<form method=\"post\" action=\"");
     char path[AUTHZ_PATH_MAX + 1];
     struct buf pb;
     buf_init(&pb, path, sizeof(path));
     auth_public_path(auth, slug, &pb);
     buf_append(&pb, "", 1);
-    authz_html_escape(&b, pb.overflow ? "" : path);
-    buf_append_cstr(&b, "/login\"><input type=\"hidden\" name=\"authz\" value=\"");
-    authz_html_escape(&b, authz_id);
-    buf_append_cstr(&b, "\"><input type=\"hidden\" name=\"csrf\" value=\"");
-    authz_html_escape(&b, csrf);
-    buf_append_cstr(&b, "\"><label for=\"username\">Username</label>"
+    auth_html_escape(b, pb.overflow ? "" : path);
+    buf_append_cstr(b, "/");
+    buf_append_cstr(b, page);
+    buf_append_cstr(b, "\">");
+}
+
+void auth_hidden_field(struct buf *b, const char *name, const char *value)
+{
+    if (value == NULL)
+        return;
+    buf_printf(b, "<input type=\"hidden\" name=\"%s\" value=\"", name);
+    auth_html_escape(b, value);
+    buf_append_cstr(b, "\">");
+}
+
+void auth_login_page(struct http_ctx *ctx, const struct auth *auth, const char *slug, int status,
+                     const char *authz_id, const char *csrf, const char *message)
+{
+    struct buf b = auth_page_begin(ctx);
+    buf_append_cstr(&b, "<h1>Sign in</h1>");
+    if (message != NULL) {
+        buf_append_cstr(&b, "<p class=\"error\" role=\"alert\">");
+        auth_html_escape(&b, message);
+        buf_append_cstr(&b, "</p>");
+    }
+    auth_page_form(&b, auth, slug, "login");
+    auth_hidden_field(&b, "authz", authz_id);
+    auth_hidden_field(&b, "csrf", csrf);
+    buf_append_cstr(&b, "<label for=\"username\">Username</label>"
                         "<input id=\"username\" name=\"username\" autocomplete=\"username\" "
                         "required autofocus><label for=\"password\">Password</label>"
                         "<input id=\"password\" name=\"password\" type=\"password\" "
                         "autocomplete=\"current-password\" required>"
                         "<button type=\"submit\">Sign in</button></form>");
-    authz_page(ctx, status, &b);
-}
-
-void auth_login_page_error(struct http_ctx *ctx, int status, const char *message)
-{
-    authz_error_page(ctx, status, message);
+    auth_page_end(ctx, status, &b);
 }
 
 /* RFC 3986 §2.3: everything but the unreserved characters percent-encoded. */
@@ -243,11 +256,8 @@ static void authz_append_encoded(struct buf *b, const char *s)
     }
 }
 
-/* A 303 (RFC 9700 §4.12: after the login's POST a 307 would re-post the password) to
- * redirect_uri with the pairs (names are literals, values encoded; a NULL value is left out)
- * and iss (RFC 9207 §2), appended to its query if it has one (RFC 6749 §3.1.2). */
-static void authz_redirect(struct http_ctx *ctx, const struct auth *auth, const char *slug,
-                           const char *redirect_uri, const char *const *pairs, size_t n)
+void auth_page_redirect(struct http_ctx *ctx, const struct auth *auth, const char *slug,
+                        const char *redirect_uri, const char *const *pairs, size_t n)
 {
     struct buf loc = http_scratch_buf(ctx);
     buf_append_cstr(&loc, redirect_uri);
@@ -259,20 +269,22 @@ static void authz_redirect(struct http_ctx *ctx, const struct auth *auth, const 
         authz_append_encoded(&loc, pairs[i + 1]);
         sep = '&';
     }
-    char issuer[AUTH_SESSION_ISSUER_MAX + 1];
-    struct buf iss;
-    buf_init(&iss, issuer, sizeof(issuer));
-    auth_issuer(auth, slice_make(slug, strlen(slug)), &iss);
-    buf_append(&iss, "", 1);
-    buf_printf(&loc, "%ciss=", sep);
-    authz_append_encoded(&loc, issuer);
+    if (slug != NULL) {
+        char issuer[AUTH_SESSION_ISSUER_MAX + 1];
+        struct buf iss;
+        buf_init(&iss, issuer, sizeof(issuer));
+        auth_issuer(auth, slice_make(slug, strlen(slug)), &iss);
+        buf_append(&iss, "", 1);
+        buf_printf(&loc, "%ciss=", sep);
+        authz_append_encoded(&loc, issuer);
+    }
     if (loc.overflow) {
         http_respond_problem(ctx, 500, "internal error");
         return;
     }
     http_scratch_commit(ctx, &loc);
     http_header_add(ctx, "Location", buf_slice(&loc));
-    authz_headers(ctx);
+    auth_page_headers(ctx);
     http_respond(ctx, 303, "text/plain; charset=utf-8", SLICE_LIT(""));
 }
 
@@ -301,22 +313,19 @@ void auth_login_redirect_code(struct http_ctx *ctx, const struct auth *auth, con
     if (sso_token != NULL)
         auth_set_cookie(ctx, auth, slug, AUTH_SSO_COOKIE, sso_token, AUTH_SSO_ABSOLUTE_S);
     const char *pairs[] = { "code", code, "state", state };
-    authz_redirect(ctx, auth, slug, redirect_uri, pairs, 4);
+    auth_page_redirect(ctx, auth, slug, redirect_uri, pairs, 4);
 }
 
 static void authz_redirect_error(struct http_ctx *ctx, const struct authz_wait *aw, const struct authz_error *e)
 {
     const char *pairs[] = { "error", e->error, "error_description", e->description,
                             "state", aw->state_usable ? aw->state : NULL };
-    authz_redirect(ctx, aw->w.auth, aw->slug, aw->redirect_uri, pairs, 6);
+    auth_page_redirect(ctx, aw->w.auth, aw->slug, aw->redirect_uri, pairs, 6);
 }
 
 /* ---- Parameters ---------------------------------------------------------------------------- */
 
-/* RFC 6749 Appendix A: the values are VSCHAR (printable ASCII). Anything else is refused
- * here, before it reaches a statement (a UTF-8 database refuses invalid bytes: a 500) or a
- * token (a control character would grow sixfold as a JSON escape). */
-static bool authz_vschar(const char *s, size_t len)
+bool auth_vschar(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
         if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
@@ -334,7 +343,7 @@ static int authz_take(struct http_ctx *ctx, struct slice value, size_t max, char
     if (dst == NULL)
         return -TE_NOMEM;
     int n = url_decode_form_component(value, dst);
-    if (n < 0 || (size_t)n > max || !authz_vschar(dst, (size_t)n))
+    if (n < 0 || (size_t)n > max || !auth_vschar(dst, (size_t)n))
         return 0;
     dst[n] = '\0';
     *out = dst;
@@ -511,7 +520,7 @@ static bool authz_scope_allowed(const char *want, const char *have)
 static void authz_page_error(struct http_ctx *ctx, void *state)
 {
     const struct authz_wait *aw = state;
-    authz_error_page(ctx, aw->w.status, aw->w.detail);
+    auth_page_error(ctx, aw->w.status, aw->w.detail);
 }
 
 static void authz_redirect_answer(struct http_ctx *ctx, void *state)
@@ -598,7 +607,8 @@ static void authz_store(struct authz_wait *aw, const char *tenant_id)
     q[10] = sso ? aw->sso_sid : NULL, q[11] = sso ? aw->sso_sha : NULL;
     q[12] = sso ? aw->code_sha : NULL, q[13] = aw->sso_idle_text, q[14] = aw->code_ttl_text;
     q[15] = aw->max_age[0] ? aw->max_age : NULL; /* a login older than it needs the page */
-    aw->w.q.params_count = 16;
+    q[16] = aw->ip, q[17] = aw->request_id;
+    aw->w.q.params_count = 18;
     auth_send(NULL, &aw->w, STORE_AUTHZ_CREATE, NULL, authz_created);
 }
 
@@ -659,19 +669,17 @@ static void authz_rate_passed(struct auth_wait *w)
 
 /* ---- The endpoint --------------------------------------------------------------------------- */
 
-/* The value of cookie name in the request's Cookie header, or an empty slice. */
-static struct slice authz_cookie(const struct http_ctx *ctx, const char *name)
+struct slice auth_page_cookie(const struct http_ctx *ctx, const char *name)
 {
     const struct http1_header *h = http1_find_header(ctx->req, "Cookie");
     return h == NULL ? slice_make(NULL, 0) : http_cookie(h->value, name); /* twice: none */
 }
 
-/* The browser session's id and secret digest from its cookie; false when there is none (or
- * it is not of the form auth_refresh_make gives). */
-static bool authz_sso_cookie(const struct http_ctx *ctx, char *sid, char *sha)
+bool auth_sso_cookie(const struct http_ctx *ctx, char *sid, char *sha)
 {
-    struct slice cookie = authz_cookie(ctx, AUTH_SSO_COOKIE);
+    struct slice cookie = auth_page_cookie(ctx, AUTH_SSO_COOKIE);
     char token[AUTH_REFRESH_TOKEN_LEN + 1];
+    sid[0] = sha[0] = '\0';
     if (cookie.len != AUTH_REFRESH_TOKEN_LEN)
         return false;
     memcpy(token, cookie.ptr, cookie.len);
@@ -679,29 +687,40 @@ static bool authz_sso_cookie(const struct http_ctx *ctx, char *sid, char *sha)
     bool ok = auth_refresh_parse(token, sid, sha) == 0;
     explicit_bzero(token, sizeof(token));
     if (!ok)
-        sid[0] = '\0';
+        sid[0] = sha[0] = '\0';
     return ok;
+}
+
+/* The peer's address (none: NULL) and the request id, packed as the parameters. */
+static bool authz_keep_request(const struct http_ctx *ctx, struct authz_wait *aw)
+{
+    char ip[AUTH_IP_MAX + 1], request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
+    auth_peer_ip(ctx, ip, sizeof(ip));
+    memcpy(request_id, ctx->request_id.ptr, ctx->request_id.len);
+    request_id[ctx->request_id.len] = '\0';
+    return authz_keep(aw, ip[0] ? ip : NULL, strlen(ip), &aw->ip) &&
+           authz_keep(aw, request_id, ctx->request_id.len, &aw->request_id);
 }
 
 static void authz_handle(struct http_ctx *ctx, struct slice in)
 {
     struct auth *auth = ctx->route_arg;
     if (!auth_slug_valid(ctx->params[0])) {
-        authz_error_page(ctx, 404, "no such tenant");
+        auth_page_error(ctx, 404, "no such tenant");
         return;
     }
     struct authz_input *p = http_scratch_alloc(ctx, sizeof(*p));
     if (p == NULL || authz_read(ctx, in, p) != 0) {
-        authz_error_page(ctx, 500, "internal error");
+        auth_page_error(ctx, 500, "internal error");
         return;
     }
     /* Until the client and its redirect_uri are verified, every error stays here (O30). */
     if (p->value[AP_CLIENT_ID] == NULL || p->repeated[AP_CLIENT_ID] || p->bad[AP_CLIENT_ID]) {
-        authz_error_page(ctx, 400, "client_id is missing, repeated or malformed");
+        auth_page_error(ctx, 400, "client_id is missing, repeated or malformed");
         return;
     }
     if (p->repeated[AP_REDIRECT_URI] || p->bad[AP_REDIRECT_URI]) {
-        authz_error_page(ctx, 400, "redirect_uri is repeated, malformed or too long");
+        auth_page_error(ctx, 400, "redirect_uri is repeated, malformed or too long");
         return;
     }
     /* Each request that passes writes a row: the source address's bucket bounds a flood (no
@@ -721,7 +740,8 @@ static void authz_handle(struct http_ctx *ctx, struct slice in)
                 authz_keep(aw, p->value[AP_STATE], p->len[AP_STATE], &aw->state) &&
                 authz_keep(aw, p->value[AP_SCOPE], p->len[AP_SCOPE], &aw->scope) &&
                 authz_keep(aw, p->value[AP_NONCE], p->len[AP_NONCE], &aw->nonce) &&
-                authz_keep(aw, p->value[AP_CHALLENGE], p->len[AP_CHALLENGE], &aw->challenge);
+                authz_keep(aw, p->value[AP_CHALLENGE], p->len[AP_CHALLENGE], &aw->challenge) &&
+                authz_keep_request(ctx, aw);
     if (aw->client_id == NULL) {
         auth_answer_now(ctx, 500, "internal error"); /* a client_id always fits: cannot happen */
         return;
@@ -730,12 +750,12 @@ static void authz_handle(struct http_ctx *ctx, struct slice in)
     if (!kept && aw->early.error == NULL)
         aw->early = (struct authz_error){ "invalid_request", "the request's parameters are too long" };
     /* A page loaded twice (two tabs) keeps the browser's token, so both forms work. */
-    struct slice cookie = authz_cookie(ctx, AUTHZ_CSRF_COOKIE);
+    struct slice cookie = auth_page_cookie(ctx, AUTHZ_CSRF_COOKIE);
     if (cookie.len == SECRET_RANDOM_CHARS && authz_base64url(cookie.ptr, cookie.len))
         memcpy(aw->csrf, cookie.ptr, cookie.len);
     /* A live browser session answers without the login page, unless prompt=login. */
     if (!aw->prompt_login)
-        authz_sso_cookie(ctx, aw->sso_sid, aw->sso_sha);
+        auth_sso_cookie(ctx, aw->sso_sid, aw->sso_sha);
     aw->w.rate = limits;
     if (!auth_rate_pending(&limits))
         authz_read_client(ctx, aw);
@@ -751,7 +771,7 @@ static void authz_get(struct http_ctx *ctx)
 static void authz_post(struct http_ctx *ctx)
 {
     if (!auth_form_body(ctx)) {
-        authz_error_page(ctx, 415, "the body must be application/x-www-form-urlencoded");
+        auth_page_error(ctx, 415, "the body must be application/x-www-form-urlencoded");
         return;
     }
     authz_handle(ctx, ctx->body);
@@ -759,10 +779,7 @@ static void authz_post(struct http_ctx *ctx)
 
 /* ---- The login form's post ------------------------------------------------------------------ */
 
-/* RFC 9700 §4.7 (SECURITY O39): the post comes from this server's own page. A browser sends
- * Origin with every cross-origin POST and Sec-Fetch-Site with every request it makes; a
- * missing one says nothing (older browsers), any other origin or site refuses. */
-static bool authz_same_origin(const struct http_ctx *ctx, const struct auth *auth)
+bool auth_same_origin(const struct http_ctx *ctx, const struct auth *auth)
 {
     const struct http1_header *site = http1_find_header(ctx->req, "Sec-Fetch-Site");
     if (site != NULL && !slice_case_eq_cstr(site->value, "same-origin") && !slice_case_eq_cstr(site->value, "none"))
@@ -770,6 +787,11 @@ static bool authz_same_origin(const struct http_ctx *ctx, const struct auth *aut
     const struct http1_header *origin = http1_find_header(ctx->req, "Origin");
     if (origin == NULL)
         return true;
+    /* Our pages say Referrer-Policy: no-referrer (SECURITY O40), so their own form posts carry
+     * "Origin: null" (Fetch §3.1, "append a request Origin header"). Only Sec-Fetch-Site, which
+     * no page can set, tells such a post from another site's sandboxed or no-referrer one. */
+    if (slice_eq_cstr(origin->value, "null"))
+        return site != NULL && slice_case_eq_cstr(site->value, "same-origin");
     const char *url = auth->cfg->public_url;
     const char *host = strstr(url, "://");
     size_t origin_len = host == NULL ? strlen(url) : (size_t)(host + 3 - url) + strcspn(host + 3, "/");
@@ -780,7 +802,7 @@ static void authz_login_post(struct http_ctx *ctx)
 {
     struct auth *auth = ctx->route_arg;
     if (!auth_slug_valid(ctx->params[0])) {
-        authz_error_page(ctx, 404, "no such tenant");
+        auth_page_error(ctx, 404, "no such tenant");
         return;
     }
     struct login_form {
@@ -790,7 +812,7 @@ static void authz_login_post(struct http_ctx *ctx)
         char password[AUTHZ_SENT_MAX(PASSWORD_INPUT_MAX)];  /* non-ASCII as %XX */
     } *f = http_scratch_alloc(ctx, sizeof(*f));
     if (f == NULL) {
-        authz_error_page(ctx, 500, "internal error");
+        auth_page_error(ctx, 500, "internal error");
         return;
     }
     memset(f, 0, sizeof(*f));
@@ -802,21 +824,21 @@ static void authz_login_post(struct http_ctx *ctx)
     };
     if (auth_form_parse(ctx, fields, sizeof(fields) / sizeof(fields[0])) != NULL) {
         explicit_bzero(f, sizeof(*f));
-        authz_error_page(ctx, 400, "the sign-in form could not be read; go back to the application and start again");
+        auth_page_error(ctx, 400, "the sign-in form could not be read; go back to the application and start again");
         return;
     }
-    struct slice cookie = authz_cookie(ctx, AUTHZ_CSRF_COOKIE);
+    struct slice cookie = auth_page_cookie(ctx, AUTHZ_CSRF_COOKIE);
     size_t csrf_len = strlen(f->csrf);
     bool csrf_ok = csrf_len == SECRET_RANDOM_CHARS && cookie.len == csrf_len && ct_memeq(cookie.ptr, f->csrf, csrf_len);
-    if (!csrf_ok || !authz_same_origin(ctx, auth)) {
+    if (!csrf_ok || !auth_same_origin(ctx, auth)) {
         explicit_bzero(f, sizeof(*f));
-        authz_error_page(ctx, 403, "this form was not sent from the sign-in page; go back to the application "
+        auth_page_error(ctx, 403, "this form was not sent from the sign-in page; go back to the application "
                                    "and start again");
         return;
     }
     if (!auth_uuid_text(f->authz)) {
         explicit_bzero(f, sizeof(*f));
-        authz_error_page(ctx, 400, "this sign-in request is not known; go back to the application and start again");
+        auth_page_error(ctx, 400, "this sign-in request is not known; go back to the application and start again");
         return;
     }
     size_t ulen = strlen(f->username), plen = strlen(f->password);
@@ -829,110 +851,15 @@ static void authz_login_post(struct http_ctx *ctx)
                                                : "the username or password is too long");
         return;
     }
-    auth_login_browser(ctx, auth, f->authz, f->csrf, f->username, f->password);
+    char sso_sid[CT_UUID_TEXT_LEN + 1], sso_sha[2 * HASH_SHA256_BYTES + 1];
+    auth_sso_cookie(ctx, sso_sid, sso_sha); /* the session this login replaces, if any */
+    struct auth_browser_login in = {
+        .authz_id = f->authz, .csrf = f->csrf, .username = f->username, .password = f->password,
+        .sso_sid = sso_sid, .sso_sha = sso_sha,
+    };
+    auth_login_browser(ctx, auth, &in);
+    explicit_bzero(sso_sha, sizeof(sso_sha));
     explicit_bzero(f, sizeof(*f));
-}
-
-/* ---- The browser's logout ------------------------------------------------------------------ */
-
-struct authz_logout_wait {
-    struct auth_wait w;
-    char slug[AUTH_SLUG_MAX + 1];
-    char sid[CT_UUID_TEXT_LEN + 1];
-    char sha[2 * HASH_SHA256_BYTES + 1];
-    char ip[AUTH_IP_MAX + 1];
-    char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
-};
-
-static void authz_signed_out(struct http_ctx *ctx, const struct auth *auth, const char *slug)
-{
-    auth_set_cookie(ctx, auth, slug, AUTH_SSO_COOKIE, "", 0); /* Max-Age=0: forgotten */
-    struct buf b = http_scratch_buf(ctx);
-    buf_append_cstr(&b, authz_page_head);
-    buf_append_cstr(&b, "<h1>Signed out</h1><p>You are signed out of this browser.</p>");
-    authz_page(ctx, 200, &b);
-}
-
-static void authz_logout_done(struct http_ctx *ctx, void *state)
-{
-    struct authz_logout_wait *lw = state;
-    if (lw->w.outcome != PG_OK) {
-        authz_error_page(ctx, lw->w.outcome == PG_UNAVAILABLE ? 503 : 500,
-                         "the sign-in service is unavailable; try again shortly");
-        return;
-    }
-    authz_signed_out(ctx, lw->w.auth, lw->slug); /* revoked now, or already gone */
-}
-
-static void authz_logout_rate_passed(struct auth_wait *w)
-{
-    auth_send(NULL, w, STORE_SSO_LOGOUT, authz_logout_done, NULL);
-}
-
-/* POST /t/{tenant}/logout: the browser session of the cookie ends, and the cookie with it.
- * Cross-site posts are refused as the login's (a forced logout is a nuisance, RFC 9700 §4.7). */
-static void authz_logout_post(struct http_ctx *ctx)
-{
-    struct auth *auth = ctx->route_arg;
-    if (!auth_slug_valid(ctx->params[0])) {
-        authz_error_page(ctx, 404, "no such tenant");
-        return;
-    }
-    if (!authz_same_origin(ctx, auth)) {
-        authz_error_page(ctx, 403, "this form was not sent from this site");
-        return;
-    }
-    char slug[AUTH_SLUG_MAX + 1];
-    auth_slug_copy(ctx->params[0], slug);
-    char sid[CT_UUID_TEXT_LEN + 1], sha[2 * HASH_SHA256_BYTES + 1];
-    if (!authz_sso_cookie(ctx, sid, sha)) {
-        authz_signed_out(ctx, auth, slug); /* nothing to end */
-        return;
-    }
-    struct auth_rate_check limits; /* each one is an UPDATE: the address's bucket bounds them */
-    if (!auth_rate_admit(ctx, auth, "", NULL, &limits))
-        return; /* answered 429 */
-    struct authz_logout_wait *lw = auth_park(ctx, auth, sizeof(*lw));
-    if (lw == NULL)
-        return;
-    memcpy(lw->slug, slug, sizeof(slug));
-    memcpy(lw->sid, sid, sizeof(sid));
-    memcpy(lw->sha, sha, sizeof(sha));
-    auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
-    memcpy(lw->request_id, ctx->request_id.ptr, ctx->request_id.len);
-    lw->request_id[ctx->request_id.len] = '\0';
-    const char **q = lw->w.q.params;
-    q[0] = lw->slug, q[1] = lw->sid, q[2] = lw->sha, q[3] = lw->ip[0] ? lw->ip : NULL, q[4] = lw->request_id;
-    lw->w.q.params_count = 5;
-    lw->w.rate = limits;
-    if (!auth_rate_pending(&limits))
-        auth_send(ctx, &lw->w, STORE_SSO_LOGOUT, authz_logout_done, NULL);
-    else if (auth_rate_continue(ctx, &lw->w, authz_logout_rate_passed) != 0)
-        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
-}
-
-/* GET /t/{tenant}/logout: where an application sends the browser to sign out; the page's
- * form posts the logout from this site (a GET changes nothing: a link or an image must not
- * sign anyone out). */
-static void authz_logout_get(struct http_ctx *ctx)
-{
-    const struct auth *auth = ctx->route_arg;
-    if (!auth_slug_valid(ctx->params[0])) {
-        authz_error_page(ctx, 404, "no such tenant");
-        return;
-    }
-    char slug[AUTH_SLUG_MAX + 1], path[AUTHZ_PATH_MAX + 1];
-    auth_slug_copy(ctx->params[0], slug);
-    struct buf pb;
-    buf_init(&pb, path, sizeof(path));
-    auth_public_path(auth, slug, &pb);
-    buf_append(&pb, "", 1);
-    struct buf b = http_scratch_buf(ctx);
-    buf_append_cstr(&b, authz_page_head);
-    buf_append_cstr(&b, "<h1>Sign out</h1><p>Sign out of this browser?</p><form method=\"post\" action=\"");
-    authz_html_escape(&b, pb.overflow ? "" : path);
-    buf_append_cstr(&b, "/logout\"><button type=\"submit\">Sign out</button></form>");
-    authz_page(ctx, 200, &b);
 }
 
 int auth_authorize_routes(struct auth *auth, struct http_server *http)
@@ -942,9 +869,5 @@ int auth_authorize_routes(struct auth *auth, struct http_server *http)
         rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/oauth2/authorize", "authorize", authz_post, auth);
     if (rc == 0)
         rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/login", "login_page", authz_login_post, auth);
-    if (rc == 0)
-        rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/logout", "logout_page", authz_logout_post, auth);
-    if (rc == 0)
-        rc = http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/logout", "logout_page", authz_logout_get, auth);
     return rc;
 }

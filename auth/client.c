@@ -52,13 +52,18 @@ const char *auth_form_parse(const struct http_ctx *ctx, struct auth_form_field *
 {
     if (!auth_form_body(ctx))
         return "the body must be application/x-www-form-urlencoded";
+    return auth_form_read(ctx->body, fields, n);
+}
+
+const char *auth_form_read(struct slice in, struct auth_form_field *fields, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         fields[i].seen = false;
         fields[i].dst[0] = '\0';
     }
     size_t pos = 0;
     struct slice key, value;
-    while (url_form_next(ctx->body, &pos, &key, &value)) {
+    while (url_form_next(in, &pos, &key, &value)) {
         for (size_t i = 0; i < n; i++) {
             if (!slice_eq_cstr(key, fields[i].name))
                 continue;

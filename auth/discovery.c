@@ -52,6 +52,7 @@ static void discovery_respond(struct http_ctx *ctx, void *state)
     discovery_endpoint(&b, auth, slug, "jwks_uri", "/jwks.json");
     discovery_endpoint(&b, auth, slug, "introspection_endpoint", "/oauth2/introspect");
     discovery_endpoint(&b, auth, slug, "revocation_endpoint", "/oauth2/revoke");
+    discovery_endpoint(&b, auth, slug, "end_session_endpoint", "/oauth2/logout"); /* RP-Initiated Logout §2.1 */
     buf_append_cstr(&b, ",\"response_types_supported\":[\"code\"]" /* RFC 9700 §2.1.2 */
                         ",\"response_modes_supported\":[\"query\"]"
                         ",\"grant_types_supported\":[\"authorization_code\",\"client_credentials\","

@@ -95,15 +95,21 @@ struct login_wait {
     char agent[LOGIN_AGENT_MAX + 1];
     char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
     char nums[3][LOGIN_NUM_TEXT];    /* statement parameters as text */
-    char scope[JWT_SCOPE_MAX + 1];
     union {
-        char issuer[AUTH_SESSION_ISSUER_MAX + 1]; /* of the token signed */
+        struct {                          /* not the browser's: the token signed */
+            char issuer[AUTH_SESSION_ISSUER_MAX + 1];
+            char scope[JWT_SCOPE_MAX + 1];
+        } token;
         struct {                          /* browser: no token, the authorization request's */
             char authz[CT_UUID_TEXT_LEN + 1];   /* id */
             char csrf[SECRET_RANDOM_CHARS + 1]; /* the page's token, for the page shown again */
             char code[SECRET_RANDOM_CHARS + 1]; /* the code made */
             char code_sha[2 * HASH_SHA256_BYTES + 1];
             char email[LOGIN_NAME_MAX + 1]; /* the name as typed when it may be an email */
+            char cookie_sid[CT_UUID_TEXT_LEN + 1]; /* the browser's session, or "" */
+            char cookie_sha[2 * HASH_SHA256_BYTES + 1];
+            char renewed[AUTH_REFRESH_TOKEN_LEN + 1]; /* its new token, if it is renewed */
+            char renewed_sha[2 * HASH_SHA256_BYTES + 1];
         } page;
     } made;
     union {                          /* the password until verified, then the access token */
@@ -185,8 +191,10 @@ static void login_forget(struct login_wait *lw)
     explicit_bzero(lw->refresh, sizeof(lw->refresh));
     explicit_bzero(lw->rehash, sizeof(lw->rehash));
     explicit_bzero(lw->stored, sizeof(lw->stored));
-    if (lw->browser)
+    if (lw->browser) {
         explicit_bzero(lw->made.page.code, sizeof(lw->made.page.code));
+        explicit_bzero(lw->made.page.renewed, sizeof(lw->made.page.renewed));
+    }
 }
 
 static void login_release(struct login_wait *lw)
@@ -224,7 +232,7 @@ static void login_page_again(struct http_ctx *ctx, void *state)
 static void login_page_error(struct http_ctx *ctx, void *state)
 {
     struct login_wait *lw = state;
-    auth_login_page_error(ctx, lw->w.status, lw->w.detail);
+    auth_page_error(ctx, lw->w.status, lw->w.detail);
 }
 
 /* Ends the request with a problem, an HTML page for the browser's form. */
@@ -268,9 +276,10 @@ static void login_redirect(struct http_ctx *ctx, void *state)
 {
     struct login_wait *lw = state;
     const struct pg_result *r = lw->w.result;
+    bool renewed = strcmp(pg_result_value(r, 0, 3), lw->made.page.cookie_sid) == 0;
     auth_login_redirect_code(ctx, lw->w.auth, lw->slug, pg_result_value(r, 0, 0),
                              pg_result_is_null(r, 0, 1) ? NULL : pg_result_value(r, 0, 1), lw->made.page.code,
-                             lw->refresh);
+                             renewed ? lw->made.page.renewed : lw->refresh);
     login_forget(lw);
 }
 
@@ -317,8 +326,8 @@ static void login_verify_run(struct worker_job *job)
     if (lw->verify_rc != 0 || lw->browser) /* the browser's login makes a code, no token */
         return;
     struct auth_user_token t = {
-        .tenant = lw->tenant, .issuer = lw->made.issuer, .sub = lw->user_id, .client_id = lw->client_id,
-        .scope = lw->scope, .sid = lw->sid, .lifetime_s = lw->lifetime_s,
+        .tenant = lw->tenant, .issuer = lw->made.token.issuer, .sub = lw->user_id, .client_id = lw->client_id,
+        .scope = lw->made.token.scope, .sid = lw->sid, .lifetime_s = lw->lifetime_s,
     };
     lw->jwt_len = auth_session_sign(&t, lw->secret.jwt, sizeof(lw->secret.jwt));
 }
@@ -344,13 +353,16 @@ static void login_send_failed(struct login_wait *lw)
 }
 
 /* The browser's login: the authorization request's code and the browser session (SSO: sid,
- * with the cookie's secret in refresh), one statement with the login's other effects
+ * with the cookie's secret in refresh; or the cookie's own session, renewed with a new secret
+ * when it is the same user's), one statement with the login's other effects
  * (STORE_LOGIN_SUCCEEDED's, the client's session apart: the code's redemption makes it). */
 static void login_send_code(struct login_wait *lw)
 {
     uint8_t digest[HASH_SHA256_BYTES];
+    bool cookie = lw->made.page.cookie_sid[0] != '\0';
     if (ct_uuid7_now(lw->sid) != 0 || secret_client_new(lw->made.page.code, digest) != 0 ||
-        auth_refresh_make(lw->sid, lw->refresh, lw->refresh_sha) != 0) {
+        auth_refresh_make(lw->sid, lw->refresh, lw->refresh_sha) != 0 ||
+        (cookie && auth_refresh_make(lw->made.page.cookie_sid, lw->made.page.renewed, lw->made.page.renewed_sha) != 0)) {
         login_forget(lw);
         login_answer(lw, 500, "internal error");
         return;
@@ -365,7 +377,9 @@ static void login_send_code(struct login_wait *lw)
     p[7] = lw->rehash_len > 0 ? lw->rehash : NULL, p[8] = lw->stored;
     p[9] = lw->sid, p[10] = lw->refresh_sha, p[11] = lw->agent[0] ? lw->agent : NULL;
     p[12] = lw->nums[1], p[13] = lw->nums[2];
-    lw->w.q.params_count = 14;
+    p[14] = cookie ? lw->made.page.cookie_sid : NULL, p[15] = cookie ? lw->made.page.cookie_sha : NULL;
+    p[16] = cookie ? lw->made.page.renewed_sha : NULL;
+    lw->w.q.params_count = 17;
     auth_send(NULL, &lw->w, STORE_AUTHZ_LOGIN_SUCCEEDED, NULL, login_committed);
 }
 
@@ -481,7 +495,7 @@ static bool login_grant_client_ok(struct login_wait *lw, const struct pg_result 
         auth_audit_client_failed(&lw->w, lw->slug, lw->client_id);
     } else if (!allowed) {
         error = "unauthorized_client", why = "the client may not use this grant type";
-    } else if (lw->scope_given && !auth_words_subset(lw->scope, pg_result_value(r, 0, 2))) {
+    } else if (lw->scope_given && !auth_words_subset(lw->made.token.scope, pg_result_value(r, 0, 2))) {
         error = "invalid_scope", why = "a requested scope is not allowed for this client";
     }
     if (error == NULL)
@@ -514,8 +528,8 @@ static void login_found(struct auth_wait *w)
         return;
     }
     snprintf(lw->tenant_id, sizeof(lw->tenant_id), "%s", pg_result_value(r, 0, 0));
-    if (!lw->scope_given)
-        snprintf(lw->scope, sizeof(lw->scope), "%s", pg_result_value(r, 0, 2));
+    if (!lw->browser && !lw->scope_given)
+        snprintf(lw->made.token.scope, sizeof(lw->made.token.scope), "%s", pg_result_value(r, 0, 2));
     lw->lifetime_s = strtoll(pg_result_value(r, 0, 3), NULL, 10);
     /* Two users with one email: neither is chosen (as unknown: the same answer). */
     lw->user_known = pg_result_rows(r) == 1 && !pg_result_is_null(r, 0, 4);
@@ -570,7 +584,7 @@ static void login_keep_request(struct http_ctx *ctx, struct login_wait *lw,
     lw->request_id[ctx->request_id.len] = '\0';
     if (!lw->browser) {
         struct buf issuer;
-        buf_init(&issuer, lw->made.issuer, sizeof(lw->made.issuer));
+        buf_init(&issuer, lw->made.token.issuer, sizeof(lw->made.token.issuer));
         auth_issuer(auth, slice_make(lw->slug, strlen(lw->slug)), &issuer);
         buf_append(&issuer, "", 1);
     }
@@ -615,7 +629,7 @@ void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
     lw->oauth = true;
     lw->public_client = public_client;
     lw->scope_given = scope_given;
-    snprintf(lw->scope, sizeof(lw->scope), "%s", scope);
+    snprintf(lw->made.token.scope, sizeof(lw->made.token.scope), "%s", scope);
     memcpy(lw->client_id, creds->client_id, sizeof(lw->client_id));
     memcpy(lw->secret.password, password, plen + 1);
     lw->password_len = plen;
@@ -623,16 +637,20 @@ void auth_login_password_grant(struct http_ctx *ctx, struct auth *auth,
     login_begin(ctx, lw);
 }
 
-void auth_login_browser(struct http_ctx *ctx, struct auth *auth, const char *authz_id, const char *csrf,
-                        const char *username, const char *password)
+void auth_login_browser(struct http_ctx *ctx, struct auth *auth, const struct auth_browser_login *in)
 {
+    const char *username = in->username, *password = in->password;
     size_t ulen = strlen(username), plen = strlen(password);
     struct login_wait *lw = auth_park(ctx, auth, sizeof(*lw));
     if (lw == NULL)
         return;
     lw->browser = true;
-    snprintf(lw->made.page.authz, sizeof(lw->made.page.authz), "%s", authz_id);
-    snprintf(lw->made.page.csrf, sizeof(lw->made.page.csrf), "%s", csrf);
+    snprintf(lw->made.page.authz, sizeof(lw->made.page.authz), "%s", in->authz_id);
+    snprintf(lw->made.page.csrf, sizeof(lw->made.page.csrf), "%s", in->csrf);
+    if (in->sso_sid[0] != '\0') {
+        memcpy(lw->made.page.cookie_sid, in->sso_sid, sizeof(lw->made.page.cookie_sid));
+        memcpy(lw->made.page.cookie_sha, in->sso_sha, sizeof(lw->made.page.cookie_sha));
+    }
     memcpy(lw->name, username, ulen + 1); /* bounded by the form's fields */
     if (strchr(username, '@') != NULL) /* also looked up as an email, as typed */
         memcpy(lw->made.page.email, username, ulen + 1);

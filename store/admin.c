@@ -43,7 +43,8 @@
 #define ADMIN_EMAIL_MAX 320
 /* Redirect URIs: browsers handle 2 KiB URLs everywhere. */
 #define ADMIN_URI_MAX 2048
-/* Repeated options (--grant, --redirect-uri) and scope tokens per client. */
+/* Repeated options (--grant, --redirect-uri, --post-logout-redirect-uri) and scope tokens per
+ * client. */
 #define ADMIN_LIST_MAX 32
 #define ADMIN_SCOPE_TOKEN_MAX 200
 /* NIST SP 800-63B §5.1.1.2: memorized secrets of at least 8 characters. */
@@ -70,6 +71,7 @@ enum admin_opt {
     ADMIN_OPT_FIRST_PARTY = 1 << 10,
     ADMIN_OPT_PASSWORD_STDIN = 1 << 11,
     ADMIN_OPT_PUBLIC = 1 << 12,
+    ADMIN_OPT_LOGOUT_REDIRECT = 1 << 13,
 };
 
 struct admin_args {
@@ -79,6 +81,8 @@ struct admin_args {
     int grant_count;
     const char *redirects[ADMIN_LIST_MAX];
     int redirect_count;
+    const char *logout_redirects[ADMIN_LIST_MAX]; /* OIDC RP-Initiated Logout §2 */
+    int logout_redirect_count;
     const char *positional; /* tenant create's slug */
 };
 
@@ -94,6 +98,7 @@ static const struct admin_opt_spec admin_opt_specs[] = {
     { "--email", ADMIN_OPT_EMAIL, true },         { "--alg", ADMIN_OPT_ALG, true },
     { "--scope", ADMIN_OPT_SCOPE, true },         { "--grant", ADMIN_OPT_GRANT, true },
     { "--redirect-uri", ADMIN_OPT_REDIRECT, true },
+    { "--post-logout-redirect-uri", ADMIN_OPT_LOGOUT_REDIRECT, true },
     { "--introspect", ADMIN_OPT_INTROSPECT, false },
     { "--first-party", ADMIN_OPT_FIRST_PARTY, false },
     { "--public", ADMIN_OPT_PUBLIC, false },
@@ -113,9 +118,13 @@ static int admin_args_store(struct admin_args *args, const struct admin_opt_spec
                             const char *value)
 {
     enum admin_opt bit = spec->bit;
-    if (bit == ADMIN_OPT_GRANT || bit == ADMIN_OPT_REDIRECT) {
-        const char **list = bit == ADMIN_OPT_GRANT ? args->grants : args->redirects;
-        int *count = bit == ADMIN_OPT_GRANT ? &args->grant_count : &args->redirect_count;
+    if (bit == ADMIN_OPT_GRANT || bit == ADMIN_OPT_REDIRECT || bit == ADMIN_OPT_LOGOUT_REDIRECT) {
+        const char **list = bit == ADMIN_OPT_GRANT ? args->grants
+                             : bit == ADMIN_OPT_REDIRECT ? args->redirects
+                                                         : args->logout_redirects;
+        int *count = bit == ADMIN_OPT_GRANT ? &args->grant_count
+                     : bit == ADMIN_OPT_REDIRECT ? &args->redirect_count
+                                                 : &args->logout_redirect_count;
         if (*count == ADMIN_LIST_MAX)
             return admin_usage_error("too many %s options", spec->flag);
         list[(*count)++] = value;
@@ -507,6 +516,12 @@ static int admin_client_check(const struct admin_args *args)
             return admin_usage_error("invalid --redirect-uri \"%s\": absolute, no fragment "
                                      "(RFC 6749 §3.1.2)", args->redirects[i]);
     }
+    /* Where the browser goes after a logout: the same rules (OIDC RP-Initiated Logout §3). */
+    for (int i = 0; i < args->logout_redirect_count; i++) {
+        if (!admin_redirect_valid(args->logout_redirects[i]))
+            return admin_usage_error("invalid --post-logout-redirect-uri \"%s\": absolute, no fragment",
+                                     args->logout_redirects[i]);
+    }
     if (admin_has(args->grants, args->grant_count, "authorization_code") &&
         args->redirect_count == 0)
         return admin_usage_error("authorization_code needs a %s", "--redirect-uri");
@@ -525,7 +540,8 @@ static int admin_client_check(const struct admin_args *args)
 
 /* Inserts the client; client_id is a UUIDv7, the secret 32 random bytes shown once. */
 static int admin_client_insert(PGconn *conn, const char *tenant_id, const struct admin_args *args,
-                               const char *grants, const char *scopes, const char *redirects)
+                               const char *grants, const char *scopes, const char *redirects,
+                               const char *logout_redirects)
 {
     uint8_t digest[HASH_SHA256_BYTES];
     char client_id[CT_UUID_TEXT_LEN + 1], secret[SECRET_CLIENT_SECRET_LEN + 1];
@@ -542,17 +558,19 @@ static int admin_client_insert(PGconn *conn, const char *tenant_id, const struct
     assert(!hex.overflow);
     const char *params[] = { tenant_id, client_id, is_public ? NULL : digest_hex, args->name, grants, scopes,
                              redirects, (args->seen & ADMIN_OPT_FIRST_PARTY) ? "t" : "f",
-                             (args->seen & ADMIN_OPT_INTROSPECT) ? "t" : "f" };
+                             (args->seen & ADMIN_OPT_INTROSPECT) ? "t" : "f", logout_redirects };
     PGresult *res = admin_query(conn,
                                 "INSERT INTO clients (tenant_id, client_id, secret_sha256, name, "
-                                "grants, scopes, redirect_uris, first_party, can_introspect) "
-                                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING "
+                                "grants, scopes, redirect_uris, first_party, can_introspect, "
+                                "post_logout_redirect_uris) "
+                                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING "
                                 "json_build_object('client_id', client_id, 'name', name, "
                                 "'grants', grants, 'scopes', scopes, 'redirect_uris', "
-                                "redirect_uris, 'token_lifetime_s', token_lifetime_s, "
+                                "redirect_uris, 'post_logout_redirect_uris', post_logout_redirect_uris, "
+                                "'token_lifetime_s', token_lifetime_s, "
                                 "'first_party', first_party, 'can_introspect', can_introspect, "
                                 "'created_at', created_at)",
-                                9, params, NULL);
+                                10, params, NULL);
     if (res == NULL)
         return ADMIN_EXIT_REFUSED;
     json_t *base = json_object();
@@ -569,11 +587,12 @@ static int admin_client_insert(PGconn *conn, const char *tenant_id, const struct
 static int admin_client_create(PGconn *conn, const char *tenant_id, const struct admin_args *args)
 {
     static char grants_mem[ADMIN_ARRAY_MAX], scopes_mem[ADMIN_ARRAY_MAX],
-        redirects_mem[ADMIN_ARRAY_MAX];
-    struct buf grants, scopes, redirects;
+        redirects_mem[ADMIN_ARRAY_MAX], logout_mem[ADMIN_ARRAY_MAX];
+    struct buf grants, scopes, redirects, logout;
     buf_init(&grants, grants_mem, sizeof(grants_mem));
     buf_init(&scopes, scopes_mem, sizeof(scopes_mem));
     buf_init(&redirects, redirects_mem, sizeof(redirects_mem));
+    buf_init(&logout, logout_mem, sizeof(logout_mem));
     static const char *const default_grant[] = { "client_credentials" };
     if (args->grant_count == 0)
         admin_pg_array(default_grant, 1, &grants);
@@ -583,11 +602,13 @@ static int admin_client_create(PGconn *conn, const char *tenant_id, const struct
     if (rc != 0)
         return rc;
     admin_pg_array(args->redirects, args->redirect_count, &redirects);
+    admin_pg_array(args->logout_redirects, args->logout_redirect_count, &logout);
     buf_append(&grants, "", 1);
     buf_append(&scopes, "", 1);
     buf_append(&redirects, "", 1);
-    assert(!grants.overflow && !scopes.overflow && !redirects.overflow);
-    return admin_client_insert(conn, tenant_id, args, grants.data, scopes.data, redirects.data);
+    buf_append(&logout, "", 1);
+    assert(!grants.overflow && !scopes.overflow && !redirects.overflow && !logout.overflow);
+    return admin_client_insert(conn, tenant_id, args, grants.data, scopes.data, redirects.data, logout.data);
 }
 
 /* A revocation committed by the CLI reaches the serving instances at once: the seq is
@@ -659,7 +680,8 @@ static int admin_client(PGconn *conn, const char *verb, const char *tenant_id,
     return admin_query_print(conn, args->tenant, "clients",
                              "SELECT coalesce(json_agg(json_build_object('client_id', client_id, "
                              "'name', name, 'grants', grants, 'scopes', scopes, 'redirect_uris', "
-                             "redirect_uris, 'token_lifetime_s', token_lifetime_s, 'first_party', "
+                             "redirect_uris, 'post_logout_redirect_uris', post_logout_redirect_uris, "
+                             "'token_lifetime_s', token_lifetime_s, 'first_party', "
                              "first_party, 'can_introspect', can_introspect, 'created_at', "
                              "created_at) ORDER BY created_at, client_id), '[]') FROM clients "
                              "WHERE tenant_id = $1 AND deleted_at IS NULL",
@@ -894,7 +916,7 @@ static const struct admin_command admin_commands[] = {
     { "tenant", "list", 0, false },
     { "client", "create",
       ADMIN_OPT_TENANT | ADMIN_OPT_NAME | ADMIN_OPT_GRANT | ADMIN_OPT_SCOPE | ADMIN_OPT_REDIRECT |
-          ADMIN_OPT_INTROSPECT | ADMIN_OPT_FIRST_PARTY | ADMIN_OPT_PUBLIC,
+          ADMIN_OPT_LOGOUT_REDIRECT | ADMIN_OPT_INTROSPECT | ADMIN_OPT_FIRST_PARTY | ADMIN_OPT_PUBLIC,
       false },
     { "client", "list", ADMIN_OPT_TENANT, false },
     { "client", "delete", ADMIN_OPT_TENANT | ADMIN_OPT_CLIENT_ID, false },
@@ -915,7 +937,8 @@ static void admin_usage(FILE *out)
             "  tenant create <slug> [--name N]\n"
             "  tenant list\n"
             "  client create --tenant T --name N [--grant G]... [--scope \"a b\"]\n"
-            "                [--redirect-uri U]... [--introspect] [--first-party] [--public]\n"
+            "                [--redirect-uri U]... [--post-logout-redirect-uri U]...\n"
+            "                [--introspect] [--first-party] [--public]\n"
             "  client list --tenant T\n"
             "  client delete --tenant T --client-id C\n"
             "  user create --tenant T --username U [--email E] --password-stdin\n"

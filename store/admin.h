@@ -4,7 +4,8 @@
  *   tessera admin tenant create <slug> [--name N]
  *   tessera admin tenant list
  *   tessera admin client create --tenant T --name N [--grant G]... [--scope "a b"]
- *                               [--redirect-uri U]... [--introspect] [--first-party]
+ *                               [--redirect-uri U]... [--post-logout-redirect-uri U]...
+ *                               [--introspect] [--first-party] [--public]
  *   tessera admin client list --tenant T
  *   tessera admin client delete --tenant T --client-id C
  *   tessera admin user create --tenant T --username U [--email E] --password-stdin

@@ -26,7 +26,7 @@
 
 #include "core/loop.h"
 
-#define PG_PARAMS_MAX 16          /* the widest typed query binds fewer; a bound for the array */
+#define PG_PARAMS_MAX 20          /* the widest typed query binds fewer; a bound for the array */
 #define PG_QUERY_BUDGET_MS 2000   /* issue 4: a request never waits longer than its budget */
 #define PG_RETRIES_MAX 3          /* serialization failures / deadlocks retried before reporting */
 #define PG_QUEUE_MAX 4096         /* queries in flight per shard (incl. timed-out ones): above it,

@@ -497,16 +497,22 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "AND s.revoked_at IS NULL AND s.expires_at > now() AND s.absolute_expires_at > now() "
         "AND u.tenant_id = s.tenant_id AND u.id = s.user_id AND NOT u.disabled AND u.deleted_at IS NULL "
         "AND ($16::int IS NULL OR s.created_at >= now() - make_interval(secs => $16::int)) "
-        "RETURNING s.user_id, s.created_at) "
-        "INSERT INTO authorizations (id, tenant_id, client_id, redirect_uri, redirect_given, scope, "
-        "state, nonce, code_challenge, expires_at, user_id, auth_time, code_sha256, code_expires_at) "
+        "RETURNING s.id, s.user_id, s.created_at), "
+        "i AS (INSERT INTO authorizations (id, tenant_id, client_id, redirect_uri, redirect_given, scope, "
+        "state, nonce, code_challenge, expires_at, user_id, auth_time, code_sha256, code_expires_at, "
+        "sso_session_id) "
         "SELECT $2, $1, $3, $4, $5, coalesce($6, array_to_string(c.scopes, ' ')), $7, $8, $9, "
         "now() + make_interval(secs => $10::int), s.user_id, s.created_at, "
         "CASE WHEN s.user_id IS NOT NULL THEN decode($13, 'hex') END, "
-        "CASE WHEN s.user_id IS NOT NULL THEN now() + make_interval(secs => $15::int) END "
+        "CASE WHEN s.user_id IS NOT NULL THEN now() + make_interval(secs => $15::int) END, s.id "
         "FROM clients c LEFT JOIN s ON true "
         "WHERE c.tenant_id = $1 AND c.client_id = $3 AND c.deleted_at IS NULL "
-        "RETURNING id, user_id IS NOT NULL" },
+        "RETURNING id, user_id, sso_session_id), "
+        "l AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT $1, 'user', i.user_id::text, 'sso_login', 'session', "
+        "i.sso_session_id::text, $17::inet, $18, jsonb_build_object('client_id', $3::text) "
+        "FROM i WHERE i.user_id IS NOT NULL) "
+        "SELECT id, user_id IS NOT NULL FROM i" },
     /* The hosted login page's lookup, from the primary as STORE_LOGIN_LOOKUP's (a lockout set a
      * moment ago holds), with its columns; the second says the request still awaits a login.
      * The name typed is a username or an email (Keycloak's "username or email"): both are
@@ -523,38 +529,86 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "AND NOT disabled AND email IS NOT NULL AND lower(email) = lower($4::text) LIMIT 2) u ON true "
         "WHERE t.slug = $1 AND t.deleted_at IS NULL" },
     /* As STORE_LOGIN_SUCCEEDED, but what the login makes is the request's code (its SHA-256),
-     * given once: a request already answered (or expired) takes no second one. */
+     * given once: a request already answered (or expired) takes no second one. The browser
+     * session the cookie names is renewed in place when it is the same user's and live (a new
+     * secret and login time: its applications' sessions and pending codes keep their link,
+     * k), else ended (o) for a new one (b). */
     [STORE_AUTHZ_LOGIN_SUCCEEDED] = {
         "authz_login_succeeded", false,
         "WITH u AS (UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = now(), "
         "password_hash = coalesce($8, password_hash) WHERE tenant_id = $1 AND id = $2 "
         "AND password_hash = $9 AND NOT disabled AND deleted_at IS NULL "
         "AND NOT coalesce(locked_until > now(), false) RETURNING id, tenant_id), "
+        "k AS (SELECT s.id FROM sessions s, u WHERE s.tenant_id = $1 AND s.id = $15 AND s.client_id IS NULL "
+        "AND s.refresh_sha256 = decode($16, 'hex') AND s.revoked_at IS NULL AND s.user_id = u.id "
+        "AND s.expires_at > now() AND s.absolute_expires_at > now()), "
         "z AS (UPDATE authorizations a SET user_id = u.id, auth_time = now(), "
-        "code_sha256 = decode($4, 'hex'), code_expires_at = now() + make_interval(secs => $5::int) "
-        "FROM u WHERE a.tenant_id = u.tenant_id AND a.id = $3 AND a.user_id IS NULL "
-        "AND a.expires_at > now() RETURNING a.client_id, a.redirect_uri, a.state), "
+        "code_sha256 = decode($4, 'hex'), code_expires_at = now() + make_interval(secs => $5::int), "
+        "sso_session_id = coalesce((SELECT id FROM k), $10::uuid) FROM u WHERE a.tenant_id = u.tenant_id "
+        "AND a.id = $3 AND a.user_id IS NULL AND a.expires_at > now() "
+        "RETURNING a.client_id, a.redirect_uri, a.state, a.sso_session_id), "
         "b AS (INSERT INTO sessions (id, tenant_id, user_id, client_id, refresh_sha256, amr, ip, "
         "user_agent, expires_at, absolute_expires_at) SELECT $10, u.tenant_id, u.id, NULL, "
         "decode($11, 'hex'), '{pwd}', $6::inet, $12, now() + make_interval(secs => $13::int), "
-        "now() + make_interval(secs => $14::int) FROM u, z RETURNING id), "
+        "now() + make_interval(secs => $14::int) FROM u, z WHERE z.sso_session_id = $10 RETURNING id), "
+        "r AS (UPDATE sessions s SET refresh_sha256 = decode($17, 'hex'), created_at = now(), "
+        "last_seen_at = now(), ip = $6::inet, user_agent = $12, "
+        "expires_at = now() + make_interval(secs => $13::int), "
+        "absolute_expires_at = now() + make_interval(secs => $14::int) FROM z WHERE s.tenant_id = $1 "
+        "AND s.id = z.sso_session_id AND s.id = $15 AND s.revoked_at IS NULL RETURNING s.id), "
+        "o AS (UPDATE sessions s SET revoked_at = now() FROM z WHERE z.sso_session_id = $10 "
+        "AND s.tenant_id = $1 AND s.id = $15 AND s.client_id IS NULL "
+        "AND s.refresh_sha256 = decode($16, 'hex') AND s.revoked_at IS NULL RETURNING s.id), "
         "l AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
-        "ip, request_id, details) SELECT $1, 'user', $2::text, 'login_succeeded', 'session', $10::text, "
-        "$6::inet, $7, jsonb_build_object('client_id', z.client_id, 'flow', 'authorization_code', "
-        "'rehashed', $8::text IS NOT NULL) FROM z) "
-        "SELECT z.redirect_uri, z.state, z.client_id IS NOT NULL FROM u LEFT JOIN z ON true" },
-    /* The browser's logout: its session ends (the cookie's; no token was issued from it), with
-     * its audit row. */
+        "ip, request_id, details) SELECT $1, 'user', $2::text, 'login_succeeded', 'session', "
+        "z.sso_session_id::text, $6::inet, $7, jsonb_build_object('client_id', z.client_id, "
+        "'flow', 'authorization_code', 'rehashed', $8::text IS NOT NULL, "
+        "'renewed', EXISTS (SELECT 1 FROM r), 'replaced_session', (SELECT o.id FROM o)) FROM z) "
+        "SELECT z.redirect_uri, z.state, z.client_id IS NOT NULL, z.sso_session_id FROM u LEFT JOIN z ON true" },
+    /* The browser's logout: its session ends (the cookie's; no token was issued from it), and
+     * every session its codes made with a 'sid' revocation each, with the audit row; unless the
+     * post-logout redirect asked for is not the client's (then nothing ends). */
     [STORE_SSO_LOGOUT] = {
         "sso_logout", false,
-        "WITH s AS (UPDATE sessions s SET revoked_at = now() FROM tenants t WHERE t.slug = $1 "
+        "WITH ok AS (SELECT $7::text IS NULL OR EXISTS (SELECT 1 FROM clients c JOIN tenants t "
+        "ON t.id = c.tenant_id WHERE t.slug = $1 AND t.deleted_at IS NULL AND c.client_id = $6 "
+        "AND c.deleted_at IS NULL "
+        "AND $7 = ANY (c.post_logout_redirect_uris)) AS v), "
+        "b AS (UPDATE sessions s SET revoked_at = now() FROM tenants t, ok WHERE ok.v AND t.slug = $1 "
         "AND s.tenant_id = t.id AND s.id = $2 AND s.client_id IS NULL "
         "AND s.refresh_sha256 = decode($3, 'hex') AND s.revoked_at IS NULL "
         "RETURNING s.id, s.tenant_id, s.user_id), "
+        "k AS (UPDATE sessions s SET revoked_at = now() FROM b WHERE s.tenant_id = b.tenant_id "
+        "AND s.sso_session_id = b.id AND s.revoked_at IS NULL RETURNING s.id, s.tenant_id, s.client_id), "
+        STORE_SID_REVOCATIONS("k", "$8")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
-        "ip, request_id, details) SELECT s.tenant_id, 'user', s.user_id::text, 'logout', 'session', "
-        "s.id::text, $4::inet, $5, '{\"browser\": true}'::jsonb FROM s) "
-        "SELECT id FROM s" },
+        "ip, request_id, details) SELECT b.tenant_id, 'user', b.user_id::text, 'logout', 'session', "
+        "b.id::text, $4::inet, $5, jsonb_build_object('browser', true, 'sessions', (SELECT count(*) FROM k)) "
+        "FROM b) "
+        "SELECT r.seq, r.tenant_id, r.value, r.exp, NULL::bigint, ok.v FROM ok LEFT JOIN r ON true" },
+    /* After the logout, on a snapshot of its own: a session made by a code redemption that held
+     * the browser session while the logout waited (STORE_CODE_REDEEM) is ended too. The
+     * cookie's secret proves the browser session is the caller's. */
+    [STORE_SSO_SWEEP] = {
+        "sso_sweep", false,
+        "WITH b AS (SELECT s.id, s.tenant_id, s.user_id FROM sessions s JOIN tenants t ON t.id = s.tenant_id "
+        "WHERE t.slug = $1 AND s.id = $2 AND s.client_id IS NULL AND s.refresh_sha256 = decode($3, 'hex') "
+        "AND s.revoked_at IS NOT NULL), "
+        "k AS (UPDATE sessions s SET revoked_at = now() FROM b WHERE s.tenant_id = b.tenant_id "
+        "AND s.sso_session_id = b.id AND s.revoked_at IS NULL RETURNING s.id, s.tenant_id, s.client_id), "
+        STORE_SID_REVOCATIONS("k", "$4")
+        "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
+        "ip, request_id, details) SELECT b.tenant_id, 'user', b.user_id::text, 'logout', 'session', "
+        "b.id::text, $5::inet, $6, jsonb_build_object('browser', true, 'sessions', (SELECT count(*) FROM k), "
+        "'sweep', true) FROM b WHERE EXISTS (SELECT 1 FROM k)) "
+        "SELECT seq, tenant_id, value, exp FROM r" },
+    /* Where a client may send the browser after a logout (OIDC RP-Initiated Logout §2): the
+     * registration, a moment stale at worst, as the authorization endpoint's. */
+    [STORE_LOGOUT_CLIENT] = {
+        "logout_client", true,
+        "SELECT $3::text = ANY (c.post_logout_redirect_uris) FROM tenants t JOIN clients c "
+        "ON c.tenant_id = t.id WHERE t.slug = $1 AND t.deleted_at IS NULL AND c.client_id = $2 "
+        "AND c.deleted_at IS NULL" },
     /* Code redemption reads the primary (SECURITY F03): a code consumed a moment ago is seen. */
     [STORE_CODE_READ] = {
         "code_read", false,
@@ -585,18 +639,26 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "'authorization_id', a.id) FROM a) "
         "SELECT seq, tenant_id, value, exp FROM r" },
     /* The code consumed and its session made in one statement: under the row lock a second
-     * redemption (this instance or another) finds it consumed, so exactly one wins (O12). */
+     * redemption (this instance or another) finds it consumed, so exactly one wins (O12). A
+     * code whose user was disabled or whose browser session ended is not consumed (then no
+     * reuse is seen). The browser session is share-locked (k): a logout that comes first makes
+     * this wait and see it ended; one that comes after waits for this commit, and its sweep
+     * (STORE_SSO_SWEEP) sees the session made here. */
     [STORE_CODE_REDEEM] = {
         "code_redeem", false,
-        "WITH a AS (UPDATE authorizations SET consumed_at = now(), session_id = $4 WHERE tenant_id = $1 "
-        "AND id = $2 AND client_id = $3 AND consumed_at IS NULL AND code_expires_at > now() "
-        "RETURNING tenant_id, user_id), "
-        "u AS (SELECT u.id, u.tenant_id FROM users u JOIN a ON u.tenant_id = a.tenant_id "
-        "AND u.id = a.user_id WHERE NOT u.disabled AND u.deleted_at IS NULL), "
+        "WITH k AS (SELECT b.id FROM authorizations a JOIN sessions b ON b.tenant_id = a.tenant_id "
+        "AND b.id = a.sso_session_id WHERE a.tenant_id = $1 AND a.id = $2 AND b.revoked_at IS NULL "
+        "FOR SHARE OF b), "
+        "a AS (UPDATE authorizations a SET consumed_at = now(), session_id = $4 FROM users u "
+        "WHERE a.tenant_id = $1 AND a.id = $2 AND a.client_id = $3 AND a.consumed_at IS NULL "
+        "AND a.code_expires_at > now() AND u.tenant_id = a.tenant_id AND u.id = a.user_id "
+        "AND NOT u.disabled AND u.deleted_at IS NULL "
+        "AND (a.sso_session_id IS NULL OR a.sso_session_id IN (SELECT id FROM k)) "
+        "RETURNING a.tenant_id, a.user_id, a.sso_session_id), "
         "s AS (INSERT INTO sessions (id, tenant_id, user_id, client_id, refresh_sha256, amr, ip, "
-        "user_agent, expires_at, absolute_expires_at) SELECT $4, u.tenant_id, u.id, $3, "
+        "user_agent, expires_at, absolute_expires_at, sso_session_id) SELECT $4, a.tenant_id, a.user_id, $3, "
         "decode($5, 'hex'), '{pwd}', $6::inet, $7, now() + make_interval(secs => $8::int), "
-        "now() + make_interval(secs => $9::int) FROM u RETURNING id) "
+        "now() + make_interval(secs => $9::int), a.sso_session_id FROM a RETURNING id) "
         "SELECT id FROM s" },
     [STORE_USERINFO] = {
         "userinfo", true,

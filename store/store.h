@@ -144,22 +144,38 @@ enum store_stmt {
                                * nonce (each or NULL), $9 code_challenge, $10 lifetime s, $11 / $12
                                * the browser session's id / SHA-256 (hex) or NULL, $13 a code's
                                * SHA-256 (hex), $14 the browser session's idle s, $15 the code's
-                               * lifetime s, $16 max_age s or NULL → request id, whether the live
-                               * browser session answered it (then the code is its); no row when
-                               * the client is gone */
+                               * lifetime s, $16 max_age s or NULL, $17 ip, $18 request id →
+                               * request id, whether the live browser session answered it (then
+                               * the code is its, the request records the session, and an audit
+                               * row says sso_login); no row when the client is gone */
     STORE_AUTHZ_LOGIN_LOOKUP, /* $1 tenant slug, $2 request id, $3 username, $4 email or NULL →
                                * STORE_LOGIN_LOOKUP's columns, the second saying whether the request
                                * awaits its login; a row per user found by either */
     STORE_AUTHZ_LOGIN_SUCCEEDED, /* $1 tenant id, $2 user id, $3 request id, $4 code SHA-256 (hex),
                                   * $5 code lifetime s, $6 ip, $7 request id, $8 new hash or NULL, $9
                                   * the verified hash, $10 / $11 a browser session's id / SHA-256
-                                  * (hex), $12 user agent, $13 / $14 its idle / absolute s → no row
-                                  * when the user changed since the lookup; else redirect_uri,
-                                  * state, whether the request took the code (f: spent or expired
-                                  * meanwhile; then no browser session either); the audit row */
-    STORE_SSO_LOGOUT,         /* $1 tenant slug, $2 browser session id, $3 its SHA-256 (hex), $4
-                               * ip, $5 request id → session id when it was live and is now
-                               * revoked (audit logout) */
+                                  * (hex), $12 user agent, $13 / $14 its idle / absolute s, $15 /
+                                  * $16 the cookie's browser session id / SHA-256 (or NULL), $17
+                                  * the SHA-256 of a new token for that id (the same user's live
+                                  * one is renewed with it; another is ended) → no row when the
+                                  * user changed since the lookup; else redirect_uri, state,
+                                  * whether the request took the code (f: spent or expired
+                                  * meanwhile; then no browser session either), the browser
+                                  * session's id ($10 or $15); the audit row */
+    STORE_SSO_LOGOUT,         /* $1 tenant slug, $2 browser session id, $3 its SHA-256 (hex) (both
+                               * NULL: no session), $4 ip, $5 request id, $6 client_id, $7 the
+                               * post-logout redirect (both NULL: none), $8 slack s → rows as
+                               * logout-all's (auth_session_spread): the 'sid' revocations of the
+                               * sessions its codes made, ended with it (audit logout), each with
+                               * a sixth column saying the redirect is the client's (f: nothing
+                               * ended); one row at least */
+    STORE_SSO_SWEEP,          /* $1 tenant slug, $2 browser session id, $3 its SHA-256 (hex), $4
+                               * slack s, $5 ip, $6 request id → rows as logout's: the sessions its
+                               * codes made that are still live once it ended (a redemption the
+                               * logout waited for), with an audit row when there were any */
+    STORE_LOGOUT_CLIENT,      /* $1 tenant slug, $2 client_id, $3 a post-logout redirect URI or
+                               * NULL → one row: whether the client registered it (NULL: none
+                               * asked); none for no such client */
     STORE_CODE_READ,          /* $1 tenant slug, $2 code SHA-256 (hex) → request id, client_id,
                                * code_challenge, redirect_uri, redirect given, consumed, expired
                                * (t/f), tenant id, user id, scope, nonce, auth_time (Unix s),
@@ -171,7 +187,8 @@ enum store_stmt {
     STORE_CODE_REDEEM,        /* $1 tenant id, $2 request id, $3 client_id, $4 new session id, $5
                                * refresh SHA-256 (hex) or NULL, $6 ip, $7 user agent, $8 idle s, $9
                                * absolute s → session id; no row unless the code was unconsumed,
-                               * unexpired and its user still enabled (exactly one wins, O12) */
+                               * unexpired, its user still enabled and its browser session (if
+                               * any) live (exactly one wins, O12) */
     STORE_USERINFO,           /* $1 tenant id, $2 user id, $3 the token's scope → one row: OIDC
                                * Core §5.3.2's claims as JSON (by §5.4's scopes), or none */
     STORE_STMT_COUNT,

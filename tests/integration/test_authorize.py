@@ -26,7 +26,8 @@ Checks:
   authorization response; O32 state with & # = echoed exactly, a 4 KiB state posted to
   /authorize echoed, no state → none, a GET over 4096 bytes → 414; O40's headers on every
   page and redirect;
-- login: O39 (no csrf field, another csrf, no cookie, a cross-site Origin, Origin "null", another
+- login: O39 (no csrf field, another csrf, no cookie, a cross-site Origin, Origin "null" (accepted
+  only with Sec-Fetch-Site: same-origin, as a no-referrer page's post carries it), another
   port, Sec-Fetch-Site: cross-site → 403, nothing counted, no code; the same-site ones fine);
   wrong password / unknown / disabled / locked user → one 200 page, the form again (P01), failures counted and
   the lockout after 10 (P03); O41 303; authz spent, unknown, expired → 400;
@@ -655,6 +656,8 @@ def test_login_post(res, env, port):
              ("cookie ≠ csrf field", dict(cookie=other(page.csrf))),
              ("Origin: https://evil.example", dict(origin="https://evil.example")),
              ("Origin: null", dict(origin="null")),
+             ("Origin: null, Sec-Fetch-Site: cross-site", dict(origin="null", extra={"Sec-Fetch-Site": "cross-site"})),
+             ("Origin: null, Sec-Fetch-Site: same-site", dict(origin="null", extra={"Sec-Fetch-Site": "same-site"})),
              ("Origin of another port (https://auth.example.test)", dict(origin="https://auth.example.test")),
              ("Origin of another scheme (http://auth.example.test:8443)", dict(origin="http://auth.example.test:8443")),
              ("Sec-Fetch-Site: cross-site", dict(extra={"Sec-Fetch-Site": "cross-site"})),
@@ -692,6 +695,11 @@ def test_login_post(res, env, port):
     no_origin = post_login(port, page2, "ALICE", origin=None)
     res.check("login: no Origin header, username in another case → 303 with a code",
               no_origin[0] == 303 and one(redirect_query(hdr(no_origin[1], "location"), CB), "code"), show(no_origin))
+    # What a browser sends from a page with Referrer-Policy: no-referrer (Fetch §3.1)
+    page4 = start(res, port, web, "Origin null")
+    browser = post_login(port, page4, "alice", origin="null", extra={"Sec-Fetch-Site": "same-origin"})
+    res.check("O39 Origin: null with Sec-Fetch-Site: same-origin (a no-referrer page's own post) → 303 with a code",
+              browser[0] == 303 and one(redirect_query(hdr(browser[1], "location"), CB), "code"), show(browser))
     unknown = post_login(port, page2, "alice", authz=str(uuid.uuid4()))
     res.check("login: an unknown authz → 400 HTML", unknown[0] == 400 and is_html(unknown[1]), show(unknown))
     page3 = start(res, port, web, "expired authz")
