@@ -57,6 +57,8 @@ struct logout_wait {
     char slug[AUTH_SLUG_MAX + 1];
     char sid[CT_UUID_TEXT_LEN + 1]; /* the browser session's, or "" */
     char sha[2 * HASH_SHA256_BYTES + 1];
+    char hint_sid[CT_UUID_TEXT_LEN + 1]; /* the verified hint's session and user, or "" */
+    char hint_sub[CT_UUID_TEXT_LEN + 1];
     char ip[AUTH_IP_MAX + 1];
     char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
     char slack[16];
@@ -117,6 +119,7 @@ static void logout_page(struct http_ctx *ctx, const struct auth *auth, const cha
                         "signed in to with it?</p>");
     auth_page_form(&b, auth, slug, "logout");
     bool redirect = p->redirect[0] != '\0';
+    auth_hidden_field(&b, "id_token_hint", p->hint[0] ? p->hint : NULL); /* verified: its session ends */
     auth_hidden_field(&b, "client_id", p->client_id[0] ? p->client_id : NULL);
     auth_hidden_field(&b, "post_logout_redirect_uri", redirect ? p->redirect : NULL);
     auth_hidden_field(&b, "state", redirect && p->state[0] ? p->state : NULL);
@@ -162,14 +165,12 @@ static void logout_check_client(struct http_ctx *ctx, struct logout_wait *lw)
     auth_send(ctx, &lw->w, STORE_LOGOUT_CLIENT, NULL, logout_client_read);
 }
 
-/* The hint against the tenant's keys, on the shard (a verification, as /verify's). */
-static void logout_hint_keys(struct auth_wait *w, struct auth_tenant *tenant)
+/* The hint against the tenant's keys, on the shard (a verification, as /verify's; the
+ * reference is given back): true with the hint's client in p.client_id (when none was given)
+ * and its session and user kept, else lw->refusal says why. */
+static bool logout_hint_valid(struct logout_wait *lw, struct auth_tenant *tenant)
 {
-    struct logout_wait *lw = (struct logout_wait *)w;
-    if (tenant == NULL) {
-        http_resume(lw, logout_page_resumed); /* w->status says why: 404, 503 */
-        return;
-    }
+    struct auth_wait *w = &lw->w;
     char issuer[AUTH_SESSION_ISSUER_MAX + 1];
     struct buf iss;
     buf_init(&iss, issuer, sizeof(issuer));
@@ -190,17 +191,28 @@ static void logout_hint_keys(struct auth_wait *w, struct auth_tenant *tenant)
     if (rc != 0) {
         lw->refusal = lw->p.client_id[0] ? "id_token_hint is not an ID token this server issued to client_id"
                                          : "id_token_hint is not an ID token this server issued";
-        http_resume(lw, logout_page_resumed);
-        return;
+        return false;
     }
     if (strlen(claims.client_id) > AUTH_CLIENT_ID_MAX) {
         lw->refusal = "id_token_hint names no client of this server";
-        http_resume(lw, logout_page_resumed);
-        return;
+        return false;
     }
     if (lw->p.client_id[0] == '\0')
         memcpy(lw->p.client_id, claims.client_id, strlen(claims.client_id) + 1);
-    logout_check_client(NULL, lw);
+    if (auth_uuid_text(claims.sid) && auth_uuid_text(claims.sub)) { /* Tessera's own: the session */
+        memcpy(lw->hint_sid, claims.sid, sizeof(lw->hint_sid));
+        memcpy(lw->hint_sub, claims.sub, sizeof(lw->hint_sub));
+    }
+    return true;
+}
+
+static void logout_hint_keys(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    struct logout_wait *lw = (struct logout_wait *)w;
+    if (tenant == NULL || !logout_hint_valid(lw, tenant))
+        http_resume(lw, logout_page_resumed); /* w->status (404, 503) or lw->refusal says why */
+    else
+        logout_check_client(NULL, lw);
 }
 
 static void logout_confirm_rate_passed(struct auth_wait *w)
@@ -336,13 +348,33 @@ static void logout_send(struct http_ctx *ctx, struct logout_wait *lw)
     q[0] = lw->slug, q[1] = sso ? lw->sid : NULL, q[2] = sso ? lw->sha : NULL;
     q[3] = lw->ip[0] ? lw->ip : NULL, q[4] = lw->request_id;
     q[5] = redirect ? lw->p.client_id : NULL, q[6] = redirect ? lw->p.redirect : NULL, q[7] = lw->slack;
-    lw->w.q.params_count = 8;
+    bool hinted = lw->hint_sid[0] != '\0';
+    q[8] = hinted ? lw->hint_sid : NULL, q[9] = hinted ? lw->hint_sub : NULL, q[10] = hinted ? lw->p.client_id : NULL;
+    lw->w.q.params_count = 11;
     auth_send(ctx, &lw->w, STORE_SSO_LOGOUT, NULL, logout_committed);
+}
+
+static void logout_post_keys(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    struct logout_wait *lw = (struct logout_wait *)w;
+    if (tenant == NULL || !logout_hint_valid(lw, tenant))
+        http_resume(lw, logout_done); /* nothing ended */
+    else
+        logout_send(NULL, lw);
+}
+
+/* The hint, if any, verified again (the form came through the browser), then the logout. */
+static void logout_begin(struct http_ctx *ctx, struct logout_wait *lw)
+{
+    if (lw->p.hint[0] != '\0')
+        auth_tenant_get(ctx, &lw->w, lw->slug, logout_post_keys);
+    else
+        logout_send(ctx, lw);
 }
 
 static void logout_rate_passed(struct auth_wait *w)
 {
-    logout_send(NULL, (struct logout_wait *)w);
+    logout_begin(NULL, (struct logout_wait *)w);
 }
 
 /* POST /t/{tenant}/logout: the browser session of the cookie ends with its applications'
@@ -367,7 +399,7 @@ static void logout_post(struct http_ctx *ctx)
     memset(p, 0, sizeof(*p));
     const char *why = ctx->body.len == 0 ? NULL
                       : !auth_form_body(ctx) ? "the body must be application/x-www-form-urlencoded"
-                                             : logout_read(ctx, ctx->body, p, false);
+                                             : logout_read(ctx, ctx->body, p, true);
     if (why != NULL) {
         auth_page_error(ctx, 400, why);
         return;
@@ -376,7 +408,7 @@ static void logout_post(struct http_ctx *ctx)
     auth_slug_copy(ctx->params[0], slug);
     char sid[CT_UUID_TEXT_LEN + 1], sha[2 * HASH_SHA256_BYTES + 1];
     bool sso = auth_sso_cookie(ctx, sid, sha);
-    if (!sso && p->redirect[0] == '\0') {
+    if (!sso && p->redirect[0] == '\0' && p->hint[0] == '\0') {
         logout_signed_out(ctx, auth, slug, p); /* nothing to end, nowhere to check */
         return;
     }
@@ -396,7 +428,7 @@ static void logout_post(struct http_ctx *ctx)
     lw->request_id[ctx->request_id.len] = '\0';
     lw->w.rate = limits;
     if (!auth_rate_pending(&limits))
-        logout_send(ctx, lw);
+        logout_begin(ctx, lw);
     else if (auth_rate_continue(ctx, &lw->w, logout_rate_passed) != 0)
         auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
 }

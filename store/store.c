@@ -566,8 +566,10 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "'renewed', EXISTS (SELECT 1 FROM r), 'replaced_session', (SELECT o.id FROM o)) FROM z) "
         "SELECT z.redirect_uri, z.state, z.client_id IS NOT NULL, z.sso_session_id FROM u LEFT JOIN z ON true" },
     /* The browser's logout: its session ends (the cookie's; no token was issued from it), and
-     * every session its codes made with a 'sid' revocation each, with the audit row; unless the
-     * post-logout redirect asked for is not the client's (then nothing ends). */
+     * every session its codes made with a 'sid' revocation each, with the audit row; so does
+     * the session of a verified id_token_hint (its user and client; OIDC RP-Initiated Logout
+     * §2), from any browser. Unless the post-logout redirect asked for is not the client's:
+     * then nothing ends. */
     [STORE_SSO_LOGOUT] = {
         "sso_logout", false,
         "WITH ok AS (SELECT $7::text IS NULL OR EXISTS (SELECT 1 FROM clients c JOIN tenants t "
@@ -580,11 +582,17 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "RETURNING s.id, s.tenant_id, s.user_id), "
         "k AS (UPDATE sessions s SET revoked_at = now() FROM b WHERE s.tenant_id = b.tenant_id "
         "AND s.sso_session_id = b.id AND s.revoked_at IS NULL RETURNING s.id, s.tenant_id, s.client_id), "
-        STORE_SID_REVOCATIONS("k", "$8")
+        "h AS (UPDATE sessions s SET revoked_at = now() FROM tenants t, ok WHERE ok.v AND t.slug = $1 "
+        "AND s.tenant_id = t.id AND s.id = $9::uuid AND s.user_id = $10::uuid AND s.client_id = $11 "
+        "AND s.revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM b WHERE b.id = s.sso_session_id) "
+        "RETURNING s.id, s.tenant_id, s.client_id, s.user_id), "
+        "e AS (SELECT id, tenant_id, client_id FROM k UNION ALL SELECT id, tenant_id, client_id FROM h), "
+        STORE_SID_REVOCATIONS("e", "$8")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
-        "ip, request_id, details) SELECT b.tenant_id, 'user', b.user_id::text, 'logout', 'session', "
-        "b.id::text, $4::inet, $5, jsonb_build_object('browser', true, 'sessions', (SELECT count(*) FROM k)) "
-        "FROM b) "
+        "ip, request_id, details) SELECT x.tenant_id, 'user', x.user_id::text, 'logout', 'session', "
+        "x.id::text, $4::inet, $5, jsonb_build_object('browser', x.browser, 'sessions', (SELECT count(*) FROM e), "
+        "'hinted', EXISTS (SELECT 1 FROM h)) FROM (SELECT tenant_id, user_id, id, true AS browser FROM b "
+        "UNION ALL SELECT tenant_id, user_id, id, false FROM h WHERE NOT EXISTS (SELECT 1 FROM b)) x) "
         "SELECT r.seq, r.tenant_id, r.value, r.exp, NULL::bigint, ok.v FROM ok LEFT JOIN r ON true" },
     /* After the logout, on a snapshot of its own: a session made by a code redemption that held
      * the browser session while the logout waited (STORE_CODE_REDEEM) is ended too. The

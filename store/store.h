@@ -164,11 +164,13 @@ enum store_stmt {
                                   * session's id ($10 or $15); the audit row */
     STORE_SSO_LOGOUT,         /* $1 tenant slug, $2 browser session id, $3 its SHA-256 (hex) (both
                                * NULL: no session), $4 ip, $5 request id, $6 client_id, $7 the
-                               * post-logout redirect (both NULL: none), $8 slack s → rows as
-                               * logout-all's (auth_session_spread): the 'sid' revocations of the
-                               * sessions its codes made, ended with it (audit logout), each with
-                               * a sixth column saying the redirect is the client's (f: nothing
-                               * ended); one row at least */
+                               * post-logout redirect (both NULL: none), $8 slack s, $9 / $10 /
+                               * $11 a verified id_token_hint's session, user and client (or
+                               * NULL) → rows as logout-all's (auth_session_spread): the 'sid'
+                               * revocations of the sessions its codes made and of the hint's,
+                               * ended with it (audit logout), each with a sixth column saying
+                               * the redirect is the client's (f: nothing ended); one row at
+                               * least */
     STORE_SSO_SWEEP,          /* $1 tenant slug, $2 browser session id, $3 its SHA-256 (hex), $4
                                * slack s, $5 ip, $6 request id → rows as logout's: the sessions its
                                * codes made that are still live once it ended (a redemption the

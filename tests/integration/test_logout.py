@@ -44,6 +44,9 @@ Checks:
   session (a new cookie for the same session id; the old cookie is login_required at prompt=none);
   its app sessions and a second tab's pending code keep their link (ended by the logout, counted
   in its audit row); another user's login replaces the browser session and the cookie;
+- hint logout: from a browser without the cookie, the confirmation page carries the verified
+  hint, and its post (the hint verified again: an altered one is 400) ends the hint's session
+  only: the browser session and its other application sessions live on; the audit row;
 - SSO audit: the login page's login row has flow authorization_code; a silent authorization
   writes sso_login (actor the user, target the browser session, its client_id): no credential
   was presented, so it is no login_succeeded.
@@ -643,6 +646,42 @@ def test_relogin(res, env, port):
                   == env.users["bob"], repr(jwt_claims(d["idt"] or "x.e30.x")))
 
 
+def test_hint_logout(res, env, port):
+    """RP-Initiated Logout §2 from a browser without the cookie (another browser, or the cookie
+    gone): the verified id_token_hint's own session ends, and nothing else."""
+    web, web2 = env.clients["web"], env.clients["web2"]
+    wid = web["client_id"]
+    sso, code = browser_login(res, port, web, "hint logout")
+    s = session(res, port, web, code, "hint logout")
+    code2 = sso_code(res, "hint logout: the browser answers web2 at once", sso_authorize(port, web2, sso))
+    s2 = session(res, port, web2, code2, "hint logout, web2") if code2 else None
+    conf = rp_logout(port, {"id_token_hint": s["idt"], "post_logout_redirect_uri": BYE, "state": "h1"})
+    page = confirm_page(res, "hint logout: no cookie, the hint and a URI → the confirmation page", conf, wid, BYE, "h1")
+    res.check("hint logout: ... its form carries the verified hint", hidden(page, "id_token_hint") == s["idt"],
+              repr(hidden(page, "id_token_hint"))[:80])
+    # a hint altered in the form (the post verifies it again) → 400, nothing ended
+    forged = [(k, (v[:-3] + ("AAA" if v[-3:] != "AAA" else "BBB")) if k == "id_token_hint" else v)
+              for k, v in form_fields(page)]
+    bad = sso_logout(port, None, forged, origin="null", extra={"Sec-Fetch-Site": "same-origin"})
+    res.check("hint logout: the form posted with an altered hint → 400 page, no redirect",
+              bad[0] == 400 and is_html(bad[1]) and hdr(bad[1], "location") is None, show(bad))
+    alive(res, "hint logout: ... the hint's session", port, web, s)
+    out = sso_logout(port, None, form_fields(page), origin="null", extra={"Sec-Fetch-Site": "same-origin"})
+    q = redirect_query(hdr(out[1], "location"), BYE)
+    res.check("hint logout: the form posted without a cookie → 303 to the URI with state",
+              out[0] == 303 and q == {"state": ["h1"]}, show(out))
+    ended(res, "hint logout: the hint's session", env, port, web, s)
+    if s2:
+        alive(res, "hint logout: the browser's other application session (web2)", port, web2, s2)
+    sso_code(res, "hint logout: the browser session itself still answers /authorize", sso_authorize(port, web, sso))
+    q = ("SELECT (details->>'hinted') || '|' || (details->>'browser') || '|' || (details->>'sessions') FROM audit_log "
+         "WHERE action = 'logout' AND target_id = '%s'" % s["sid"])
+    res.check("hint logout: the audit row names the hint's session: hinted, not the browser's, 1 session",
+              wait_for(lambda: env.sql(q) == "true|false|1", AUDIT_S), env.sql(q))
+    again = sso_logout(port, None, form_fields(page), origin="null", extra={"Sec-Fetch-Site": "same-origin"})
+    res.check("hint logout: the same form again → 303 all the same (nothing left to end)", again[0] == 303, show(again))
+
+
 # ---------------------------------------------------------------------------- main
 
 def run_all(res, env):
@@ -650,7 +689,7 @@ def run_all(res, env):
     res.run("admin CLI", test_cli, res, env)
     live = Live(env)
     groups = (("discovery", test_discovery), ("RP logout", test_rp_logout), ("SSO logout", test_sso_logout),
-              ("SSO logout: codes", test_codes), ("SSO re-login", test_relogin))
+              ("SSO logout: codes", test_codes), ("SSO re-login", test_relogin), ("hint logout", test_hint_logout))
     for name, fn in groups:
         port = live.port(res, name)
         res.run(name, fn, res, env, port)
