@@ -3,6 +3,7 @@
 #include "auth/auth_int.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -462,6 +463,31 @@ static void auth_respond_answer(struct http_ctx *ctx, void *state)
         http_respond_problem(ctx, w->status, w->detail);
 }
 
+static void auth_json_member(struct buf *body, const char *name, struct slice value)
+{
+    buf_printf(body, ",\"%s\":", name);
+    buf_append_json_string(body, value);
+}
+
+void auth_token_respond(struct http_ctx *ctx, const struct auth_token_answer *a)
+{
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"access_token\":");
+    buf_append_json_string(&body, a->access);
+    buf_printf(&body, ",\"token_type\":\"Bearer\",\"expires_in\":%" PRId64, a->lifetime_s);
+    if (a->scope != NULL && a->scope[0])
+        auth_json_member(&body, "scope", slice_make(a->scope, strlen(a->scope)));
+    if (a->refresh != NULL)
+        auth_json_member(&body, "refresh_token", slice_make(a->refresh, strlen(a->refresh)));
+    if (a->id_token.len > 0)
+        auth_json_member(&body, "id_token", a->id_token);
+    buf_append_cstr(&body, "}");
+    http_scratch_commit(ctx, &body);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store")); /* RFC 6749 §5.1 */
+    http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
+    http_respond(ctx, 200, "application/json", buf_slice(&body));
+}
+
 void auth_oauth_error(struct http_ctx *ctx, int status, const char *error, const char *description)
 {
     struct buf body = http_scratch_buf(ctx);
@@ -482,6 +508,14 @@ void auth_oauth_fail(struct auth_wait *w, int status, const char *error, const c
 {
     w->oauth_error = error;
     auth_answer(w, status, description);
+}
+
+void auth_client_refused(struct auth_wait *w)
+{
+    if (w->status == 401)
+        auth_oauth_fail(w, 401, "invalid_client", w->detail);
+    else
+        auth_answer(w, w->status, w->detail);
 }
 
 void auth_answer(struct auth_wait *w, int status, const char *detail)

@@ -574,11 +574,24 @@ void auth_respond_store_failure(struct http_ctx *ctx, enum pg_outcome outcome);
 /* Ends a parked request with a store failure answer (from a stage after the handler). */
 void auth_fail(struct auth_wait *w, enum pg_outcome outcome);
 
+/* A token endpoint's success (RFC 6749 §5.1): {access_token, token_type Bearer, expires_in,
+ * scope, refresh_token, id_token}, the last three only when given, with no-store. */
+struct auth_token_answer {
+    struct slice access;
+    int64_t lifetime_s;
+    const char *scope;     /* NULL or "": not sent */
+    const char *refresh;   /* NULL: not sent */
+    struct slice id_token; /* empty: not sent */
+};
+void auth_token_respond(struct http_ctx *ctx, const struct auth_token_answer *a);
 /* OAuth endpoints' errors (RFC 6749 §5.2): {"error", "error_description"} with no-store;
  * invalid_client is 401 with WWW-Authenticate (§5.2: the client may have used Basic). */
 void auth_oauth_error(struct http_ctx *ctx, int status, const char *error, const char *description);
 /* The same, ending a parked request. */
 void auth_oauth_fail(struct auth_wait *w, int status, const char *error, const char *description);
+/* A client authentication that failed (auth_client_authenticate gave NULL), answered: 401
+ * invalid_client (RFC 6749 §5.2) or the status it had (503 when the store was away). */
+void auth_client_refused(struct auth_wait *w);
 
 /* A tenant's keys for a parked request: from the shard's cache, or loaded (Postgres, then
  * the sealed private parts opened on the worker pool). ready(w, tenant) runs once, with a
@@ -593,6 +606,10 @@ void auth_tenant_get(struct http_ctx *ctx, struct auth_wait *w, const char *slug
 const struct auth_tenant *auth_tenant_cached(const struct auth *auth, const struct loop *loop,
                                              const char *slug);
 void auth_tenant_put(struct auth *auth, struct loop *loop, struct auth_tenant *tenant);
+/* For a stage that signs: true when the tenant's keys hold a signing key; else the reference
+ * is given back, the fault logged, and w->status / w->detail say 503 (retry: a key is made
+ * or unsealed meanwhile). */
+bool auth_tenant_signs(struct auth_wait *w, struct auth_tenant *tenant);
 
 /* Runs a token-signing job for a parked request: on the shard itself (run, then done, now)
  * when the tenant signs with EdDSA or ES256, else on the worker pool's urgent lane. DESIGN §1

@@ -106,25 +106,14 @@ static void code_invalid(struct code_wait *cw)
 static void code_respond(struct http_ctx *ctx, void *state)
 {
     struct code_wait *cw = state;
-    struct buf body = http_scratch_buf(ctx);
-    buf_append_cstr(&body, "{\"access_token\":");
-    buf_append_json_string(&body, slice_make(cw->u.tokens, (size_t)cw->access_len));
-    buf_printf(&body, ",\"token_type\":\"Bearer\",\"expires_in\":%" PRId64 ",\"scope\":", cw->lifetime_s);
-    buf_append_json_string(&body, slice_make(cw->scope, strlen(cw->scope)));
-    if (cw->with_refresh) {
-        buf_append_cstr(&body, ",\"refresh_token\":");
-        buf_append_json_string(&body, slice_make(cw->refresh, strlen(cw->refresh)));
-    }
-    if (cw->with_id_token) {
-        buf_append_cstr(&body, ",\"id_token\":");
-        buf_append_json_string(&body, slice_make(cw->u.tokens + cw->access_len + 1, (size_t)cw->id_len));
-    }
-    buf_append_cstr(&body, "}");
+    struct auth_token_answer a = {
+        .access = slice_make(cw->u.tokens, (size_t)cw->access_len), .lifetime_s = cw->lifetime_s,
+        .scope = cw->scope, .refresh = cw->with_refresh ? cw->refresh : NULL,
+        .id_token = cw->with_id_token ? slice_make(cw->u.tokens + cw->access_len + 1, (size_t)cw->id_len)
+                                      : slice_make(NULL, 0),
+    };
+    auth_token_respond(ctx, &a);
     code_forget(cw);
-    http_scratch_commit(ctx, &body);
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store")); /* RFC 6749 §5.1 */
-    http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
-    http_respond(ctx, 200, "application/json", buf_slice(&body));
 }
 
 /* ---- Signing --------------------------------------------------------------------------------- */
@@ -224,18 +213,12 @@ static void code_sign_done(struct worker_job *job)
 static void code_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
 {
     struct code_wait *cw = (struct code_wait *)w;
-    if (tenant == NULL) {
+    if (tenant == NULL || !auth_tenant_signs(w, tenant)) {
         code_forget(cw);
         auth_answer(w, w->status, w->detail);
         return;
     }
     cw->tenant = tenant;
-    if (keyset_signing_key(&tenant->keys) == NULL) {
-        code_release(cw);
-        code_forget(cw);
-        auth_answer(w, 503, "the tenant has no signing key; retry later");
-        return;
-    }
     if (ct_uuid7_now(cw->sid) != 0 || /* a new session for every code */
         (cw->with_refresh && auth_refresh_make(cw->sid, cw->refresh, cw->refresh_sha) != 0)) {
         code_release(cw);
@@ -341,10 +324,7 @@ static void code_client_ready(struct auth_wait *w, const struct auth_client *cli
     struct code_wait *cw = (struct code_wait *)w;
     if (client == NULL) {
         code_forget(cw);
-        if (w->status == 401)
-            auth_oauth_fail(w, 401, "invalid_client", w->detail);
-        else
-            auth_answer(w, w->status, w->detail);
+        auth_client_refused(w);
         return;
     }
     if (!auth_words_subset("authorization_code", client->grants)) {

@@ -200,10 +200,7 @@ static void introspect_client_ready(struct auth_wait *w, const struct auth_clien
 {
     struct introspect_wait *iw = (struct introspect_wait *)w;
     if (client == NULL) {
-        if (w->status == 401)
-            auth_oauth_fail(w, 401, "invalid_client", w->detail);
-        else
-            auth_answer(w, w->status, w->detail);
+        auth_client_refused(w);
         return;
     }
     if (!client->can_introspect) {

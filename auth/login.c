@@ -207,18 +207,12 @@ static void login_release(struct login_wait *lw)
 static void login_respond(struct http_ctx *ctx, void *state)
 {
     struct login_wait *lw = state;
-    struct buf body = http_scratch_buf(ctx);
-    buf_append_cstr(&body, "{\"access_token\":");
-    buf_append_json_string(&body, slice_make(lw->secret.jwt, (size_t)lw->jwt_len));
-    buf_printf(&body, ",\"token_type\":\"Bearer\",\"expires_in\":%lld,\"refresh_token\":",
-               (long long)lw->lifetime_s);
-    buf_append_json_string(&body, slice_make(lw->refresh, strlen(lw->refresh)));
-    buf_append_cstr(&body, "}");
+    struct auth_token_answer a = {
+        .access = slice_make(lw->secret.jwt, (size_t)lw->jwt_len), .lifetime_s = lw->lifetime_s,
+        .refresh = lw->refresh,
+    };
+    auth_token_respond(ctx, &a);
     login_forget(lw);
-    http_scratch_commit(ctx, &body);
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store")); /* RFC 6749 §5.1 */
-    http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
-    http_respond(ctx, 200, "application/json", buf_slice(&body));
 }
 
 static void login_page_again(struct http_ctx *ctx, void *state)
@@ -449,18 +443,12 @@ static void login_verify(struct login_wait *lw)
 static void login_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
 {
     struct login_wait *lw = (struct login_wait *)w;
-    if (tenant == NULL) {
+    if (tenant == NULL || !auth_tenant_signs(w, tenant)) {
         login_forget(lw);
         auth_answer(w, w->status, w->detail);
         return;
     }
     lw->tenant = tenant;
-    if (keyset_signing_key(&tenant->keys) == NULL) {
-        login_release(lw);
-        login_forget(lw);
-        auth_answer(w, 503, "the tenant has no signing key; retry later");
-        return;
-    }
     /* A new id at every login: no fixation (P13). */
     if (ct_uuid7_now(lw->sid) != 0 || auth_refresh_make(lw->sid, lw->refresh, lw->refresh_sha) != 0) {
         login_release(lw);

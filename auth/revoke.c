@@ -191,10 +191,7 @@ static void revoke_client_ready(struct auth_wait *w, const struct auth_client *c
 {
     struct revoke_wait *rw = (struct revoke_wait *)w;
     if (client == NULL) {
-        if (w->status == 401)
-            auth_oauth_fail(w, 401, "invalid_client", w->detail);
-        else
-            auth_answer(w, w->status, w->detail);
+        auth_client_refused(w);
         return;
     }
     bool refresh = rw->token_len == AUTH_REFRESH_TOKEN_LEN &&

@@ -198,22 +198,12 @@ static void refresh_invalid(struct refresh_wait *rw)
 static void refresh_respond(struct http_ctx *ctx, void *state)
 {
     struct refresh_wait *rw = state;
-    struct buf body = http_scratch_buf(ctx);
-    buf_append_cstr(&body, "{\"access_token\":");
-    buf_append_json_string(&body, slice_make(rw->jwt, (size_t)rw->jwt_len));
-    buf_printf(&body, ",\"token_type\":\"Bearer\",\"expires_in\":%" PRId64 ",\"refresh_token\":",
-               rw->op.lifetime_s);
-    buf_append_json_string(&body, slice_make(rw->refresh, strlen(rw->refresh)));
-    if (rw->scope[0]) {
-        buf_append_cstr(&body, ",\"scope\":");
-        buf_append_json_string(&body, slice_make(rw->scope, strlen(rw->scope)));
-    }
-    buf_append_cstr(&body, "}");
+    struct auth_token_answer a = {
+        .access = slice_make(rw->jwt, (size_t)rw->jwt_len), .lifetime_s = rw->op.lifetime_s,
+        .scope = rw->scope, .refresh = rw->refresh,
+    };
+    auth_token_respond(ctx, &a);
     refresh_forget(rw);
-    http_scratch_commit(ctx, &body);
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store")); /* RFC 6749 §5.1 */
-    http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
-    http_respond(ctx, 200, "application/json", buf_slice(&body));
 }
 
 static void refresh_sign_run(struct worker_job *job)
@@ -294,18 +284,12 @@ static void refresh_owner_answered(struct auth_session_op *op)
 static void refresh_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
 {
     struct refresh_wait *rw = (struct refresh_wait *)w;
-    if (tenant == NULL) {
+    if (tenant == NULL || !auth_tenant_signs(w, tenant)) {
         refresh_forget(rw);
         auth_answer(w, w->status, w->detail);
         return;
     }
     rw->tenant = tenant;
-    if (keyset_signing_key(&tenant->keys) == NULL) {
-        refresh_release(rw);
-        refresh_forget(rw);
-        auth_answer(w, 503, "the tenant has no signing key; retry later");
-        return;
-    }
     if (auth_refresh_make(rw->sid, rw->refresh, rw->new_sha) != 0) {
         refresh_release(rw);
         auth_answer(w, 500, "internal error");
@@ -341,10 +325,7 @@ static void refresh_client_ready(struct auth_wait *w, const struct auth_client *
     struct refresh_wait *rw = (struct refresh_wait *)w;
     if (client == NULL) {
         refresh_forget(rw);
-        if (w->status == 401)
-            auth_oauth_fail(w, 401, "invalid_client", w->detail);
-        else
-            auth_answer(w, w->status, w->detail);
+        auth_client_refused(w);
         return;
     }
     refresh_caller_known(rw, client->scopes);

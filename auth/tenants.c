@@ -313,6 +313,17 @@ static void tenant_flight_ready(struct auth_wait *w, struct auth_tenant *tenant)
     auth_tenant_put(auth, loop, tenant);
 }
 
+bool auth_tenant_signs(struct auth_wait *w, struct auth_tenant *tenant)
+{
+    if (keyset_signing_key(&tenant->keys) != NULL)
+        return true;
+    log_msg(LOG_ERROR, "the tenant has no usable signing key", "tenant", tenant->slug, NULL);
+    auth_tenant_put(w->auth, w->loop, tenant);
+    w->status = 503;
+    w->detail = "the tenant has no signing key; retry later";
+    return false;
+}
+
 void auth_tenant_get(struct http_ctx *ctx, struct auth_wait *w, const char *slug, auth_tenant_ready_fn ready)
 {
     struct auth_tenant *cached = tenant_fresh(w->auth, w->loop, slug);

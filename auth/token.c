@@ -68,20 +68,11 @@ bool auth_scope_valid(const char *scope)
 static void token_respond(struct http_ctx *ctx, void *state)
 {
     struct token_wait *tw = state;
-    struct buf body = http_scratch_buf(ctx);
-    buf_append_cstr(&body, "{\"access_token\":");
-    buf_append_json_string(&body, slice_make(tw->jwt, (size_t)tw->jwt_len));
-    buf_printf(&body, ",\"token_type\":\"Bearer\",\"expires_in\":%lld", (long long)tw->lifetime_s);
-    if (tw->scope[0]) {
-        buf_append_cstr(&body, ",\"scope\":");
-        buf_append_json_string(&body, slice_make(tw->scope, strlen(tw->scope)));
-    }
-    buf_append_cstr(&body, "}");
+    struct auth_token_answer a = {
+        .access = slice_make(tw->jwt, (size_t)tw->jwt_len), .lifetime_s = tw->lifetime_s, .scope = tw->scope,
+    };
+    auth_token_respond(ctx, &a);
     explicit_bzero(tw->jwt, sizeof(tw->jwt));
-    http_scratch_commit(ctx, &body);
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store")); /* RFC 6749 §5.1 */
-    http_header_add(ctx, "Pragma", SLICE_LIT("no-cache"));
-    http_respond(ctx, 200, "application/json", buf_slice(&body));
 }
 
 /* On a worker: render the claims and sign them (RFC 9068 §2.1: typ at+jwt). */
@@ -124,14 +115,8 @@ static void token_sign_done(struct worker_job *job)
 static void token_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
 {
     struct token_wait *tw = (struct token_wait *)w;
-    if (tenant == NULL) {
+    if (tenant == NULL || !auth_tenant_signs(w, tenant)) {
         auth_answer(w, w->status, w->detail);
-        return;
-    }
-    if (keyset_signing_key(&tenant->keys) == NULL) {
-        auth_tenant_put(w->auth, w->loop, tenant);
-        log_msg(LOG_ERROR, "the tenant has no usable signing key", "tenant", tw->cw.slug, NULL);
-        auth_answer(w, 503, "the tenant has no signing key; retry later");
         return;
     }
     tw->tenant = tenant;
@@ -154,10 +139,7 @@ static void token_client_ready(struct auth_wait *w, const struct auth_client *cl
 {
     struct token_wait *tw = (struct token_wait *)w;
     if (client == NULL) {
-        if (w->status == 401)
-            auth_oauth_fail(w, 401, "invalid_client", w->detail);
-        else
-            auth_answer(w, w->status, w->detail);
+        auth_client_refused(w);
         return;
     }
     if (!auth_words_subset("client_credentials", client->grants)) {
