@@ -143,10 +143,7 @@ void *auth_admin_start(struct http_ctx *ctx, size_t bytes, const char *scope)
     auth_slug_copy(ctx->params[0], admin->slug);
     snprintf(admin->slack_text, sizeof(admin->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
     auth_peer_ip(ctx, admin->ip, sizeof(admin->ip));
-    size_t id_len = ctx->request_id.len < AUTH_ADMIN_REQUEST_ID_MAX ? ctx->request_id.len
-                                                                    : AUTH_ADMIN_REQUEST_ID_MAX;
-    memcpy(admin->request_id, ctx->request_id.ptr, id_len);
-    admin->request_id[id_len] = '\0';
+    auth_request_id(ctx, admin->request_id, sizeof(admin->request_id));
     return admin;
 }
 

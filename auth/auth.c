@@ -561,6 +561,13 @@ bool auth_send(struct http_ctx *ctx, struct auth_wait *w, enum store_stmt stmt,
     return false;
 }
 
+void auth_request_id(const struct http_ctx *ctx, char *dst, size_t cap)
+{
+    size_t len = ctx->request_id.len < cap ? ctx->request_id.len : cap - 1;
+    memcpy(dst, ctx->request_id.ptr, len);
+    dst[len] = '\0';
+}
+
 void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap)
 {
     auth_peer_host(conn_peer(ctx->conn), dst, cap);

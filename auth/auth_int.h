@@ -420,6 +420,9 @@ void auth_rate_respond(struct http_ctx *ctx, const struct auth_rate_check *chk);
 int auth_rate_remote(struct auth_wait *w, void (*next)(struct auth_wait *w));
 /* An owner's answer reached the asking shard. */
 void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer);
+/* The request's id (X-Request-Id, or the one made for it) for audit rows, NUL-terminated in
+ * dst (cap bytes; HTTP_REQUEST_ID_BYTES_MAX + 1 holds any). */
+void auth_request_id(const struct http_ctx *ctx, char *dst, size_t cap);
 /* The peer's address without its port, for buckets and audit rows ("" when unknown). */
 void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap);
 /* The same of a conn_peer text ("host:port", "[v6]:port"). */

@@ -684,10 +684,8 @@ bool auth_sso_cookie(const struct http_ctx *ctx, char *sid, char *sha)
         return false;
     memcpy(token, cookie.ptr, cookie.len);
     token[cookie.len] = '\0';
-    bool ok = auth_refresh_parse(token, sid, sha) == 0;
+    bool ok = auth_refresh_parse(token, sid, sha) == 0; /* writes nothing when it refuses */
     explicit_bzero(token, sizeof(token));
-    if (!ok)
-        sid[0] = sha[0] = '\0';
     return ok;
 }
 
@@ -696,10 +694,9 @@ static bool authz_keep_request(const struct http_ctx *ctx, struct authz_wait *aw
 {
     char ip[AUTH_IP_MAX + 1], request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
     auth_peer_ip(ctx, ip, sizeof(ip));
-    memcpy(request_id, ctx->request_id.ptr, ctx->request_id.len);
-    request_id[ctx->request_id.len] = '\0';
+    auth_request_id(ctx, request_id, sizeof(request_id));
     return authz_keep(aw, ip[0] ? ip : NULL, strlen(ip), &aw->ip) &&
-           authz_keep(aw, request_id, ctx->request_id.len, &aw->request_id);
+           authz_keep(aw, request_id, strlen(request_id), &aw->request_id);
 }
 
 static void authz_handle(struct http_ctx *ctx, struct slice in)

@@ -417,8 +417,7 @@ void auth_code_grant(struct http_ctx *ctx, struct auth *auth, struct auth_client
     cw->verifier_given = req->verifier_given;
     snprintf(cw->u.asked.verifier, sizeof(cw->u.asked.verifier), "%s", req->verifier);
     auth_peer_ip(ctx, cw->ip, sizeof(cw->ip));
-    memcpy(cw->request_id, ctx->request_id.ptr, ctx->request_id.len);
-    cw->request_id[ctx->request_id.len] = '\0';
+    auth_request_id(ctx, cw->request_id, sizeof(cw->request_id));
     cw->w.rate = limits;
     if (!auth_rate_pending(&limits))
         code_identify(ctx, cw);

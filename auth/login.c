@@ -567,9 +567,7 @@ static void login_keep_request(struct http_ctx *ctx, struct login_wait *lw,
     auth_slug_copy(ctx->params[0], lw->slug);
     auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
     login_agent(ctx, lw->agent);
-    assert(ctx->request_id.len <= HTTP_REQUEST_ID_BYTES_MAX); /* a longer one was replaced */
-    memcpy(lw->request_id, ctx->request_id.ptr, ctx->request_id.len);
-    lw->request_id[ctx->request_id.len] = '\0';
+    auth_request_id(ctx, lw->request_id, sizeof(lw->request_id));
     if (!lw->browser) {
         struct buf issuer;
         buf_init(&issuer, lw->made.token.issuer, sizeof(lw->made.token.issuer));
@@ -635,10 +633,8 @@ void auth_login_browser(struct http_ctx *ctx, struct auth *auth, const struct au
     lw->browser = true;
     snprintf(lw->made.page.authz, sizeof(lw->made.page.authz), "%s", in->authz_id);
     snprintf(lw->made.page.csrf, sizeof(lw->made.page.csrf), "%s", in->csrf);
-    if (in->sso_sid[0] != '\0') {
-        memcpy(lw->made.page.cookie_sid, in->sso_sid, sizeof(lw->made.page.cookie_sid));
-        memcpy(lw->made.page.cookie_sha, in->sso_sha, sizeof(lw->made.page.cookie_sha));
-    }
+    snprintf(lw->made.page.cookie_sid, sizeof(lw->made.page.cookie_sid), "%s", in->sso_sid); /* "": none */
+    snprintf(lw->made.page.cookie_sha, sizeof(lw->made.page.cookie_sha), "%s", in->sso_sha);
     memcpy(lw->name, username, ulen + 1); /* bounded by the form's fields */
     if (strchr(username, '@') != NULL) /* also looked up as an email, as typed */
         memcpy(lw->made.page.email, username, ulen + 1);

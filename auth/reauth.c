@@ -242,10 +242,7 @@ static void reauth_keep_request(struct http_ctx *ctx, struct reauth_wait *rw, st
     rw->token_len = token.len;
     auth_slug_copy(ctx->params[0], rw->slug);
     auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
-    size_t id_len = ctx->request_id.len < AUTH_ADMIN_REQUEST_ID_MAX ? ctx->request_id.len
-                                                                    : AUTH_ADMIN_REQUEST_ID_MAX;
-    memcpy(rw->request_id, ctx->request_id.ptr, id_len);
-    rw->request_id[id_len] = '\0';
+    auth_request_id(ctx, rw->request_id, sizeof(rw->request_id));
     snprintf(rw->slack_text, sizeof(rw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
 }
 

@@ -364,10 +364,7 @@ static void recovery_start(struct http_ctx *ctx, enum recovery_kind kind)
     }
     auth_slug_copy(ctx->params[0], rw->slug);
     auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
-    size_t id_len = ctx->request_id.len < RECOVERY_REQUEST_ID_MAX ? ctx->request_id.len
-                                                                  : RECOVERY_REQUEST_ID_MAX;
-    memcpy(rw->request_id, ctx->request_id.ptr, id_len);
-    rw->request_id[id_len] = '\0';
+    auth_request_id(ctx, rw->request_id, sizeof(rw->request_id));
     rw->w.rate = limits;
     if (!auth_rate_pending(&rw->w.rate))
         recovery_go(ctx, rw);

@@ -422,10 +422,7 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
     snprintf(rw->idle_text, sizeof(rw->idle_text), "%d", AUTH_SESSION_IDLE_S);
     snprintf(rw->slack_text, sizeof(rw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
     auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
-    size_t id_len = ctx->request_id.len < SESSION_REQUEST_ID_MAX ? ctx->request_id.len
-                                                                 : SESSION_REQUEST_ID_MAX;
-    memcpy(rw->request_id, ctx->request_id.ptr, id_len);
-    rw->request_id[id_len] = '\0';
+    auth_request_id(ctx, rw->request_id, sizeof(rw->request_id));
     struct buf issuer;
     buf_init(&issuer, rw->issuer, sizeof(rw->issuer));
     auth_issuer(auth, slice_make(rw->cw.slug, strlen(rw->cw.slug)), &issuer);
@@ -737,10 +734,7 @@ static void user_start(struct http_ctx *ctx, enum user_mode mode)
     auth_slug_copy(ctx->params[0], lw->slug);
     snprintf(lw->slack_text, sizeof(lw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
     auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
-    size_t id_len = ctx->request_id.len < SESSION_REQUEST_ID_MAX ? ctx->request_id.len
-                                                                 : SESSION_REQUEST_ID_MAX;
-    memcpy(lw->request_id, ctx->request_id.ptr, id_len);
-    lw->request_id[id_len] = '\0';
+    auth_request_id(ctx, lw->request_id, sizeof(lw->request_id));
     if (auth_tenant_cached(auth, ctx->loop, lw->slug) == NULL)
         auth_tenant_get(ctx, &lw->w, lw->slug, user_keys_ready);
     else
