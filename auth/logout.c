@@ -62,6 +62,7 @@ struct logout_wait {
     char ip[AUTH_IP_MAX + 1];
     char request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
     char slack[16];
+    bool confirm;        /* the confirmation page's lookups, not the logout */
     const char *refusal; /* the 400 page's text, or NULL */
     struct logout_params p;
 };
@@ -110,8 +111,10 @@ static void logout_store_failed(struct auth_wait *w)
     w->detail = "the sign-in service is unavailable; try again shortly";
 }
 
-/* ---- The confirmation page (the end_session_endpoint) -------------------------------------- */
+/* ---- Answers ------------------------------------------------------------------------------- */
 
+/* The confirmation page: its form posts the logout with what was asked, the verified hint
+ * among it (the post verifies it again and ends its session). */
 static void logout_page(struct http_ctx *ctx, const struct auth *auth, const char *slug, const struct logout_params *p)
 {
     struct buf b = auth_page_begin(ctx);
@@ -119,7 +122,7 @@ static void logout_page(struct http_ctx *ctx, const struct auth *auth, const cha
                         "signed in to with it?</p>");
     auth_page_form(&b, auth, slug, "logout");
     bool redirect = p->redirect[0] != '\0';
-    auth_hidden_field(&b, "id_token_hint", p->hint[0] ? p->hint : NULL); /* verified: its session ends */
+    auth_hidden_field(&b, "id_token_hint", p->hint[0] ? p->hint : NULL);
     auth_hidden_field(&b, "client_id", p->client_id[0] ? p->client_id : NULL);
     auth_hidden_field(&b, "post_logout_redirect_uri", redirect ? p->redirect : NULL);
     auth_hidden_field(&b, "state", redirect && p->state[0] ? p->state : NULL);
@@ -127,16 +130,36 @@ static void logout_page(struct http_ctx *ctx, const struct auth *auth, const cha
     auth_page_end(ctx, 200, &b);
 }
 
-static void logout_page_resumed(struct http_ctx *ctx, void *state)
+static void logout_signed_out(struct http_ctx *ctx, const struct auth *auth, const char *slug,
+                              const struct logout_params *p)
+{
+    auth_set_cookie(ctx, auth, slug, AUTH_SSO_COOKIE, "", 0); /* Max-Age=0: forgotten */
+    if (p->redirect[0] != '\0') {
+        const char *pairs[] = { "state", p->state[0] ? p->state : NULL };
+        auth_page_redirect(ctx, auth, NULL, p->redirect, pairs, 2); /* §3: state, no more */
+        return;
+    }
+    struct buf b = auth_page_begin(ctx);
+    buf_append_cstr(&b, "<h1>Signed out</h1><p>You are signed out of this browser.</p>");
+    auth_page_end(ctx, 200, &b);
+}
+
+/* A parked request's end: the failure (w->status: 404, 503, 500), the refusal, or what it
+ * was for. A logout's success is "ended now, or already gone". */
+static void logout_answer(struct http_ctx *ctx, void *state)
 {
     struct logout_wait *lw = state;
-    if (lw->refusal != NULL)
-        auth_page_error(ctx, 400, lw->refusal);
-    else if (lw->w.status != 0)
+    if (lw->w.status != 0)
         auth_page_error(ctx, lw->w.status, lw->w.detail);
-    else
+    else if (lw->refusal != NULL)
+        auth_page_error(ctx, 400, lw->refusal);
+    else if (lw->confirm)
         logout_page(ctx, lw->w.auth, lw->slug, &lw->p);
+    else
+        logout_signed_out(ctx, lw->w.auth, lw->slug, &lw->p);
 }
+
+/* ---- The confirmation page's lookups ------------------------------------------------------- */
 
 static void logout_client_read(struct auth_wait *w)
 {
@@ -148,7 +171,7 @@ static void logout_client_read(struct auth_wait *w)
     } else if (lw->p.redirect[0] != '\0' && strcmp(pg_result_value(w->result, 0, 0), "t") != 0) {
         lw->refusal = "post_logout_redirect_uri is not registered for this application";
     }
-    http_resume(lw, logout_page_resumed);
+    http_resume(lw, logout_answer);
 }
 
 /* A client named (given, or the hint's) must be the tenant's, and its registration decides
@@ -156,13 +179,75 @@ static void logout_client_read(struct auth_wait *w)
 static void logout_check_client(struct http_ctx *ctx, struct logout_wait *lw)
 {
     if (lw->p.client_id[0] == '\0') {
-        http_resume(lw, logout_page_resumed);
+        http_resume(lw, logout_answer);
         return;
     }
     const char **q = lw->w.q.params;
     q[0] = lw->slug, q[1] = lw->p.client_id, q[2] = lw->p.redirect[0] ? lw->p.redirect : NULL;
     lw->w.q.params_count = 3;
     auth_send(ctx, &lw->w, STORE_LOGOUT_CLIENT, NULL, logout_client_read);
+}
+
+/* ---- The logout's statements --------------------------------------------------------------- */
+
+/* The sweep's revocations spread too. A failed sweep leaves what the logout ended ended, and
+ * the browser is told it is signed out: only a redemption racing the logout escaped. */
+static void logout_swept(struct auth_wait *w)
+{
+    if (w->outcome == PG_OK)
+        auth_session_spread(w);
+    else
+        log_msg(LOG_WARN, "the logout's sweep failed: a code redeemed during the logout may outlive it", NULL);
+    http_resume(w, logout_answer);
+}
+
+/* Committed: the revocations of the applications' sessions reach every shard and instance
+ * before the browser hears it is signed out; then the sweep (STORE_SSO_SWEEP) on a snapshot
+ * taken after this commit. */
+static void logout_committed(struct auth_wait *w)
+{
+    struct logout_wait *lw = (struct logout_wait *)w;
+    if (w->outcome != PG_OK) {
+        logout_store_failed(w);
+    } else if (pg_result_rows(w->result) < 1 || strcmp(pg_result_value(w->result, 0, 5), "t") != 0) {
+        lw->refusal = "post_logout_redirect_uri is not registered for this application";
+    } else {
+        auth_session_spread(w);
+        if (lw->sid[0] != '\0') {
+            const char **q = w->q.params;
+            q[0] = lw->slug, q[1] = lw->sid, q[2] = lw->sha, q[3] = lw->slack;
+            q[4] = lw->ip[0] ? lw->ip : NULL, q[5] = lw->request_id;
+            w->q.params_count = 6;
+            auth_send(NULL, w, STORE_SSO_SWEEP, NULL, logout_swept);
+            return;
+        }
+    }
+    http_resume(lw, logout_answer);
+}
+
+static void logout_send(struct http_ctx *ctx, struct logout_wait *lw)
+{
+    snprintf(lw->slack, sizeof(lw->slack), "%d", AUTH_SESSION_REVOKE_SLACK_S);
+    bool sso = lw->sid[0] != '\0', redirect = lw->p.redirect[0] != '\0';
+    const char **q = lw->w.q.params;
+    q[0] = lw->slug, q[1] = sso ? lw->sid : NULL, q[2] = sso ? lw->sha : NULL;
+    q[3] = lw->ip[0] ? lw->ip : NULL, q[4] = lw->request_id;
+    q[5] = redirect ? lw->p.client_id : NULL, q[6] = redirect ? lw->p.redirect : NULL, q[7] = lw->slack;
+    bool hinted = lw->hint_sid[0] != '\0';
+    q[8] = hinted ? lw->hint_sid : NULL, q[9] = hinted ? lw->hint_sub : NULL, q[10] = hinted ? lw->p.client_id : NULL;
+    lw->w.q.params_count = 11;
+    auth_send(ctx, &lw->w, STORE_SSO_LOGOUT, NULL, logout_committed);
+}
+
+/* ---- The stages both share ------------------------------------------------------------------ */
+
+/* After the hint (if any): the page's lookup of the client, or the logout. */
+static void logout_next(struct http_ctx *ctx, struct logout_wait *lw)
+{
+    if (lw->confirm)
+        logout_check_client(ctx, lw);
+    else
+        logout_send(ctx, lw);
 }
 
 /* The hint against the tenant's keys, on the shard (a verification, as /verify's; the
@@ -210,19 +295,52 @@ static void logout_hint_keys(struct auth_wait *w, struct auth_tenant *tenant)
 {
     struct logout_wait *lw = (struct logout_wait *)w;
     if (tenant == NULL || !logout_hint_valid(lw, tenant))
-        http_resume(lw, logout_page_resumed); /* w->status (404, 503) or lw->refusal says why */
+        http_resume(lw, logout_answer); /* nothing ended */
     else
-        logout_check_client(NULL, lw);
+        logout_next(NULL, lw);
 }
 
-static void logout_confirm_rate_passed(struct auth_wait *w)
+/* The hint first, if any: the page's and again the post's (the form came through the browser). */
+static void logout_stage(struct http_ctx *ctx, struct logout_wait *lw)
 {
-    struct logout_wait *lw = (struct logout_wait *)w;
     if (lw->p.hint[0] != '\0')
-        auth_tenant_get(NULL, w, lw->slug, logout_hint_keys);
+        auth_tenant_get(ctx, &lw->w, lw->slug, logout_hint_keys);
     else
-        logout_check_client(NULL, lw);
+        logout_next(ctx, lw);
 }
+
+static void logout_rate_passed(struct auth_wait *w)
+{
+    logout_stage(NULL, (struct logout_wait *)w);
+}
+
+/* Parks a request that reads or writes Postgres or checks a signature: the address's bucket
+ * bounds them. NULL: answered (429, 503). */
+static struct logout_wait *logout_park(struct http_ctx *ctx, struct auth *auth, const char *slug,
+                                       const struct logout_params *p, bool confirm)
+{
+    struct auth_rate_check limits;
+    if (!auth_rate_admit(ctx, auth, "", NULL, &limits))
+        return NULL;
+    struct logout_wait *lw = auth_park(ctx, auth, sizeof(*lw));
+    if (lw == NULL)
+        return NULL;
+    memcpy(lw->slug, slug, AUTH_SLUG_MAX + 1);
+    lw->p = *p;
+    lw->confirm = confirm;
+    lw->w.rate = limits;
+    return lw;
+}
+
+static void logout_start(struct http_ctx *ctx, struct logout_wait *lw)
+{
+    if (!auth_rate_pending(&lw->w.rate))
+        logout_stage(ctx, lw);
+    else if (auth_rate_continue(ctx, &lw->w, logout_rate_passed) != 0)
+        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
+}
+
+/* ---- The handlers --------------------------------------------------------------------------- */
 
 static void logout_confirm(struct http_ctx *ctx, struct slice in)
 {
@@ -243,24 +361,9 @@ static void logout_confirm(struct http_ctx *ctx, struct slice in)
         logout_page(ctx, auth, slug, p); /* nothing to look up (a redirect needs a client) */
         return;
     }
-    struct auth_rate_check limits; /* a read and maybe a signature check: the address's bucket */
-    if (!auth_rate_admit(ctx, auth, "", NULL, &limits))
-        return; /* answered 429 */
-    struct logout_wait *lw = auth_park(ctx, auth, sizeof(*lw));
-    if (lw == NULL)
-        return;
-    memcpy(lw->slug, slug, sizeof(slug));
-    lw->p = *p;
-    lw->w.rate = limits;
-    if (auth_rate_pending(&limits)) {
-        if (auth_rate_continue(ctx, &lw->w, logout_confirm_rate_passed) != 0)
-            auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
-        return;
-    }
-    if (p->hint[0] != '\0')
-        auth_tenant_get(ctx, &lw->w, lw->slug, logout_hint_keys);
-    else
-        logout_check_client(ctx, lw);
+    struct logout_wait *lw = logout_park(ctx, auth, slug, p, true);
+    if (lw != NULL)
+        logout_start(ctx, lw);
 }
 
 static void logout_confirm_get(struct http_ctx *ctx)
@@ -278,108 +381,9 @@ static void logout_confirm_post(struct http_ctx *ctx)
     logout_confirm(ctx, ctx->body);
 }
 
-/* ---- The logout ------------------------------------------------------------------------------ */
-
-static void logout_signed_out(struct http_ctx *ctx, const struct auth *auth, const char *slug,
-                              const struct logout_params *p)
-{
-    auth_set_cookie(ctx, auth, slug, AUTH_SSO_COOKIE, "", 0); /* Max-Age=0: forgotten */
-    if (p->redirect[0] != '\0') {
-        const char *pairs[] = { "state", p->state[0] ? p->state : NULL };
-        auth_page_redirect(ctx, auth, NULL, p->redirect, pairs, 2); /* §3: state, no more */
-        return;
-    }
-    struct buf b = auth_page_begin(ctx);
-    buf_append_cstr(&b, "<h1>Signed out</h1><p>You are signed out of this browser.</p>");
-    auth_page_end(ctx, 200, &b);
-}
-
-static void logout_done(struct http_ctx *ctx, void *state)
-{
-    struct logout_wait *lw = state;
-    if (lw->w.status != 0)
-        auth_page_error(ctx, lw->w.status, lw->w.detail);
-    else if (lw->refusal != NULL)
-        auth_page_error(ctx, 400, lw->refusal);
-    else
-        logout_signed_out(ctx, lw->w.auth, lw->slug, &lw->p); /* ended now, or already gone */
-}
-
-/* The sweep's revocations spread too. A failed sweep leaves what the logout ended ended, and
- * the browser is told it is signed out: only a redemption racing the logout escaped. */
-static void logout_swept(struct auth_wait *w)
-{
-    if (w->outcome == PG_OK)
-        auth_session_spread(w);
-    else
-        log_msg(LOG_WARN, "the logout's sweep failed: a code redeemed during the logout may outlive it", NULL);
-    http_resume(w, logout_done);
-}
-
-/* Committed: the revocations of the applications' sessions reach every shard and instance
- * before the browser hears it is signed out; then the sweep (STORE_SSO_SWEEP) on a snapshot
- * taken after this commit. */
-static void logout_committed(struct auth_wait *w)
-{
-    struct logout_wait *lw = (struct logout_wait *)w;
-    if (w->outcome != PG_OK) {
-        logout_store_failed(w);
-    } else if (pg_result_rows(w->result) < 1 || strcmp(pg_result_value(w->result, 0, 5), "t") != 0) {
-        lw->refusal = "post_logout_redirect_uri is not registered for this application";
-    } else {
-        auth_session_spread(w);
-        if (lw->sid[0] != '\0') {
-            const char **q = w->q.params;
-            q[0] = lw->slug, q[1] = lw->sid, q[2] = lw->sha, q[3] = lw->slack;
-            q[4] = lw->ip[0] ? lw->ip : NULL, q[5] = lw->request_id;
-            w->q.params_count = 6;
-            auth_send(NULL, w, STORE_SSO_SWEEP, NULL, logout_swept);
-            return;
-        }
-    }
-    http_resume(lw, logout_done);
-}
-
-static void logout_send(struct http_ctx *ctx, struct logout_wait *lw)
-{
-    snprintf(lw->slack, sizeof(lw->slack), "%d", AUTH_SESSION_REVOKE_SLACK_S);
-    bool sso = lw->sid[0] != '\0', redirect = lw->p.redirect[0] != '\0';
-    const char **q = lw->w.q.params;
-    q[0] = lw->slug, q[1] = sso ? lw->sid : NULL, q[2] = sso ? lw->sha : NULL;
-    q[3] = lw->ip[0] ? lw->ip : NULL, q[4] = lw->request_id;
-    q[5] = redirect ? lw->p.client_id : NULL, q[6] = redirect ? lw->p.redirect : NULL, q[7] = lw->slack;
-    bool hinted = lw->hint_sid[0] != '\0';
-    q[8] = hinted ? lw->hint_sid : NULL, q[9] = hinted ? lw->hint_sub : NULL, q[10] = hinted ? lw->p.client_id : NULL;
-    lw->w.q.params_count = 11;
-    auth_send(ctx, &lw->w, STORE_SSO_LOGOUT, NULL, logout_committed);
-}
-
-static void logout_post_keys(struct auth_wait *w, struct auth_tenant *tenant)
-{
-    struct logout_wait *lw = (struct logout_wait *)w;
-    if (tenant == NULL || !logout_hint_valid(lw, tenant))
-        http_resume(lw, logout_done); /* nothing ended */
-    else
-        logout_send(NULL, lw);
-}
-
-/* The hint, if any, verified again (the form came through the browser), then the logout. */
-static void logout_begin(struct http_ctx *ctx, struct logout_wait *lw)
-{
-    if (lw->p.hint[0] != '\0')
-        auth_tenant_get(ctx, &lw->w, lw->slug, logout_post_keys);
-    else
-        logout_send(ctx, lw);
-}
-
-static void logout_rate_passed(struct auth_wait *w)
-{
-    logout_begin(NULL, (struct logout_wait *)w);
-}
-
 /* POST /t/{tenant}/logout: the browser session of the cookie ends with its applications'
- * sessions, and the cookie with it. Cross-site posts are refused as the login's (a forced
- * logout is a nuisance, RFC 9700 §4.7). */
+ * sessions (and a verified hint's session), and the cookie with it. Cross-site posts are
+ * refused as the login's (a forced logout is a nuisance, RFC 9700 §4.7). */
 static void logout_post(struct http_ctx *ctx)
 {
     struct auth *auth = ctx->route_arg;
@@ -412,25 +416,15 @@ static void logout_post(struct http_ctx *ctx)
         logout_signed_out(ctx, auth, slug, p); /* nothing to end, nowhere to check */
         return;
     }
-    struct auth_rate_check limits; /* each one is a statement: the address's bucket bounds them */
-    if (!auth_rate_admit(ctx, auth, "", NULL, &limits))
-        return; /* answered 429 */
-    struct logout_wait *lw = auth_park(ctx, auth, sizeof(*lw));
-    if (lw == NULL)
-        return;
-    memcpy(lw->slug, slug, sizeof(slug));
-    memcpy(lw->sid, sso ? sid : "", sso ? sizeof(sid) : 1);
-    memcpy(lw->sha, sha, sizeof(sha));
+    struct logout_wait *lw = logout_park(ctx, auth, slug, p, false);
+    if (lw != NULL) {
+        memcpy(lw->sid, sid, sizeof(sid)); /* "" without a cookie */
+        memcpy(lw->sha, sha, sizeof(sha));
+        auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
+        auth_request_id(ctx, lw->request_id, sizeof(lw->request_id));
+        logout_start(ctx, lw);
+    }
     explicit_bzero(sha, sizeof(sha));
-    lw->p = *p;
-    auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
-    memcpy(lw->request_id, ctx->request_id.ptr, ctx->request_id.len);
-    lw->request_id[ctx->request_id.len] = '\0';
-    lw->w.rate = limits;
-    if (!auth_rate_pending(&limits))
-        logout_begin(ctx, lw);
-    else if (auth_rate_continue(ctx, &lw->w, logout_rate_passed) != 0)
-        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
 }
 
 int auth_browser_logout_routes(struct auth *auth, struct http_server *http)
