@@ -18,6 +18,13 @@
     "WHERE c.tenant_id = x.tenant_id AND c.client_id = x.client_id), 0) + " slack "::int) "               \
     "FROM " sessions " x RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
 
+/* Every live session made from a code that a browser session in CTE `browser` (id,
+ * tenant_id) answered (sessions.sso_session_id) ends: CTE k (id, tenant_id, client_id), for
+ * STORE_SID_REVOCATIONS. The browser's logout and its sweep. */
+#define STORE_SSO_APPS_END(browser)                                                                        \
+    "k AS (UPDATE sessions s SET revoked_at = now() FROM " browser " x WHERE s.tenant_id = x.tenant_id "   \
+    "AND s.sso_session_id = x.id AND s.revoked_at IS NULL RETURNING s.id, s.tenant_id, s.client_id), "
+
 /* A user's not-before trails the moment of the 'sub' revocation by this margin (seconds, SQL
  * text), so that a token issued just after it by a server whose clock runs behind Postgres'
  * (up to the JWT leeway) is not refused. The tokens the margin leaves alive are those of

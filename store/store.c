@@ -580,8 +580,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "AND s.tenant_id = t.id AND s.id = $2 AND s.client_id IS NULL "
         "AND s.refresh_sha256 = decode($3, 'hex') AND s.revoked_at IS NULL "
         "RETURNING s.id, s.tenant_id, s.user_id), "
-        "k AS (UPDATE sessions s SET revoked_at = now() FROM b WHERE s.tenant_id = b.tenant_id "
-        "AND s.sso_session_id = b.id AND s.revoked_at IS NULL RETURNING s.id, s.tenant_id, s.client_id), "
+        STORE_SSO_APPS_END("b")
         "h AS (UPDATE sessions s SET revoked_at = now() FROM tenants t, ok WHERE ok.v AND t.slug = $1 "
         "AND s.tenant_id = t.id AND s.id = $9::uuid AND s.user_id = $10::uuid AND s.client_id = $11 "
         "AND s.revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM b WHERE b.id = s.sso_session_id) "
@@ -602,8 +601,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "WITH b AS (SELECT s.id, s.tenant_id, s.user_id FROM sessions s JOIN tenants t ON t.id = s.tenant_id "
         "WHERE t.slug = $1 AND s.id = $2 AND s.client_id IS NULL AND s.refresh_sha256 = decode($3, 'hex') "
         "AND s.revoked_at IS NOT NULL), "
-        "k AS (UPDATE sessions s SET revoked_at = now() FROM b WHERE s.tenant_id = b.tenant_id "
-        "AND s.sso_session_id = b.id AND s.revoked_at IS NULL RETURNING s.id, s.tenant_id, s.client_id), "
+        STORE_SSO_APPS_END("b")
         STORE_SID_REVOCATIONS("k", "$4")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT b.tenant_id, 'user', b.user_id::text, 'logout', 'session', "
