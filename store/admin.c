@@ -501,6 +501,19 @@ static int admin_scopes_array(const char *scope, struct buf *out)
     return 0;
 }
 
+/* Each of a repeated URI option's values (flag) by admin_redirect_valid's rules. */
+static int admin_uris_check(const char *const *uris, int n, const char *flag)
+{
+    for (int i = 0; i < n; i++) {
+        if (!admin_redirect_valid(uris[i])) {
+            char what[ADMIN_URI_MAX + 64];
+            snprintf(what, sizeof(what), "%s \"%s\"", flag, uris[i]);
+            return admin_usage_error("invalid %s: absolute, no fragment (RFC 6749 §3.1.2)", what);
+        }
+    }
+    return 0;
+}
+
 static int admin_client_check(const struct admin_args *args)
 {
     if (args->name == NULL || !admin_text_valid(args->name, ADMIN_NAME_MAX))
@@ -511,17 +524,12 @@ static int admin_client_check(const struct admin_args *args)
         if (admin_has(args->grants, i, args->grants[i]))
             return admin_usage_error("grant \"%s\" given twice", args->grants[i]);
     }
-    for (int i = 0; i < args->redirect_count; i++) {
-        if (!admin_redirect_valid(args->redirects[i]))
-            return admin_usage_error("invalid --redirect-uri \"%s\": absolute, no fragment "
-                                     "(RFC 6749 §3.1.2)", args->redirects[i]);
-    }
     /* Where the browser goes after a logout: the same rules (OIDC RP-Initiated Logout §3). */
-    for (int i = 0; i < args->logout_redirect_count; i++) {
-        if (!admin_redirect_valid(args->logout_redirects[i]))
-            return admin_usage_error("invalid --post-logout-redirect-uri \"%s\": absolute, no fragment",
-                                     args->logout_redirects[i]);
-    }
+    int rc = admin_uris_check(args->redirects, args->redirect_count, "--redirect-uri");
+    if (rc == 0)
+        rc = admin_uris_check(args->logout_redirects, args->logout_redirect_count, "--post-logout-redirect-uri");
+    if (rc != 0)
+        return rc;
     if (admin_has(args->grants, args->grant_count, "authorization_code") &&
         args->redirect_count == 0)
         return admin_usage_error("authorization_code needs a %s", "--redirect-uri");
