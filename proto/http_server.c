@@ -1189,8 +1189,6 @@ static const char *http_route_label(const struct http_server *server, size_t rou
 }
 
 /* Routes added under one name (an endpoint's GET and POST, or its several paths) are one
- * series: rendered at the first of them, summed over all. */
-/* Routes added under one name (an endpoint's GET and POST, or its several paths) are one
  * series (struct http_route's series, found when added): rendered at the first of them, summed
  * over all. True when route is that first one (the unmatched row is its own). */
 static bool http_route_first_of_name(const struct http_server *server, size_t route)
