@@ -99,6 +99,7 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
     for (unsigned i = 0; i < cfg->shards; i++) {
         if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL ||
             (auth->shards[i]->verified = auth_vcache_create()) == NULL ||
+            (auth->shards[i]->api_keys = auth_key_cache_create()) == NULL ||
             (auth->shards[i]->revoked = auth_revoked_create(auth)) == NULL ||
             (auth->shards[i]->rate = auth_rate_create()) == NULL ||
             (auth->shards[i]->sessions = auth_session_owner_create()) == NULL ||
@@ -133,6 +134,7 @@ void auth_destroy(struct auth *auth)
             auth_session_owner_destroy(shard->sessions);
             free(shard->replies.pending);
             auth_vcache_destroy(shard->verified);
+            auth_key_cache_destroy(shard->api_keys);
             auth_client_cache_destroy(shard->clients);
             auth_audit_batch_destroy(shard->audit);
             auth_login_failures_destroy(shard->login_failures);

@@ -13,6 +13,7 @@
 #include "crypto/keyset.h"
 #include "crypto/password.h"
 #include "crypto/seal.h"
+#include "crypto/secret.h"
 #include "store/keys.h"
 
 #define AUTH_SLUG_MAX 63 /* tenant slugs: [a-z0-9-]{1,63}, the schema's CHECK */
@@ -134,6 +135,12 @@ void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp);
  * until `until`, the last exp such a token can carry. */
 void auth_revoked_add_not_before(struct auth_revoked *r, uint64_t key, int64_t nb, int64_t until);
 bool auth_revoked_before(const struct auth_revoked *r, uint64_t key, int64_t iat, int64_t now);
+/* The subject's not-before in force (INT64_MIN: none): what an answer read from Postgres
+ * already reflects, for a cache of such answers (auth/apikey.c). */
+int64_t auth_revoked_not_before(const struct auth_revoked *r, uint64_t key, int64_t now);
+/* Changes whenever a not-before is applied on r's shard: an answer asked of Postgres before
+ * one arrived may predate it, and is not cached. */
+uint64_t auth_revoked_not_before_epoch(const struct auth_revoked *r);
 /* AUTH_MSG_NOT_BEFORE's b: nb and until in one word (not timed: the metric is per kind). */
 uint64_t auth_revoked_pack_not_before(int64_t nb, int64_t until);
 void auth_revoked_unpack_not_before(uint64_t packed, int64_t *nb, int64_t *until);
@@ -273,6 +280,7 @@ struct auth_shard {
     unsigned session_asks;               /* rotations out to other shards' sessions */
     struct auth_revoked *revoked;
     struct auth_vcache *verified;
+    struct auth_key_cache *api_keys;     /* answers about API keys (auth/apikey.c) */
     struct auth_client_cache *clients;
     struct auth_audit_batch *audit;      /* events waiting for their batched INSERT */
     struct auth_login_failures *login_failures; /* refused logins' statements in flight */
@@ -664,6 +672,8 @@ int auth_logout_routes(struct auth *auth, struct http_server *http);
 /* The hex SHA-256 of text into sha_hex (2 * HASH_SHA256_BYTES + 1 bytes): the form a
  * high-entropy secret is stored and looked up in. */
 void auth_sha256_hex(const char *text, char *sha_hex);
+/* n bytes as 2n lowercase hex digits and a NUL. */
+void auth_hex(const uint8_t *in, size_t n, char *out);
 /* s is a UUID in RFC 9562 §4's text form, lowercase as Postgres and ct_uuid_format write it. */
 bool auth_uuid_text(const char *s);
 
@@ -695,6 +705,8 @@ int auth_session_sign(const struct auth_user_token *t, char *out, size_t cap);
  * user id; else value is a session id: the session statements' columns; a row of NULLs is
  * skipped) by auth_revoke_spread(_not_before); how many. */
 int auth_session_spread(struct auth_wait *w);
+/* The same for rows of any one kind but 'sub' (an API key's 'key' revocation). */
+int auth_revocations_spread(struct auth_wait *w, const char *kind);
 
 /* Sessions' owner shards (auth/session_owner.c). A session belongs to shard xxh3(id) % N
  * (DESIGN §1: ownership by hash). Its rotations run there, one at a time within the instance:
@@ -879,6 +891,96 @@ int auth_mail_token(const struct auth *auth, const char *slug, bool reset, char 
 
 /* POST /t/{tenant}/api/v1/me/password and DELETE /t/{tenant}/api/v1/me (auth/reauth.c). */
 int auth_reauth_routes(struct auth *auth, struct http_server *http);
+
+/* ---- Personal API keys (auth/apikey.c) ---- */
+
+#define AUTH_APIKEY_NAME_MAX 100      /* a key's name, bytes (the schema allows 200) */
+#define AUTH_APIKEY_SCOPE_MAX 256     /* a key's scope, bytes: what a shard's cache entry holds */
+#define AUTH_APIKEY_LIFETIME_MAX_S 315360000 /* expires_in: at most ten years */
+#define AUTH_APIKEYS_PER_USER_MAX "100" /* live keys a user may hold (SQL text): GET
+                                         * /me/api-keys lists them all in one page */
+#define AUTH_APIKEY_CACHE_SLOTS 4096  /* cached answers per shard (4-way sets): ~2.6 MiB, touched
+                                       * as it fills */
+#define AUTH_APIKEY_TTL_S 60          /* a cached answer is asked again after this: a change
+                                       * that writes no revocation (a client's scopes) shows
+                                       * within a minute */
+
+/* What a live key is, as Postgres said and a shard caches it. */
+struct auth_key_claims {
+    char id[CT_UUID_TEXT_LEN + 1];
+    char sub[CT_UUID_TEXT_LEN + 1]; /* its user */
+    char client_id[AUTH_CLIENT_ID_MAX + 1];
+    char tid[CT_UUID_TEXT_LEN + 1];
+    char scope[AUTH_APIKEY_SCOPE_MAX + 1];
+    int64_t created;
+    int64_t expires; /* 0: never */
+};
+
+/* A presented key being asked of Postgres: kept in the parked request's state. */
+struct auth_key_lookup {
+    uint8_t digest[HASH_SHA256_BYTES];
+    char sha_hex[2 * HASH_SHA256_BYTES + 1];
+    char prefix[SECRET_DISPLAY_PREFIX_LEN + 1];
+    uint64_t epoch; /* auth_revoked_not_before_epoch when asked */
+};
+
+enum auth_key_verdict {
+    AUTH_KEY_LIVE,    /* known live on this shard: the claims are given */
+    AUTH_KEY_REFUSED, /* malformed (SECURITY K02: no store query), revoked or expired */
+    AUTH_KEY_ASK,     /* Postgres must say: auth_key_ask */
+};
+
+struct auth_key_cache;
+struct auth_key_cache *auth_key_cache_create(void);
+void auth_key_cache_destroy(struct auth_key_cache *cache);
+/* The token begins with sk_: it is a key or nothing (no other kind looks like it). */
+bool auth_key_prefixed(struct slice token);
+/* The hot path: token as a key of tenant slug, from the shard's cache, checked against the
+ * revocation set on every call; lk is filled for auth_key_ask. */
+enum auth_key_verdict auth_key_check(const struct auth *auth, const struct loop *loop, const char *slug,
+                                     struct slice token, struct auth_key_lookup *lk,
+                                     const struct auth_key_claims **out);
+/* Asks Postgres about lk's key (slug and lk in the parked state); respond as auth_send's. */
+void auth_key_ask(struct http_ctx *ctx, struct auth_wait *w, struct auth_key_lookup *lk, const char *slug,
+                  http_resume_fn respond);
+/* In respond, with w->outcome PG_OK: the live key's claims (cached), or NULL (refused; an
+ * audit row api_key_refused names the prefix only, SECURITY K05/K07). */
+const struct auth_key_claims *auth_key_answered(struct auth_wait *w, const struct auth_key_lookup *lk,
+                                                const char *slug);
+
+/* POST /me/api-keys (routed by auth/session.c with the user's access token): the body's
+ * members, and the key made once the token is checked (kept where the token was). */
+struct auth_key_new {
+    char name[AUTH_APIKEY_NAME_MAX + 1];
+    char scope[AUTH_APIKEY_SCOPE_MAX + 1];
+    bool scope_given;
+    char lifetime[24]; /* decimal seconds; "" : never expires */
+};
+struct auth_key_secret {
+    char key[SECRET_API_KEY_LEN + 1]; /* shown once in the answer, then wiped */
+    char prefix[SECRET_DISPLAY_PREFIX_LEN + 1];
+    char sha_hex[2 * HASH_SHA256_BYTES + 1];
+};
+/* The body: the reason it is refused, or NULL. */
+const char *auth_key_new_parse(const struct http_ctx *ctx, struct auth_key_new *k);
+/* With the checked token's scope: the key's scope settled (the token's when none was asked;
+ * never wider) and the key made into s. 0, or the status of the refusal (400: *why says
+ * why; 500: no random bytes). */
+int auth_key_new_make(struct auth_key_new *k, struct auth_key_secret *s, const char *token_scope,
+                      const char **why);
+/* The statements of /me/api-keys with their answers, for the user's checked token. */
+struct auth_key_owner {
+    const char *tid, *sub, *client_id, *ip, *request_id;
+};
+void auth_key_create_send(struct auth_wait *w, const struct auth_key_new *k, const struct auth_key_secret *s,
+                          const struct auth_key_owner *o, http_resume_fn respond);
+/* 201 with the new key (respond's body; the key is wiped after), 404 for a user gone, 409
+ * at the cap. */
+void auth_key_created_respond(struct http_ctx *ctx, struct auth_wait *w, const struct auth_key_new *k,
+                              struct auth_key_secret *s, const char *client_id);
+void auth_key_list_respond(struct http_ctx *ctx, void *state);
+/* DELETE's commit: the revocation spread, then 204; 404 when no live key of the user. */
+void auth_key_revoke_committed(struct auth_wait *w);
 
 /* ---- Tenant admin endpoints (auth/admin.c, auth/audit.c) ---- */
 

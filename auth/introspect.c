@@ -6,9 +6,11 @@
  * for a valid access token of this tenant active:true with scope, client_id, sub, exp, iat,
  * nbf, jti, iss, aud, token_type and tid; for a refresh token (rt_…) of a live session whose
  * current token it is, asked by the session's own client, active:true with scope, client_id,
- * sub, exp, iat, iss, token_type "refresh_token", sid and tid (read from the primary); for
- * anything else — another tenant's token (T01), an expired or forged one, another client's
- * refresh token (O34), a kind not known yet (API keys) — just {"active":false}, which says
+ * sub, exp, iat, iss, token_type "refresh_token", sid and tid (read from the primary); for a
+ * live API key (sk_…, auth/apikey.c) of this tenant active:true with scope, client_id, sub
+ * (its user), iat (made), exp (when it expires), jti (its id), iss, token_type "api_key" and
+ * tid; for anything else — another tenant's token (T01, T04), an expired or forged one,
+ * another client's refresh token (O34), a revoked key — just {"active":false}, which says
  * nothing about why (§2.2).
  *
  * The hot path (a gateway asking again): the client's result and the token's are both in
@@ -28,6 +30,7 @@ struct introspect_wait {
     struct auth_tenant *tenant; /* loaded for it, held until the answer */
     char sid[CT_UUID_TEXT_LEN + 1];            /* a refresh token's session */
     char sha_hex[2 * HASH_SHA256_BYTES + 1];   /* and its digest */
+    struct auth_key_lookup key;                /* an API key being asked of Postgres */
     size_t token_len;
     char token[AUTH_ACCESS_TOKEN_MAX];
 };
@@ -128,6 +131,85 @@ static bool introspect_refresh(struct introspect_wait *iw)
     return true;
 }
 
+/* A live API key's answer (§2.2). */
+static void introspect_key_active(struct http_ctx *ctx, const struct auth *auth, const char *slug,
+                                  const struct auth_key_claims *k)
+{
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"active\":true");
+    introspect_json_field(&body, "scope", k->scope);
+    introspect_json_field(&body, "client_id", k->client_id);
+    introspect_json_field(&body, "sub", k->sub);
+    buf_printf(&body, ",\"iat\":%lld", (long long)k->created);
+    if (k->expires != 0)
+        buf_printf(&body, ",\"exp\":%lld", (long long)k->expires);
+    introspect_json_field(&body, "jti", k->id);
+    char issuer_mem[INTROSPECT_ISSUER_MAX];
+    struct buf issuer;
+    buf_init(&issuer, issuer_mem, sizeof(issuer_mem));
+    auth_issuer(auth, slice_make(slug, strlen(slug)), &issuer);
+    buf_append_cstr(&body, ",\"iss\":");
+    buf_append_json_string(&body, buf_slice(&issuer));
+    buf_append_cstr(&body, ",\"token_type\":\"api_key\"");
+    introspect_json_field(&body, "tid", k->tid);
+    buf_append_cstr(&body, "}");
+    introspect_respond_json(ctx, &body);
+}
+
+static void introspect_key_respond(struct http_ctx *ctx, void *state)
+{
+    struct introspect_wait *iw = state;
+    if (iw->w.outcome != PG_OK) {
+        auth_respond_store_failure(ctx, iw->w.outcome);
+        return;
+    }
+    const struct auth_key_claims *k = auth_key_answered(&iw->w, &iw->key, iw->cw.slug);
+    if (k == NULL)
+        introspect_inactive(ctx);
+    else
+        introspect_key_active(ctx, iw->w.auth, iw->cw.slug, k);
+}
+
+/* sk_…: from the shard's cache, else asked of Postgres. */
+static bool introspect_key_answer(struct http_ctx *ctx, const struct auth *auth, const char *slug,
+                                  struct slice token)
+{
+    struct auth_key_lookup lk;
+    const struct auth_key_claims *k = NULL;
+    switch (auth_key_check(auth, ctx->loop, slug, token, &lk, &k)) {
+    case AUTH_KEY_LIVE:
+        introspect_key_active(ctx, auth, slug, k);
+        return true;
+    case AUTH_KEY_REFUSED:
+        introspect_inactive(ctx);
+        return true;
+    case AUTH_KEY_ASK:
+        break;
+    }
+    return false;
+}
+
+static void introspect_inactive_respond(struct http_ctx *ctx, void *state)
+{
+    (void)state;
+    introspect_inactive(ctx);
+}
+
+/* The parked request's key: refused at once when the shard knows it is not live, else asked
+ * of Postgres (the parked path is the cold one). False when the token is no key. */
+static bool introspect_key(struct introspect_wait *iw)
+{
+    struct slice token = slice_make(iw->token, iw->token_len);
+    if (!auth_key_prefixed(token))
+        return false;
+    const struct auth_key_claims *k = NULL;
+    if (auth_key_check(iw->w.auth, iw->w.loop, iw->cw.slug, token, &iw->key, &k) == AUTH_KEY_REFUSED)
+        http_resume(iw, introspect_inactive_respond);
+    else
+        auth_key_ask(NULL, &iw->w, &iw->key, iw->cw.slug, introspect_key_respond);
+    return true;
+}
+
 /* A compact JWS has exactly two dots; anything else is a kind this endpoint does not know yet. */
 static bool introspect_looks_like_jwt(struct slice token)
 {
@@ -151,6 +233,8 @@ static bool introspect_answer(struct http_ctx *ctx, const struct auth *auth, con
          * character changed) parked, then failed to parse, and was answered 500. */
         if (auth_refresh_well_formed(token))
             return false; /* Postgres knows: park */
+        if (auth_key_prefixed(token))
+            return introspect_key_answer(ctx, auth, slug, token);
         introspect_inactive(ctx);
         return true;
     }
@@ -207,7 +291,7 @@ static void introspect_client_ready(struct auth_wait *w, const struct auth_clien
         auth_oauth_fail(w, 403, "unauthorized_client", "the client may not introspect tokens");
         return;
     }
-    if (introspect_refresh(iw))
+    if (introspect_refresh(iw) || introspect_key(iw))
         return;
     if (introspect_needs_keys(iw))
         auth_tenant_get(NULL, w, iw->cw.slug, introspect_keys_ready);
@@ -298,7 +382,7 @@ static void introspect_post(struct http_ctx *ctx)
         if (auth_rate_continue(ctx, &iw->w, introspect_rate_passed) != 0)
             auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
     } else if (client != NULL) {
-        if (!introspect_refresh(iw))
+        if (!introspect_refresh(iw) && !introspect_key(iw))
             auth_tenant_get(ctx, &iw->w, iw->cw.slug, introspect_keys_ready);
     } else {
         auth_client_authenticate(ctx, &iw->w, &iw->cw, true, introspect_client_ready);

@@ -47,6 +47,7 @@ struct auth_revoked {
     struct revoked_table set;        /* jti, sid, client: until = the revoked token's exp */
     struct revoked_table not_before; /* sub: until = the last exp a token issued before nb
                                       * can carry */
+    uint64_t not_before_adds; /* not-befores applied: auth_revoked_not_before_epoch */
     int64_t last_seq;
     bool caught_up;   /* the first catch-up completed: the shard may report ready */
     bool in_flight;   /* a catch-up query is running */
@@ -128,6 +129,20 @@ bool auth_revoked_before(const struct auth_revoked *r, uint64_t key, int64_t iat
            iat < r->not_before.nb[i];
 }
 
+int64_t auth_revoked_not_before(const struct auth_revoked *r, uint64_t key, int64_t now)
+{
+    if (r == NULL || r->not_before.count == 0)
+        return INT64_MIN;
+    size_t i = revoked_find(&r->not_before, key);
+    bool live = r->not_before.keys[i] == key && revoked_live(&r->not_before, i, now);
+    return live ? r->not_before.nb[i] : INT64_MIN;
+}
+
+uint64_t auth_revoked_not_before_epoch(const struct auth_revoked *r)
+{
+    return r == NULL ? 0 : r->not_before_adds;
+}
+
 /* Moves the live entries into a table of cap slots (expired ones, and `skip`, are dropped). */
 static int revoked_rebuild(struct revoked_table *t, size_t cap, int64_t now, size_t skip)
 {
@@ -199,6 +214,7 @@ void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp)
 
 void auth_revoked_add_not_before(struct auth_revoked *r, uint64_t key, int64_t nb, int64_t until)
 {
+    r->not_before_adds++;
     size_t i = revoked_slot(r, &r->not_before, key, until);
     if (i != SIZE_MAX && nb > r->not_before.nb[i])
         r->not_before.nb[i] = nb; /* the latest logout-all wins; applying twice is harmless */

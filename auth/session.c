@@ -40,7 +40,7 @@ static const char session_refused[] = "the refresh token is invalid, expired or 
 
 /* ---- Refresh tokens ------------------------------------------------------------------------- */
 
-static void session_hex(const uint8_t *in, size_t n, char *out)
+void auth_hex(const uint8_t *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -54,7 +54,7 @@ void auth_sha256_hex(const char *text, char *sha_hex)
 {
     uint8_t digest[HASH_SHA256_BYTES];
     hash_sha256(text, strlen(text), digest);
-    session_hex(digest, sizeof(digest), sha_hex);
+    auth_hex(digest, sizeof(digest), sha_hex);
 }
 
 int auth_refresh_make(const char *sid, char *token, char *sha_hex)
@@ -232,6 +232,11 @@ static void refresh_sign_done(struct worker_job *job)
 
 int auth_session_spread(struct auth_wait *w)
 {
+    return auth_revocations_spread(w, "sid");
+}
+
+int auth_revocations_spread(struct auth_wait *w, const char *kind)
+{
     const struct pg_result *res = w->result;
     int rows = pg_result_rows(res), spread = 0;
     bool with_nb = pg_result_cols(res) > 4; /* STORE_USER_SESSIONS_END's statements */
@@ -246,7 +251,7 @@ int auth_session_spread(struct auth_wait *w)
             auth_revoke_spread_not_before(w, auth_revoked_key(tid, "sub", value),
                                           strtoll(pg_result_value(res, i, 4), NULL, 10), until, seq);
         else
-            auth_revoke_spread(w, auth_revoked_key(tid, "sid", value), until, seq);
+            auth_revoke_spread(w, auth_revoked_key(tid, kind, value), until, seq);
     }
     return spread;
 }
@@ -456,7 +461,11 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
  * GET or POST /t/{tenant}/userinfo (OIDC Core §5.3) answers the claims of the token's user
  * that its scope allows (§5.4: sub always; preferred_username and updated_at with profile;
  * email and email_verified with email) to a token carrying openid (403 insufficient_scope
- * without); a client's own token, or a user gone since, is 401 invalid_token. */
+ * without); a client's own token, or a user gone since, is 401 invalid_token.
+ *
+ * POST, GET and DELETE /t/{tenant}/api/v1/me/api-keys[/{id}] mint, list and revoke the
+ * user's personal API keys (auth/apikey.c): a key acts through the client of the token that
+ * minted it, with a scope no wider than that token's. */
 
 /* What the bearer of a user's access token asks of their sessions. */
 enum user_mode {
@@ -467,15 +476,26 @@ enum user_mode {
     ME_GET,          /* GET /me */
     ME_PATCH,        /* PATCH /me */
     USERINFO,        /* GET or POST /userinfo (OIDC Core §5.3) */
+    KEYS_CREATE,     /* POST /me/api-keys (auth/apikey.c) */
+    KEYS_LIST,       /* GET /me/api-keys */
+    KEYS_REVOKE,     /* DELETE /me/api-keys/{id} */
+};
+
+/* PATCH /me's members. */
+struct user_patch {
+    bool has_username, has_email;
+    char username[AUTH_USERNAME_MAX + 1];
+    char email[AUTH_EMAIL_MAX + 1];
 };
 
 struct user_wait {
     struct auth_wait w;
     enum user_mode mode;
-    char target[CT_UUID_TEXT_LEN + 1]; /* SESSIONS_REVOKE's {id} */
-    bool has_username, has_email;      /* ME_PATCH's members */
-    char username[AUTH_USERNAME_MAX + 1];
-    char email[AUTH_EMAIL_MAX + 1];
+    char target[CT_UUID_TEXT_LEN + 1]; /* SESSIONS_REVOKE's and KEYS_REVOKE's {id} */
+    union {
+        struct user_patch patch; /* ME_PATCH's */
+        struct auth_key_new key; /* KEYS_CREATE's */
+    } body;
     size_t token_len;
     char slug[AUTH_SLUG_MAX + 1];
     char tid[CT_UUID_TEXT_LEN + 1];
@@ -488,6 +508,7 @@ struct user_wait {
     union {
         char token[AUTH_ACCESS_TOKEN_MAX]; /* until checked */
         char scope[JWT_SCOPE_MAX + 1];     /* then USERINFO's: the token's scope */
+        struct auth_key_secret key;        /* or KEYS_CREATE's new key */
     } bearer;
 };
 
@@ -582,6 +603,12 @@ static void sessions_revoke_committed(struct auth_wait *w)
     http_resume(w, auth_respond_no_content);
 }
 
+static void keys_created_respond(struct http_ctx *ctx, void *state)
+{
+    struct user_wait *lw = state;
+    auth_key_created_respond(ctx, &lw->w, &lw->body.key, &lw->bearer.key, lw->client_id);
+}
+
 /* The statement for lw->mode, its parameters from the checked token. */
 static void user_send(struct user_wait *lw)
 {
@@ -621,12 +648,30 @@ static void user_send(struct user_wait *lw)
         w->q.params_count = 3;
         auth_send(NULL, w, STORE_USERINFO, userinfo_respond, NULL);
         return;
-    case ME_PATCH:
-        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->has_username ? lw->username : NULL;
-        p[3] = lw->has_email ? lw->email : NULL, p[4] = ip, p[5] = lw->request_id;
+    case KEYS_CREATE: {
+        struct auth_key_owner o = { lw->tid, lw->sub, lw->client_id, ip, lw->request_id };
+        auth_key_create_send(w, &lw->body.key, &lw->bearer.key, &o, keys_created_respond);
+        return;
+    }
+    case KEYS_LIST:
+        p[0] = lw->tid, p[1] = lw->sub;
+        w->q.params_count = 2;
+        auth_send(NULL, w, STORE_APIKEYS_OF_USER, auth_key_list_respond, NULL);
+        return;
+    case KEYS_REVOKE:
+        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->target, p[3] = lw->slack_text, p[4] = ip;
+        p[5] = lw->request_id;
+        w->q.params_count = 6;
+        auth_send(NULL, w, STORE_APIKEY_REVOKE_OWN, NULL, auth_key_revoke_committed);
+        return;
+    case ME_PATCH: {
+        const struct user_patch *pt = &lw->body.patch;
+        p[0] = lw->tid, p[1] = lw->sub, p[2] = pt->has_username ? pt->username : NULL;
+        p[3] = pt->has_email ? pt->email : NULL, p[4] = ip, p[5] = lw->request_id;
         w->q.params_count = 6;
         auth_send(NULL, w, STORE_USER_PATCH, me_respond, NULL);
         return;
+    }
     }
 }
 
@@ -649,6 +694,12 @@ static void user_check(struct user_wait *lw, const struct auth_tenant *tenant)
     }
     if (lw->mode == USERINFO && !auth_words_subset("openid", c->scope)) {
         http_resume(lw, userinfo_forbidden);
+        return;
+    }
+    const char *why = NULL; /* the token is done with: the key is made where it was */
+    int refused = lw->mode == KEYS_CREATE ? auth_key_new_make(&lw->body.key, &lw->bearer.key, c->scope, &why) : 0;
+    if (refused != 0) {
+        auth_answer(w, refused, why);
         return;
     }
     memcpy(lw->tid, c->tid, sizeof(lw->tid)); /* each checked: 36 characters and a NUL */
@@ -674,7 +725,7 @@ static void user_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
 
 /* PATCH /me's body: {"username": …, "email": …}, at least one; "" as email removes it. The
  * reason it is refused, or NULL. */
-static const char *me_patch_parse(const struct http_ctx *ctx, struct user_wait *lw)
+static const char *me_patch_parse(const struct http_ctx *ctx, struct user_patch *pt)
 {
     struct jscan_object obj;
     if (!auth_json_body(ctx))
@@ -682,16 +733,16 @@ static const char *me_patch_parse(const struct http_ctx *ctx, struct user_wait *
     if (jscan_object(ctx->body.ptr, ctx->body.len, &obj) != 0)
         return "the body is not a JSON object";
     size_t ulen = 0, elen = 0;
-    const char *why = auth_json_string(&obj, "username", lw->username, AUTH_USERNAME_MAX, &ulen, &lw->has_username);
+    const char *why = auth_json_string(&obj, "username", pt->username, AUTH_USERNAME_MAX, &ulen, &pt->has_username);
     if (why == NULL)
-        why = auth_json_string(&obj, "email", lw->email, AUTH_EMAIL_MAX, &elen, &lw->has_email);
+        why = auth_json_string(&obj, "email", pt->email, AUTH_EMAIL_MAX, &elen, &pt->has_email);
     if (why != NULL)
         return why;
-    if (!lw->has_username && !lw->has_email)
+    if (!pt->has_username && !pt->has_email)
         return "nothing to change: give username or email";
-    if (lw->has_username && (why = auth_username_normalise(lw->username, &ulen)) != NULL)
+    if (pt->has_username && (why = auth_username_normalise(pt->username, &ulen)) != NULL)
         return why; /* stored normalised, as at sign-up (SECURITY P06) */
-    if (lw->has_email && elen > 0 && !auth_email_valid(lw->email, elen))
+    if (pt->has_email && elen > 0 && !auth_email_valid(pt->email, elen))
         return "email is not an address";
     return NULL;
 }
@@ -704,12 +755,12 @@ static void user_start(struct http_ctx *ctx, enum user_mode mode)
         return;
     }
     char target[CT_UUID_TEXT_LEN + 1] = "";
-    if (mode == SESSIONS_REVOKE) {
+    if (mode == SESSIONS_REVOKE || mode == KEYS_REVOKE) {
         struct slice id = ctx->params[1];
         if (id.len == CT_UUID_TEXT_LEN)
             memcpy(target, id.ptr, id.len);
         if (!auth_uuid_text(target)) {
-            http_respond_problem(ctx, 404, "no such session");
+            http_respond_problem(ctx, 404, mode == KEYS_REVOKE ? "no such API key" : "no such session");
             return;
         }
     }
@@ -724,7 +775,9 @@ static void user_start(struct http_ctx *ctx, enum user_mode mode)
         return;
     lw->mode = mode;
     memcpy(lw->target, target, sizeof(lw->target));
-    const char *why = mode == ME_PATCH ? me_patch_parse(ctx, lw) : NULL;
+    const char *why = mode == ME_PATCH      ? me_patch_parse(ctx, &lw->body.patch)
+                      : mode == KEYS_CREATE ? auth_key_new_parse(ctx, &lw->body.key)
+                                            : NULL;
     if (why != NULL) {
         http_respond_problem(ctx, 400, why); /* the park is undone */
         return;
@@ -776,6 +829,21 @@ static void userinfo(struct http_ctx *ctx)
     user_start(ctx, USERINFO);
 }
 
+static void keys_post(struct http_ctx *ctx)
+{
+    user_start(ctx, KEYS_CREATE);
+}
+
+static void keys_get(struct http_ctx *ctx)
+{
+    user_start(ctx, KEYS_LIST);
+}
+
+static void keys_delete(struct http_ctx *ctx)
+{
+    user_start(ctx, KEYS_REVOKE);
+}
+
 int auth_logout_routes(struct auth *auth, struct http_server *http)
 {
     int rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/api/v1/auth/logout", "logout",
@@ -787,6 +855,12 @@ int auth_logout_routes(struct auth *auth, struct http_server *http)
     rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_DELETE, "/t/{tenant}/api/v1/me/sessions/{id}",
                                        "sessions_revoke", sessions_delete, auth);
     rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/api/v1/me", "me", me_get, auth);
+    rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/api/v1/me/api-keys", "api_keys_create",
+                                       keys_post, auth);
+    rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/api/v1/me/api-keys", "api_keys_list",
+                                       keys_get, auth);
+    rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_DELETE, "/t/{tenant}/api/v1/me/api-keys/{id}",
+                                       "api_keys_revoke", keys_delete, auth);
     rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/userinfo", "userinfo", userinfo, auth);
     rc = rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/userinfo", "userinfo", userinfo, auth);
     return rc != 0 ? rc : http_route_add(http, HTTP1_METHOD_PATCH, "/t/{tenant}/api/v1/me", "me_patch", me_patch,

@@ -2,7 +2,7 @@
  * auth_request, Traefik forwardAuth and Envoy ext_authz (HTTP service): every answer is
  * 200, 401 or 403, the codes those gateways act on.
  *
- *   Authorization: Bearer <access token>          [?scope=a+b: every one required]
+ *   Authorization: Bearer <access token or API key>  [?scope=a+b: every one required]
  *   → 200 with X-Auth-Subject, X-Auth-Client, X-Auth-Scope, X-Auth-Tenant, X-Auth-Token-Id
  *   → 401 WWW-Authenticate: Bearer realm=...[, error="invalid_token"] (RFC 6750 §3)
  *   → 403 WWW-Authenticate: Bearer ..., error="insufficient_scope", scope="..." (§3.1)
@@ -11,7 +11,13 @@
  * of this tenant: issuer and audience are the tenant's issuer URL byte for byte, tid its id,
  * the key one of its published keys (SECURITY T01). The hot path is a cache hit on the
  * shard's copy of the tenant's keys: verified in place, no I/O, no allocation; only a cold
- * tenant parks the request while its keys load. */
+ * tenant parks the request while its keys load.
+ *
+ * An API key (sk_…, auth/apikey.c) answers the same way: X-Auth-Subject its user,
+ * X-Auth-Client the client it acts through, X-Auth-Token-Id its id. A key the shard has not
+ * cached is asked of Postgres, taking from the source address's rate bucket first, so a
+ * guesser of keys meets 429 (SECURITY K07) and every refusal is audited. Credentials in the
+ * query (?access_token=, ?api_key=) are refused (K03, RFC 6750 §5.3: URLs are logged). */
 #include "auth/auth_int.h"
 
 #include <stdio.h>
@@ -34,6 +40,7 @@ struct verify_wait {
     size_t token_len;
     char token[AUTH_ACCESS_TOKEN_MAX];
     char scope[VERIFY_SCOPE_PARAM_MAX + 1];
+    struct auth_key_lookup key; /* an API key being asked of Postgres */
 };
 
 _Static_assert(sizeof(struct verify_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
@@ -157,6 +164,75 @@ static void verify_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
     auth_tenant_put(auth, loop, tenant);
 }
 
+/* ---- API keys --------------------------------------------------------------------------------- */
+
+static void verify_key_grant(struct http_ctx *ctx, const char *slug, const char *required,
+                             const struct auth_key_claims *k)
+{
+    verify_grant(ctx, slug, required, k->sub, k->client_id, k->scope, k->tid, k->id);
+}
+
+static void verify_key_respond(struct http_ctx *ctx, void *state)
+{
+    struct verify_wait *vw = state;
+    if (vw->w.outcome != PG_OK) {
+        vw->w.status = 503;
+        vw->w.detail = AUTH_BUSY_DETAIL;
+        verify_respond_failure(ctx, state);
+        return;
+    }
+    const struct auth_key_claims *k = auth_key_answered(&vw->w, &vw->key, vw->slug);
+    if (k == NULL)
+        verify_deny(ctx, 401, vw->slug, "invalid_token", NULL, "the access token is not valid here");
+    else
+        verify_key_grant(ctx, vw->slug, vw->scope, k);
+}
+
+static void verify_key_rate_passed(struct auth_wait *w)
+{
+    struct verify_wait *vw = (struct verify_wait *)w;
+    auth_key_ask(NULL, w, &vw->key, vw->slug, verify_key_respond);
+}
+
+static void verify_key(struct http_ctx *ctx, struct auth *auth, const char *slug, struct slice token,
+                       const char *scope)
+{
+    struct auth_key_lookup lk;
+    const struct auth_key_claims *k = NULL;
+    switch (auth_key_check(auth, ctx->loop, slug, token, &lk, &k)) {
+    case AUTH_KEY_LIVE:
+        verify_key_grant(ctx, slug, scope, k);
+        return;
+    case AUTH_KEY_REFUSED:
+        verify_deny(ctx, 401, slug, "invalid_token", NULL, "the access token is not valid here");
+        return;
+    case AUTH_KEY_ASK:
+        break;
+    }
+    struct auth_rate_check limits;
+    if (!auth_rate_admit(ctx, auth, "", NULL, &limits))
+        return; /* 429: the address's bucket is spent (K07) */
+    struct verify_wait *vw = auth_park(ctx, auth, sizeof(*vw));
+    if (vw == NULL)
+        return;
+    snprintf(vw->slug, sizeof(vw->slug), "%s", slug);
+    snprintf(vw->scope, sizeof(vw->scope), "%s", scope);
+    vw->key = lk;
+    vw->w.rate = limits;
+    if (!auth_rate_pending(&limits))
+        auth_key_ask(ctx, &vw->w, &vw->key, vw->slug, verify_key_respond);
+    else if (auth_rate_continue(ctx, &vw->w, verify_key_rate_passed) != 0)
+        auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
+}
+
+/* K03: a credential in the URL is refused, whatever the header holds. */
+static bool verify_query_credential(const struct http_ctx *ctx)
+{
+    char unused[1];
+    return url_form_get(ctx->req->query, "access_token", unused, 0) != -1 ||
+           url_form_get(ctx->req->query, "api_key", unused, 0) != -1;
+}
+
 /* The ?scope= parameter, decoded and checked (RFC 6749 §3.3 syntax); false when malformed. */
 static bool verify_scope_param(const struct http_ctx *ctx, char *out)
 {
@@ -188,6 +264,10 @@ static void verify_get(struct http_ctx *ctx)
         http_respond_problem(ctx, 400, "the scope parameter is malformed");
         return;
     }
+    if (verify_query_credential(ctx)) {
+        verify_deny(ctx, 401, slug, "invalid_request", NULL, "credentials in the URL are refused");
+        return;
+    }
     const struct http1_header *h = http1_find_header(ctx->req, "Authorization");
     if (h == NULL) {
         verify_deny(ctx, 401, slug, NULL, NULL, "an access token is required");
@@ -196,6 +276,10 @@ static void verify_get(struct http_ctx *ctx)
     struct slice token = http_auth_bearer(h->value);
     if (token.len == 0 || token.len > AUTH_ACCESS_TOKEN_MAX) {
         verify_deny(ctx, 401, slug, "invalid_token", NULL, "the Authorization header holds no Bearer token");
+        return;
+    }
+    if (auth_key_prefixed(token)) {
+        verify_key(ctx, auth, slug, token, scope);
         return;
     }
     if (verify_answer(ctx, auth, slug, NULL, token, scope))
