@@ -42,6 +42,7 @@ struct key_entry {
     char slug[AUTH_SLUG_MAX + 1];
     int64_t until;      /* asked again from here on */
     int64_t nb_seen;    /* the user's not-before in force when Postgres answered */
+    uint64_t epoch;     /* auth_revoked_not_before_epoch then */
     uint64_t key_rk, client_rk, sub_rk; /* auth_revoked_key of the key, its client, its user */
     struct auth_key_claims claims;
 };
@@ -109,6 +110,22 @@ bool auth_key_prefixed(struct slice token)
 
 /* ---- The hot path ----------------------------------------------------------------------------- */
 
+/* A not-before of the entry's user arrived since Postgres answered. Not-befores are whole
+ * seconds, so a second one in the same second as the one seen has the same value: once any
+ * not-before arrived on the shard (the epoch moved), the user's being there at all, at or
+ * past the one seen, is asked about again (once: the new answer carries the new epoch). */
+static bool key_user_changed(struct key_entry *e, const struct auth_revoked *revoked, uint64_t epoch, int64_t now)
+{
+    if (epoch == e->epoch)
+        return false;
+    int64_t nb = auth_revoked_not_before(revoked, e->sub_rk, now);
+    if (nb == INT64_MIN || nb < e->nb_seen) {
+        e->epoch = epoch; /* nothing of this user's: no need to look again */
+        return false;
+    }
+    return true;
+}
+
 enum auth_key_verdict auth_key_check(const struct auth *auth, const struct loop *loop, const char *slug,
                                      struct slice token, struct auth_key_lookup *lk,
                                      const struct auth_key_claims **out)
@@ -130,8 +147,8 @@ enum auth_key_verdict auth_key_check(const struct auth *auth, const struct loop 
     }
     if (auth_revoked_has(revoked, e->key_rk, now) || auth_revoked_has(revoked, e->client_rk, now))
         return AUTH_KEY_REFUSED;
-    if (auth_revoked_not_before(revoked, e->sub_rk, now) > e->nb_seen) {
-        e->used = false; /* its user changed since Postgres answered: Postgres says how */
+    if (key_user_changed(e, revoked, lk->epoch, now)) {
+        e->used = false; /* Postgres says how: a disabled user's keys die, logout-all's live */
         return AUTH_KEY_ASK;
     }
     *out = &e->claims;
@@ -205,6 +222,7 @@ static void key_remember(struct auth_wait *w, const struct auth_key_lookup *lk, 
     e->client_rk = auth_revoked_key(c->tid, "client", c->client_id);
     e->sub_rk = auth_revoked_key(c->tid, "sub", c->sub);
     e->nb_seen = auth_revoked_not_before(revoked, e->sub_rk, now);
+    e->epoch = lk->epoch;
     e->used = true;
 }
 
@@ -226,33 +244,6 @@ const struct auth_key_claims *auth_key_answered(struct auth_wait *w, const struc
 }
 
 /* ---- POST /me/api-keys ------------------------------------------------------------------------ */
-
-/* A name is text a person chose: any UTF-8 but control characters. */
-static bool key_name_valid(const char *name, size_t len)
-{
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c < 0x20 || c == 0x7f)
-            return false;
-    }
-    return true;
-}
-
-/* RFC 6749 §3.3: scope-tokens of NQCHAR, separated by single spaces. */
-static bool key_scope_valid(const char *scope, size_t len)
-{
-    if (len == 0 || scope[0] == ' ' || scope[len - 1] == ' ')
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)scope[i];
-        bool nq = c == 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
-        if (!(nq || (c == ' ' && scope[i + 1] != ' ')))
-            return false;
-    }
-    return true;
-}
 
 static const char *key_lifetime_parse(const struct jscan_object *obj, struct auth_key_new *k)
 {
@@ -283,9 +274,9 @@ const char *auth_key_new_parse(const struct http_ctx *ctx, struct auth_key_new *
         why = key_lifetime_parse(&obj, k);
     if (why != NULL)
         return why;
-    if (!name_seen || !key_name_valid(k->name, name_len))
+    if (!name_seen || name_len == 0 || !auth_printable(k->name, name_len))
         return "name is required: 1 to 100 bytes without control characters";
-    if (k->scope_given && !key_scope_valid(k->scope, scope_len))
+    if (k->scope_given && !auth_scope_valid(k->scope))
         return "scope must be scope tokens separated by single spaces";
     return NULL;
 }
@@ -317,9 +308,8 @@ void auth_key_create_send(struct auth_wait *w, const struct auth_key_new *k, con
 {
     const char **p = w->q.params;
     p[0] = o->tid, p[1] = o->sub, p[2] = o->client_id, p[3] = k->name, p[4] = s->prefix, p[5] = s->sha_hex;
-    p[6] = k->scope, p[7] = k->lifetime[0] ? k->lifetime : NULL, p[8] = AUTH_APIKEYS_PER_USER_MAX, p[9] = o->ip;
-    p[10] = o->request_id;
-    w->q.params_count = 11;
+    p[6] = k->scope, p[7] = k->lifetime[0] ? k->lifetime : NULL, p[8] = o->ip, p[9] = o->request_id;
+    w->q.params_count = 10;
     auth_send(NULL, w, STORE_APIKEY_CREATE, respond, NULL);
 }
 
@@ -333,21 +323,26 @@ void auth_key_created_respond(struct http_ctx *ctx, struct auth_wait *w, const s
                               struct auth_key_secret *s, const char *client_id)
 {
     const struct pg_result *r = w->result;
-    if (w->outcome != PG_OK || pg_result_rows(r) != 1) {
+    bool made = w->outcome == PG_OK && pg_result_rows(r) == 1 && !pg_result_is_null(r, 0, 2);
+    if (!made)
         explicit_bzero(s->key, sizeof(s->key));
+    if (w->outcome == PG_UNIQUE_VIOLATION) {
+        http_respond_problem(ctx, 409, "the user holds the most API keys allowed (100 live, 1,000 made a day)");
+        return;
+    }
+    if (w->outcome != PG_OK || pg_result_rows(r) != 1) {
         auth_respond_store_failure(ctx, w->outcome == PG_OK ? PG_ERROR : w->outcome);
         return;
     }
-    if (pg_result_value(r, 0, 0)[0] != 't' || pg_result_is_null(r, 0, 1)) {
-        explicit_bzero(s->key, sizeof(s->key));
+    if (!made) {
         bool gone = pg_result_value(r, 0, 0)[0] != 't';
-        http_respond_problem(ctx, gone ? 404 : 409,
-                             gone ? "no such user" : "the user holds the most API keys allowed: revoke one first");
+        http_respond_problem(ctx, gone ? 404 : 403,
+                             gone ? "no such user" : "only an access token of a first-party client mints API keys");
         return;
     }
     struct buf body = http_scratch_buf(ctx);
     buf_append_cstr(&body, "{\"id\":");
-    const char *id = pg_result_value(r, 0, 1);
+    const char *id = pg_result_value(r, 0, 2);
     buf_append_json_string(&body, slice_make(id, strlen(id)));
     key_json_field(&body, "key", s->key);
     explicit_bzero(s->key, sizeof(s->key)); /* shown once: this answer is its only copy */
@@ -355,31 +350,14 @@ void auth_key_created_respond(struct http_ctx *ctx, struct auth_wait *w, const s
     key_json_field(&body, "name", k->name);
     key_json_field(&body, "scope", k->scope);
     key_json_field(&body, "client_id", client_id);
-    buf_printf(&body, ",\"created_at\":%s,\"expires_at\":%s}", pg_result_value(r, 0, 2),
-               pg_result_is_null(r, 0, 3) ? "null" : pg_result_value(r, 0, 3));
+    buf_printf(&body, ",\"created_at\":%s,\"expires_at\":%s}", pg_result_value(r, 0, 3),
+               pg_result_is_null(r, 0, 4) ? "null" : pg_result_value(r, 0, 4));
     http_scratch_commit(ctx, &body);
     http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
     http_respond(ctx, 201, "application/json", buf_slice(&body));
 }
 
-/* ---- GET and DELETE /me/api-keys -------------------------------------------------------------- */
-
-void auth_key_list_respond(struct http_ctx *ctx, void *state)
-{
-    struct auth_wait *w = state;
-    if (w->outcome != PG_OK || pg_result_rows(w->result) != 1) {
-        auth_respond_store_failure(ctx, w->outcome == PG_OK ? PG_ERROR : w->outcome);
-        return;
-    }
-    const char *list = pg_result_value(w->result, 0, 0); /* Postgres made the JSON */
-    struct buf body = http_scratch_buf(ctx);
-    buf_append_cstr(&body, "{\"api_keys\":");
-    buf_append_cstr(&body, list);
-    buf_append_cstr(&body, "}");
-    http_scratch_commit(ctx, &body);
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
-    http_respond(ctx, 200, "application/json", buf_slice(&body));
-}
+/* ---- DELETE /me/api-keys/{id} ----------------------------------------------------------------- */
 
 void auth_key_revoke_committed(struct auth_wait *w)
 {

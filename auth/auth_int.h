@@ -455,6 +455,8 @@ const char *auth_json_string(const struct jscan_object *obj, const char *name, c
  * as before), in place in name (AUTH_USERNAME_MAX + 1 bytes), *len updated: the reason it is
  * refused (SECURITY P06), or NULL. */
 const char *auth_username_normalise(char *name, size_t *len);
+/* No control character (C0 or DEL) among s's len bytes. */
+bool auth_printable(const char *s, size_t len);
 /* One address: local@domain, printable, no space, at most AUTH_EMAIL_MAX bytes. */
 bool auth_email_valid(const char *email, size_t len);
 #define AUTH_PASSWORD_MIN 8 /* NIST SP 800-63B §5.1.1.2: at least 8 characters */
@@ -897,13 +899,12 @@ int auth_reauth_routes(struct auth *auth, struct http_server *http);
 #define AUTH_APIKEY_NAME_MAX 100      /* a key's name, bytes (the schema allows 200) */
 #define AUTH_APIKEY_SCOPE_MAX 256     /* a key's scope, bytes: what a shard's cache entry holds */
 #define AUTH_APIKEY_LIFETIME_MAX_S 315360000 /* expires_in: at most ten years */
-#define AUTH_APIKEYS_PER_USER_MAX "100" /* live keys a user may hold (SQL text): GET
-                                         * /me/api-keys lists them all in one page */
 #define AUTH_APIKEY_CACHE_SLOTS 4096  /* cached answers per shard (4-way sets): ~2.6 MiB, touched
                                        * as it fills */
 #define AUTH_APIKEY_TTL_S 60          /* a cached answer is asked again after this: a change
-                                       * that writes no revocation (a client's scopes) shows
-                                       * within a minute */
+                                       * that writes no revocation (a client's narrowed scopes)
+                                       * shows within a minute. The cap on a user's keys (100
+                                       * live, 1,000 made a day) is 0008's trigger's */
 
 /* What a live key is, as Postgres said and a shard caches it. */
 struct auth_key_claims {
@@ -943,8 +944,9 @@ enum auth_key_verdict auth_key_check(const struct auth *auth, const struct loop 
 /* Asks Postgres about lk's key (slug and lk in the parked state); respond as auth_send's. */
 void auth_key_ask(struct http_ctx *ctx, struct auth_wait *w, struct auth_key_lookup *lk, const char *slug,
                   http_resume_fn respond);
-/* In respond, with w->outcome PG_OK: the live key's claims (cached), or NULL (refused; an
- * audit row api_key_refused names the prefix only, SECURITY K05/K07). */
+/* In respond, with w->outcome PG_OK: the live key's claims (cached unless a not-before
+ * arrived meanwhile), or NULL (refused; an audit row api_key_refused names the prefix only,
+ * SECURITY K05/K07). */
 const struct auth_key_claims *auth_key_answered(struct auth_wait *w, const struct auth_key_lookup *lk,
                                                 const char *slug);
 
@@ -974,11 +976,10 @@ struct auth_key_owner {
 };
 void auth_key_create_send(struct auth_wait *w, const struct auth_key_new *k, const struct auth_key_secret *s,
                           const struct auth_key_owner *o, http_resume_fn respond);
-/* 201 with the new key (respond's body; the key is wiped after), 404 for a user gone, 409
- * at the cap. */
+/* 201 with the new key (respond's body; the key is wiped after), 403 for a token of a
+ * client that is not first-party, 404 for a user gone, 409 at the cap. */
 void auth_key_created_respond(struct http_ctx *ctx, struct auth_wait *w, const struct auth_key_new *k,
                               struct auth_key_secret *s, const char *client_id);
-void auth_key_list_respond(struct http_ctx *ctx, void *state);
 /* DELETE's commit: the revocation spread, then 204; 404 when no live key of the user. */
 void auth_key_revoke_committed(struct auth_wait *w);
 

@@ -42,7 +42,7 @@ const char *auth_json_string(const struct jscan_object *obj, const char *name, c
     return NULL;
 }
 
-static bool auth_printable(const char *s, size_t len)
+bool auth_printable(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];

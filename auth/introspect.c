@@ -43,6 +43,21 @@ static void introspect_json_field(struct buf *b, const char *name, const char *v
     buf_append_json_string(b, slice_make(value, strlen(value)));
 }
 
+/* "iss" (and "aud" when asked) as the tenant's issuer URL. */
+static void introspect_issuer(struct buf *body, const struct auth *auth, const char *slug, bool aud)
+{
+    char mem[INTROSPECT_ISSUER_MAX];
+    struct buf issuer;
+    buf_init(&issuer, mem, sizeof(mem));
+    auth_issuer(auth, slice_make(slug, strlen(slug)), &issuer);
+    buf_append_cstr(body, ",\"iss\":");
+    buf_append_json_string(body, buf_slice(&issuer));
+    if (aud) {
+        buf_append_cstr(body, ",\"aud\":");
+        buf_append_json_string(body, buf_slice(&issuer));
+    }
+}
+
 static void introspect_respond_json(struct http_ctx *ctx, struct buf *body)
 {
     http_scratch_commit(ctx, body);
@@ -63,15 +78,7 @@ static void introspect_active(struct http_ctx *ctx, const struct auth *auth, con
     if (c->nbf != 0)
         buf_printf(&body, ",\"nbf\":%lld", (long long)c->nbf);
     introspect_json_field(&body, "jti", c->jti);
-    /* iss and aud were checked equal to this tenant's issuer URL */
-    char issuer_mem[INTROSPECT_ISSUER_MAX];
-    struct buf issuer;
-    buf_init(&issuer, issuer_mem, sizeof(issuer_mem));
-    auth_issuer(auth, slice_make(slug, strlen(slug)), &issuer);
-    buf_append_cstr(&body, ",\"iss\":");
-    buf_append_json_string(&body, buf_slice(&issuer));
-    buf_append_cstr(&body, ",\"aud\":");
-    buf_append_json_string(&body, buf_slice(&issuer));
+    introspect_issuer(&body, auth, slug, true); /* iss and aud were checked equal to it */
     buf_append_cstr(&body, ",\"token_type\":\"Bearer\"");
     introspect_json_field(&body, "tid", c->tid);
     buf_append_cstr(&body, "}");
@@ -104,12 +111,7 @@ static void introspect_refresh_respond(struct http_ctx *ctx, void *state)
     introspect_json_field(&body, "client_id", iw->cw.client_id);
     introspect_json_field(&body, "sub", pg_result_value(r, 0, 1));
     buf_printf(&body, ",\"exp\":%s,\"iat\":%s", pg_result_value(r, 0, 3), pg_result_value(r, 0, 4));
-    char issuer_mem[INTROSPECT_ISSUER_MAX];
-    struct buf issuer;
-    buf_init(&issuer, issuer_mem, sizeof(issuer_mem));
-    auth_issuer(iw->w.auth, slice_make(iw->cw.slug, strlen(iw->cw.slug)), &issuer);
-    buf_append_cstr(&body, ",\"iss\":");
-    buf_append_json_string(&body, buf_slice(&issuer));
+    introspect_issuer(&body, iw->w.auth, iw->cw.slug, false);
     buf_append_cstr(&body, ",\"token_type\":\"refresh_token\"");
     introspect_json_field(&body, "sid", iw->sid);
     introspect_json_field(&body, "tid", pg_result_value(r, 0, 0));
@@ -144,12 +146,7 @@ static void introspect_key_active(struct http_ctx *ctx, const struct auth *auth,
     if (k->expires != 0)
         buf_printf(&body, ",\"exp\":%lld", (long long)k->expires);
     introspect_json_field(&body, "jti", k->id);
-    char issuer_mem[INTROSPECT_ISSUER_MAX];
-    struct buf issuer;
-    buf_init(&issuer, issuer_mem, sizeof(issuer_mem));
-    auth_issuer(auth, slice_make(slug, strlen(slug)), &issuer);
-    buf_append_cstr(&body, ",\"iss\":");
-    buf_append_json_string(&body, buf_slice(&issuer));
+    introspect_issuer(&body, auth, slug, false);
     buf_append_cstr(&body, ",\"token_type\":\"api_key\"");
     introspect_json_field(&body, "tid", k->tid);
     buf_append_cstr(&body, "}");

@@ -529,21 +529,30 @@ bool auth_uuid_text(const char *s)
     return strlen(s) == CT_UUID_TEXT_LEN && session_uuid_valid(s);
 }
 
-static void sessions_list_respond(struct http_ctx *ctx, void *state)
+/* {"<member>": the JSON array Postgres made}, with no-store. */
+static void user_list_respond(struct http_ctx *ctx, const struct auth_wait *w, const char *member)
 {
-    struct user_wait *lw = state;
-    if (lw->w.outcome != PG_OK || pg_result_rows(lw->w.result) != 1) {
-        auth_respond_store_failure(ctx, lw->w.outcome == PG_OK ? PG_ERROR : lw->w.outcome);
+    if (w->outcome != PG_OK || pg_result_rows(w->result) != 1) {
+        auth_respond_store_failure(ctx, w->outcome == PG_OK ? PG_ERROR : w->outcome);
         return;
     }
-    const char *list = pg_result_value(lw->w.result, 0, 0); /* Postgres made the JSON */
     struct buf body = http_scratch_buf(ctx);
-    buf_append_cstr(&body, "{\"sessions\":");
-    buf_append_cstr(&body, list);
+    buf_printf(&body, "{\"%s\":", member);
+    buf_append_cstr(&body, pg_result_value(w->result, 0, 0));
     buf_append_cstr(&body, "}");
     http_scratch_commit(ctx, &body);
     http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
     http_respond(ctx, 200, "application/json", buf_slice(&body));
+}
+
+static void sessions_list_respond(struct http_ctx *ctx, void *state)
+{
+    user_list_respond(ctx, state, "sessions");
+}
+
+static void keys_list_respond(struct http_ctx *ctx, void *state)
+{
+    user_list_respond(ctx, state, "api_keys");
 }
 
 /* GET and PATCH /me: the profile Postgres rendered; no row: the user is gone or disabled. */
@@ -656,7 +665,7 @@ static void user_send(struct user_wait *lw)
     case KEYS_LIST:
         p[0] = lw->tid, p[1] = lw->sub;
         w->q.params_count = 2;
-        auth_send(NULL, w, STORE_APIKEYS_OF_USER, auth_key_list_respond, NULL);
+        auth_send(NULL, w, STORE_APIKEYS_OF_USER, keys_list_respond, NULL);
         return;
     case KEYS_REVOKE:
         p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->target, p[3] = lw->slack_text, p[4] = ip;

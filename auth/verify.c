@@ -1,6 +1,7 @@
 /* auth/verify.c: GET /t/{tenant}/verify, the gateway check (DESIGN §5), made for nginx
- * auth_request, Traefik forwardAuth and Envoy ext_authz (HTTP service): every answer is
- * 200, 401 or 403, the codes those gateways act on.
+ * auth_request, Traefik forwardAuth and Envoy ext_authz (HTTP service): a check answers
+ * 200, 401 or 403, the codes those gateways act on (a malformed ?scope= is 400; a spent
+ * rate bucket 429, a store away 503, both with Retry-After).
  *
  *   Authorization: Bearer <access token or API key>  [?scope=a+b: every one required]
  *   → 200 with X-Auth-Subject, X-Auth-Client, X-Auth-Scope, X-Auth-Tenant, X-Auth-Token-Id
@@ -16,7 +17,7 @@
  * An API key (sk_…, auth/apikey.c) answers the same way: X-Auth-Subject its user,
  * X-Auth-Client the client it acts through, X-Auth-Token-Id its id. A key the shard has not
  * cached is asked of Postgres, taking from the source address's rate bucket first, so a
- * guesser of keys meets 429 (SECURITY K07) and every refusal is audited. Credentials in the
+ * guesser of keys meets 429 (SECURITY K07), and every key Postgres refuses is audited. Credentials in the
  * query (?access_token=, ?api_key=) are refused (K03, RFC 6750 §5.3: URLs are logged). */
 #include "auth/auth_int.h"
 

@@ -676,35 +676,39 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "'email_verified', CASE WHEN 'email' = ANY(string_to_array($3, ' ')) AND email IS NOT NULL "
         "THEN email_verified END))::text "
         "FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL AND NOT disabled" },
-    /* The user's row is locked, so two concurrent creations cannot both pass the cap. */
+    /* Only a first-party client's token mints (a third party's delegated token must not turn
+     * into a credential that outlives the grant); the cap is the trigger's of 0008, whose
+     * refusal is a unique violation. */
     [STORE_APIKEY_CREATE] = {
         "apikey_create", false,
         "WITH u AS (SELECT tenant_id, id FROM users WHERE tenant_id = $1 AND id = $2 AND NOT disabled "
-        "AND deleted_at IS NULL FOR UPDATE), "
+        "AND deleted_at IS NULL), "
+        "c AS (SELECT 1 FROM clients WHERE tenant_id = $1 AND client_id = $3 AND first_party "
+        "AND deleted_at IS NULL), "
         "k AS (INSERT INTO api_keys (tenant_id, user_id, client_id, name, prefix, sha256, scopes, expires_at) "
         "SELECT u.tenant_id, u.id, $3, $4, $5, decode($6, 'hex'), string_to_array($7, ' '), "
-        "now() + make_interval(secs => $8::int) FROM u WHERE (SELECT count(*) FROM api_keys x "
-        "WHERE x.tenant_id = u.tenant_id AND x.user_id = u.id AND x.revoked_at IS NULL "
-        "AND (x.expires_at IS NULL OR x.expires_at > now())) < $9::int "
+        "now() + make_interval(secs => $8::int) FROM u WHERE EXISTS (SELECT 1 FROM c) "
         "RETURNING id, tenant_id, prefix, created_at, expires_at), "
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
         "ip, request_id, details) SELECT k.tenant_id, 'user', $2::text, 'api_key_created', 'api_key', "
-        "k.id::text, $10::inet, $11, jsonb_build_object('prefix', k.prefix, 'client_id', $3::text) FROM k) "
-        "SELECT EXISTS (SELECT 1 FROM u), k.id, extract(epoch FROM k.created_at)::bigint, "
-        "extract(epoch FROM k.expires_at)::bigint FROM (SELECT 1) one LEFT JOIN k ON true" },
+        "k.id::text, $9::inet, $10, jsonb_build_object('prefix', k.prefix, 'client_id', $3::text) FROM k) "
+        "SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM c), k.id, "
+        "floor(extract(epoch FROM k.created_at))::bigint, floor(extract(epoch FROM k.expires_at))::bigint "
+        "FROM (SELECT 1) one LEFT JOIN k ON true" },
     [STORE_APIKEYS_OF_USER] = {
         "apikeys_of_user", true,
         "SELECT coalesce(json_agg(json_build_object('id', k.id, 'prefix', k.prefix, 'name', k.name, "
         "'scope', array_to_string(k.scopes, ' '), 'client_id', k.client_id, "
-        "'created_at', extract(epoch FROM k.created_at)::bigint, "
-        "'expires_at', extract(epoch FROM k.expires_at)::bigint) ORDER BY k.created_at DESC), '[]'::json)::text "
-        "FROM (SELECT * FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL "
-        "AND (expires_at IS NULL OR expires_at > now()) ORDER BY created_at DESC LIMIT 100) k" },
+        "'created_at', floor(extract(epoch FROM k.created_at))::bigint, "
+        "'expires_at', floor(extract(epoch FROM k.expires_at))::bigint) ORDER BY k.created_at DESC), "
+        "'[]'::json)::text FROM (SELECT * FROM api_keys WHERE tenant_id = $1 AND user_id = $2 "
+        "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) "
+        "ORDER BY created_at DESC LIMIT 100) k" }, /* 100: the cap of 0008's trigger */
     /* Only a live key of the caller's own user, and the 'key' revocation only when that update
      * took; the revocation outlives every shard's cached answer (auth/apikey.c) by far. */
     [STORE_APIKEY_REVOKE_OWN] = {
         "apikey_revoke_own", false,
-        "WITH k AS (UPDATE api_keys SET revoked_at = now(), updated_at = now() WHERE tenant_id = $1 "
+        "WITH k AS (UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 "
         "AND user_id = $2 AND id = $3 AND revoked_at IS NULL RETURNING id, tenant_id, prefix), "
         "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT k.tenant_id, 'key', "
         "k.id::text, now() + make_interval(secs => $4::int) FROM k "
@@ -714,11 +718,13 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "k.id::text, $5::inet, $6, jsonb_build_object('prefix', k.prefix) FROM k) "
         "SELECT seq, tenant_id, value, exp FROM r" },
     /* From the primary: a key revoked or a user disabled a moment ago must not read as live
-     * (SECURITY F03, K04). By the digest of the whole key, never by its prefix (K01). */
+     * (SECURITY F03, K04). By the digest of the whole key, never by its prefix (K01). Its
+     * scope is what its client still holds of it: narrowing a client narrows its keys. */
     [STORE_APIKEY_LOOKUP] = {
         "apikey_lookup", false,
-        "SELECT k.id, k.user_id, k.client_id, array_to_string(k.scopes, ' '), "
-        "extract(epoch FROM k.created_at)::bigint, extract(epoch FROM k.expires_at)::bigint, t.id "
+        "SELECT k.id, k.user_id, k.client_id, array_to_string(ARRAY(SELECT s FROM unnest(k.scopes) "
+        "WITH ORDINALITY AS x (s, i) WHERE s = ANY (c.scopes) ORDER BY i), ' '), "
+        "floor(extract(epoch FROM k.created_at))::bigint, floor(extract(epoch FROM k.expires_at))::bigint, t.id "
         "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
         "JOIN users u ON u.tenant_id = k.tenant_id AND u.id = k.user_id "
         "JOIN clients c ON c.tenant_id = k.tenant_id AND c.client_id = k.client_id "

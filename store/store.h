@@ -196,16 +196,16 @@ enum store_stmt {
     /* Personal API keys (auth/apikey.c; migration 0008). */
     STORE_APIKEY_CREATE,      /* $1 tenant id, $2 user id, $3 client_id, $4 name, $5 display prefix,
                                * $6 SHA-256 (hex), $7 scope, $8 lifetime s or NULL (never expires),
-                               * $9 the most live keys a user may hold, $10 ip, $11 request id →
-                               * one row: whether the user is live, the key's id (NULL: at the
-                               * cap, nothing made), created_at and expires_at (Unix s or NULL);
-                               * audit api_key_created */
+                               * $9 ip, $10 request id → one row: whether the user is live, whether
+                               * the client is a live first-party one, the key's id (NULL: nothing
+                               * made), created_at and expires_at (Unix s or NULL); audit
+                               * api_key_created. Past the user's cap: 23505 */
     STORE_APIKEYS_OF_USER,    /* $1 tenant id, $2 user id → one row: the user's live keys as a JSON
                                * array, newest first, never a digest */
     STORE_APIKEY_REVOKE_OWN,  /* $1 tenant id, $2 user id, $3 key id, $4 slack s, $5 ip, $6 request
                                * id → the 'key' revocation's row (seq, tenant id, value, exp) when
-                               * a live key of this user was revoked, else none; audit
-                               * api_key_revoked */
+                               * an unrevoked key of this user (expired or not) was revoked, else
+                               * none; audit api_key_revoked */
     STORE_APIKEY_LOOKUP,      /* $1 tenant slug, $2 SHA-256 (hex) of the presented key → key id,
                                * user id, client_id, scope, created_at, expires_at (Unix s or
                                * NULL), tenant id; no row unless the key, its user and its client

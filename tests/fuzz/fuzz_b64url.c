@@ -1,4 +1,4 @@
-/* tests/crypto/fuzz_b64url.c: libFuzzer target for the strict base64url decoder and the
+/* tests/fuzz/fuzz_b64url.c: libFuzzer target for the strict base64url decoder and the
  * opaque secrets' shape checks built on it (crypto/secret.h: API keys, SECURITY K02).
  * Properties: whatever decodes re-encodes to exactly the input (one encoding per byte
  * string, RFC 4648 §3.5); an API key that parses is sk_ and 43 characters that decode to 32

@@ -22,7 +22,11 @@ TESSERA_LOG_LEVEL=debug with the access log on; connections pinned to every shar
 - no token, a garbage token, an API key as bearer (at /me/api-keys, /me, /me/sessions): 401
   Bearer invalid_token; a client's own client_credentials token: 400;
 - 409 at the 101st live key of one user (100 made in a loop), nothing stored; a revoked key
-  frees its place; the list holds all 100, newest first;
+  frees its place; the list holds all 100, newest first; 30 mints at once on a user's last 10
+  places: exactly 10 are 201 and 100 keys are stored (0008's trigger counts after the lock);
+- a token of a client that is not first-party: 403 (a third party's delegated token must not
+  become a key outliving its grant); a client narrowed to "read": its key minted with "read
+  write" introspects with scope read and /verify?scope=write is 403;
 - list: only the user's live keys (not revoked, not expired), newest first, exactly the
   documented members, never the key, its secret or its digest; no-store; bob never sees
   alice's keys and alice never bob's;
@@ -72,6 +76,7 @@ import json
 import os
 import re
 import statistics
+import threading
 import time
 import urllib.parse
 import uuid
@@ -275,7 +280,7 @@ def check_refused_everywhere(res, label, pins, key, t0):
 # ---------------------------------------------------------------------------- setup
 
 def prepare(env, state):
-    for name in ("alice", "bob", "hoarder", "dora", "dell", "lou"):
+    for name in ("alice", "bob", "hoarder", "racer", "dora", "dell", "lou"):
         env.user(name)
     env.clients["admin"] = env.admin("admin", "client", "create", "--tenant", TENANT, "--name", "admin",
                                      "--scope", "users:read users:write", "--grant", "client_credentials")
@@ -770,6 +775,70 @@ def check_cap(res, env, port, state):
     res.check("cap: ... and the next is 409 again", create(port, token, {"name": "over again"})[0] == 409)
 
 
+RACE_BEFORE = 90   # keys racer holds before the concurrent mints
+RACE_AT_ONCE = 30  # mints at once: only KEYS_MAX - RACE_BEFORE of them may succeed
+
+
+def check_cap_race(res, env, port, state):
+    """The cap under concurrency: mints racing on one user's last places get exactly those."""
+    token, uid = user_token(res, env, state, port, "racer"), env.users["racer"]
+    for i in range(RACE_BEFORE):
+        new_key(env, state, port, token, "before-%02d" % i)
+    answers = [None] * RACE_AT_ONCE
+    go = threading.Event()
+
+    def mint(i):
+        go.wait()
+        st, _, body, _ = create(port, token, {"name": "race-%02d" % i})
+        answers[i] = st
+        if st == 201:
+            state["keys"].append(body["key"])
+
+    threads = [threading.Thread(target=mint, args=(i,)) for i in range(RACE_AT_ONCE)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(60)
+    wins = answers.count(201)
+    res.check("cap race: %d mints at once with %d places left: exactly %d are 201, the rest 409"
+              % (RACE_AT_ONCE, KEYS_MAX - RACE_BEFORE, KEYS_MAX - RACE_BEFORE),
+              wins == KEYS_MAX - RACE_BEFORE and answers.count(409) == RACE_AT_ONCE - wins,
+              repr(sorted(answers, key=str)))
+    live = env.sql("SELECT count(*) FROM api_keys WHERE user_id = '%s' AND revoked_at IS NULL" % uid)
+    res.check("cap race: ... %d live keys stored, not more" % KEYS_MAX, live == str(KEYS_MAX), live)
+
+
+def check_first_party(res, env, port, state):
+    """Only a first-party client's token mints: a third party's delegated token must not turn
+    into a key that outlives its grant."""
+    app = env.clients["app"]["client_id"]
+    token = user_token(res, env, state, port, "bob")
+    env.sql("UPDATE clients SET first_party = false WHERE client_id = '%s'" % app)
+    try:
+        st, _, _, raw = create(port, token, {"name": "third party"})
+    finally:
+        env.sql("UPDATE clients SET first_party = true WHERE client_id = '%s'" % app)
+    res.check("a token of a client that is not first-party: 403, nothing made", st == 403
+              and env.sql("SELECT count(*) FROM api_keys WHERE name = 'third party'") == "0", repr((st, raw[:200])))
+
+
+def check_client_narrowed(res, env, port, state):
+    """Narrowing the client narrows its keys: the scope answered is what the client still holds."""
+    app = env.clients["app"]["client_id"]
+    token = user_token(res, env, state, port, "bob")
+    body = new_key(env, state, port, token, "narrowed", scope="read write")
+    env.sql("UPDATE clients SET scopes = '{read}' WHERE client_id = '%s'" % app)
+    try:
+        st, got = introspect(port, body["key"], env.clients["svc"])
+        wide = verify(port, body["key"], query={"scope": "write"})[0]
+    finally:
+        env.sql("UPDATE clients SET scopes = '{read,write}' WHERE client_id = '%s'" % app)
+    res.check("a client narrowed to read: its key minted with \"read write\" introspects with scope read",
+              st == 200 and got.get("active") is True and got.get("scope") == "read", repr((st, got)))
+    res.check("... and /verify?scope=write is 403", wide == 403, repr(wide))
+
+
 # ---------------------------------------------------------------------------- later servers
 
 def check_reread(res, env, state):
@@ -928,6 +997,9 @@ def run_all(res, env):
         res.run("T04/T09", check_tenants, res, env, port, state)
         res.run("logout-all", check_logout_all, res, env, port, state)
         res.run("cap", check_cap, res, env, port, state)
+        res.run("cap race", check_cap_race, res, env, port, state)
+        res.run("first party", check_first_party, res, env, port, state)
+        res.run("client narrowed", check_client_narrowed, res, env, port, state)
         close_all(state["pins"])
         check_audit_written(res, port, "main server")
         check_clean_exit(res, srv)
