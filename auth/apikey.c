@@ -14,10 +14,10 @@
  * AUTH_APIKEY_TTL_S and never past the key's expiry. Every hit is checked against the
  * revocation set (DESIGN §1):
  *   - the key's 'key' revocation (DELETE /me/api-keys/{id}) or its client's refuses it;
- *   - a not-before of its user newer than the one in force when Postgres was asked makes the
- *     shard ask again, since only some of the events that write one end a key: a disabled or
- *     deleted user's keys are refused (K04), while a logout everywhere or a password change
- *     leaves them alive, as a sign-out leaves GitHub's tokens. Postgres says which.
+ *   - a not-before of its user applied since Postgres answered makes the shard ask again,
+ *     since only some of the events that write one end a key: a disabled or deleted user's
+ *     keys are refused (K04), while a logout everywhere or a password change leaves them
+ *     alive, as a sign-out leaves GitHub's tokens. Postgres says which.
  * An answer asked before a not-before arrived on the shard may predate it: it answers its
  * request but is not cached. */
 #include "auth/auth_int.h"
@@ -41,8 +41,7 @@ struct key_entry {
     bool used;
     char slug[AUTH_SLUG_MAX + 1];
     int64_t until;      /* asked again from here on */
-    int64_t nb_seen;    /* the user's not-before in force when Postgres answered */
-    uint64_t epoch;     /* auth_revoked_not_before_epoch then */
+    uint64_t epoch;     /* auth_revoked_not_before_epoch when Postgres was asked (and answered) */
     uint64_t key_rk, client_rk, sub_rk; /* auth_revoked_key of the key, its client, its user */
     struct auth_key_claims claims;
 };
@@ -110,21 +109,6 @@ bool auth_key_prefixed(struct slice token)
 
 /* ---- The hot path ----------------------------------------------------------------------------- */
 
-/* A not-before of the entry's user arrived since Postgres answered. Not-befores are whole
- * seconds, so a second one in the same second as the one seen has the same value: once any
- * not-before arrived on the shard (the epoch moved), the user's being there at all, at or
- * past the one seen, is asked about again (once: the new answer carries the new epoch). */
-static bool key_user_changed(struct key_entry *e, const struct auth_revoked *revoked, uint64_t epoch, int64_t now)
-{
-    if (epoch == e->epoch)
-        return false;
-    int64_t nb = auth_revoked_not_before(revoked, e->sub_rk, now);
-    if (nb == INT64_MIN || nb < e->nb_seen) {
-        e->epoch = epoch; /* nothing of this user's: no need to look again */
-        return false;
-    }
-    return true;
-}
 
 enum auth_key_verdict auth_key_check(const struct auth *auth, const struct loop *loop, const char *slug,
                                      struct slice token, struct auth_key_lookup *lk,
@@ -147,7 +131,7 @@ enum auth_key_verdict auth_key_check(const struct auth *auth, const struct loop 
     }
     if (auth_revoked_has(revoked, e->key_rk, now) || auth_revoked_has(revoked, e->client_rk, now))
         return AUTH_KEY_REFUSED;
-    if (key_user_changed(e, revoked, lk->epoch, now)) {
+    if (auth_revoked_not_before_stamp(revoked, e->sub_rk, now) > e->epoch) {
         e->used = false; /* Postgres says how: a disabled user's keys die, logout-all's live */
         return AUTH_KEY_ASK;
     }
@@ -167,26 +151,17 @@ void auth_key_ask(struct http_ctx *ctx, struct auth_wait *w, struct auth_key_loo
     auth_send(ctx, w, STORE_APIKEY_LOOKUP, respond, NULL);
 }
 
-static bool key_copy(char *dst, size_t cap, const char *src)
-{
-    size_t len = strlen(src);
-    if (len >= cap)
-        return false;
-    memcpy(dst, src, len + 1);
-    return true;
-}
-
 /* The row's claims; false when a value does not fit (a row written by hand). */
 static bool key_claims_read(const struct pg_result *r, struct auth_key_claims *c)
 {
     memset(c, 0, sizeof(*c));
     c->created = strtoll(pg_result_value(r, 0, 4), NULL, 10);
     c->expires = pg_result_is_null(r, 0, 5) ? 0 : strtoll(pg_result_value(r, 0, 5), NULL, 10);
-    return key_copy(c->id, sizeof(c->id), pg_result_value(r, 0, 0)) &&
-           key_copy(c->sub, sizeof(c->sub), pg_result_value(r, 0, 1)) &&
-           key_copy(c->client_id, sizeof(c->client_id), pg_result_value(r, 0, 2)) &&
-           key_copy(c->scope, sizeof(c->scope), pg_result_value(r, 0, 3)) &&
-           key_copy(c->tid, sizeof(c->tid), pg_result_value(r, 0, 6));
+    return auth_text_copy(c->id, sizeof(c->id), pg_result_value(r, 0, 0)) &&
+           auth_text_copy(c->sub, sizeof(c->sub), pg_result_value(r, 0, 1)) &&
+           auth_text_copy(c->client_id, sizeof(c->client_id), pg_result_value(r, 0, 2)) &&
+           auth_text_copy(c->scope, sizeof(c->scope), pg_result_value(r, 0, 3)) &&
+           auth_text_copy(c->tid, sizeof(c->tid), pg_result_value(r, 0, 6));
 }
 
 /* K07's audit row: who presented a key that is not live; the prefix only (K05). */
@@ -221,8 +196,7 @@ static void key_remember(struct auth_wait *w, const struct auth_key_lookup *lk, 
     e->key_rk = auth_revoked_key(c->tid, "key", c->id);
     e->client_rk = auth_revoked_key(c->tid, "client", c->client_id);
     e->sub_rk = auth_revoked_key(c->tid, "sub", c->sub);
-    e->nb_seen = auth_revoked_not_before(revoked, e->sub_rk, now);
-    e->epoch = lk->epoch;
+    e->epoch = lk->epoch; /* the epoch now: a not-before applied after it is news */
     e->used = true;
 }
 
@@ -261,13 +235,12 @@ static const char *key_lifetime_parse(const struct jscan_object *obj, struct aut
 const char *auth_key_new_parse(const struct http_ctx *ctx, struct auth_key_new *k)
 {
     struct jscan_object obj;
-    if (!auth_json_body(ctx))
-        return "the body must be application/json";
-    if (jscan_object(ctx->body.ptr, ctx->body.len, &obj) != 0)
-        return "the body is not a JSON object";
+    const char *why = auth_json_object(ctx, &obj);
+    if (why != NULL)
+        return why;
     size_t name_len = 0, scope_len = 0;
     bool name_seen = false;
-    const char *why = auth_json_string(&obj, "name", k->name, AUTH_APIKEY_NAME_MAX, &name_len, &name_seen);
+    why = auth_json_string(&obj, "name", k->name, AUTH_APIKEY_NAME_MAX, &name_len, &name_seen);
     if (why == NULL)
         why = auth_json_string(&obj, "scope", k->scope, AUTH_APIKEY_SCOPE_MAX, &scope_len, &k->scope_given);
     if (why == NULL)
@@ -313,12 +286,6 @@ void auth_key_create_send(struct auth_wait *w, const struct auth_key_new *k, con
     auth_send(NULL, w, STORE_APIKEY_CREATE, respond, NULL);
 }
 
-static void key_json_field(struct buf *b, const char *name, const char *value)
-{
-    buf_printf(b, ",\"%s\":", name);
-    buf_append_json_string(b, slice_make(value, strlen(value)));
-}
-
 void auth_key_created_respond(struct http_ctx *ctx, struct auth_wait *w, const struct auth_key_new *k,
                               struct auth_key_secret *s, const char *client_id)
 {
@@ -344,12 +311,12 @@ void auth_key_created_respond(struct http_ctx *ctx, struct auth_wait *w, const s
     buf_append_cstr(&body, "{\"id\":");
     const char *id = pg_result_value(r, 0, 2);
     buf_append_json_string(&body, slice_make(id, strlen(id)));
-    key_json_field(&body, "key", s->key);
+    auth_json_text(&body, "key", s->key);
     explicit_bzero(s->key, sizeof(s->key)); /* shown once: this answer is its only copy */
-    key_json_field(&body, "prefix", s->prefix);
-    key_json_field(&body, "name", k->name);
-    key_json_field(&body, "scope", k->scope);
-    key_json_field(&body, "client_id", client_id);
+    auth_json_text(&body, "prefix", s->prefix);
+    auth_json_text(&body, "name", k->name);
+    auth_json_text(&body, "scope", k->scope);
+    auth_json_text(&body, "client_id", client_id);
     buf_printf(&body, ",\"created_at\":%s,\"expires_at\":%s}", pg_result_value(r, 0, 3),
                pg_result_is_null(r, 0, 4) ? "null" : pg_result_value(r, 0, 4));
     http_scratch_commit(ctx, &body);

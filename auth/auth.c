@@ -465,10 +465,15 @@ static void auth_respond_answer(struct http_ctx *ctx, void *state)
         http_respond_problem(ctx, w->status, w->detail);
 }
 
-static void auth_json_member(struct buf *body, const char *name, struct slice value)
+void auth_json_member(struct buf *body, const char *name, struct slice value)
 {
     buf_printf(body, ",\"%s\":", name);
     buf_append_json_string(body, value);
+}
+
+void auth_json_text(struct buf *body, const char *name, const char *value)
+{
+    auth_json_member(body, name, slice_make(value, strlen(value)));
 }
 
 void auth_token_respond(struct http_ctx *ctx, const struct auth_token_answer *a)
@@ -478,9 +483,9 @@ void auth_token_respond(struct http_ctx *ctx, const struct auth_token_answer *a)
     buf_append_json_string(&body, a->access);
     buf_printf(&body, ",\"token_type\":\"Bearer\",\"expires_in\":%" PRId64, a->lifetime_s);
     if (a->scope != NULL && a->scope[0])
-        auth_json_member(&body, "scope", slice_make(a->scope, strlen(a->scope)));
+        auth_json_text(&body, "scope", a->scope);
     if (a->refresh != NULL)
-        auth_json_member(&body, "refresh_token", slice_make(a->refresh, strlen(a->refresh)));
+        auth_json_text(&body, "refresh_token", a->refresh);
     if (a->id_token.len > 0)
         auth_json_member(&body, "id_token", a->id_token);
     buf_append_cstr(&body, "}");

@@ -135,12 +135,13 @@ void auth_revoked_add(struct auth_revoked *r, uint64_t key, int64_t exp);
  * until `until`, the last exp such a token can carry. */
 void auth_revoked_add_not_before(struct auth_revoked *r, uint64_t key, int64_t nb, int64_t until);
 bool auth_revoked_before(const struct auth_revoked *r, uint64_t key, int64_t iat, int64_t now);
-/* The subject's not-before in force (INT64_MIN: none): what an answer read from Postgres
- * already reflects, for a cache of such answers (auth/apikey.c). */
-int64_t auth_revoked_not_before(const struct auth_revoked *r, uint64_t key, int64_t now);
-/* Changes whenever a not-before is applied on r's shard: an answer asked of Postgres before
- * one arrived may predate it, and is not cached. */
+/* For a cache of answers read from Postgres (auth/apikey.c). The epoch grows with every
+ * not-before applied on r's shard: an answer asked before it moved may predate one, and is not
+ * cached. A subject's stamp is the epoch its not-before was last applied at (0: none), so an
+ * answer cached at epoch E is stale once its subject's stamp passes E, even when the new
+ * not-before has the old one's value (both whole seconds). */
 uint64_t auth_revoked_not_before_epoch(const struct auth_revoked *r);
+uint64_t auth_revoked_not_before_stamp(const struct auth_revoked *r, uint64_t key, int64_t now);
 /* AUTH_MSG_NOT_BEFORE's b: nb and until in one word (not timed: the metric is per kind). */
 uint64_t auth_revoked_pack_not_before(int64_t nb, int64_t until);
 void auth_revoked_unpack_not_before(uint64_t packed, int64_t *nb, int64_t *until);
@@ -443,6 +444,11 @@ void auth_peer_host(const char *peer, char *dst, size_t cap);
 struct jscan_object;
 /* Content-Type is application/json (parameters allowed). */
 bool auth_json_body(const struct http_ctx *ctx);
+/* ,"name":"value" (value escaped) after an object's first member; name is a literal. */
+void auth_json_member(struct buf *b, const char *name, struct slice value);
+void auth_json_text(struct buf *b, const char *name, const char *value);
+/* A body of its own media type (parsed into obj): the reason it is refused, or NULL. */
+const char *auth_json_object(const struct http_ctx *ctx, struct jscan_object *obj);
 /* The start of a JSON endpoint under /t/{tenant} (params[0], route_arg the auth): the slug
  * and the media type checked (404, 415), then auth_park's state (NULL: answered). */
 void *auth_json_request(struct http_ctx *ctx, size_t bytes);
@@ -549,6 +555,8 @@ void auth_client_authenticate(struct http_ctx *ctx, struct auth_wait *w, struct 
 /* The shard's fresh cached result for cw's credentials, or NULL (then authenticate). */
 const struct auth_client *auth_client_cached(const struct auth *auth, const struct loop *loop,
                                              const struct auth_client_wait *cw);
+/* src into dst (cap bytes with the NUL); false, dst untouched, when it does not fit. */
+bool auth_text_copy(char *dst, size_t cap, const char *src);
 /* True when every space-separated word of want is one of have's ("" is a subset). */
 bool auth_words_subset(const char *want, const char *have);
 
@@ -834,6 +842,9 @@ struct buf auth_page_begin(struct http_ctx *ctx);
 void auth_page_end(struct http_ctx *ctx, int status, struct buf *b);
 /* An error page: the browser stays here (nothing is sent to an unverified URI). */
 void auth_page_error(struct http_ctx *ctx, int status, const char *message);
+/* A page's parameters (RFC 6749 §3.1: GET's query, or POST's form body): false when
+ * answered (415 for a body that is no form). */
+bool auth_page_params(struct http_ctx *ctx, struct slice *params);
 /* Text into HTML, attribute values included. */
 void auth_html_escape(struct buf *b, const char *s);
 /* RFC 6749 Appendix A: a browser flow's values are VSCHAR (printable ASCII). Anything else is

@@ -760,18 +760,25 @@ static void authz_handle(struct http_ctx *ctx, struct slice in)
         auth_answer_now(ctx, 503, AUTH_BUSY_DETAIL);
 }
 
-static void authz_get(struct http_ctx *ctx)
+bool auth_page_params(struct http_ctx *ctx, struct slice *params)
 {
-    authz_handle(ctx, ctx->req->query);
-}
-
-static void authz_post(struct http_ctx *ctx)
-{
+    if (ctx->req->method == HTTP1_METHOD_GET) {
+        *params = ctx->req->query;
+        return true;
+    }
     if (!auth_form_body(ctx)) {
         auth_page_error(ctx, 415, "the body must be application/x-www-form-urlencoded");
-        return;
+        return false;
     }
-    authz_handle(ctx, ctx->body);
+    *params = ctx->body;
+    return true;
+}
+
+static void authz_request(struct http_ctx *ctx)
+{
+    struct slice params;
+    if (auth_page_params(ctx, &params))
+        authz_handle(ctx, params);
 }
 
 /* ---- The login form's post ------------------------------------------------------------------ */
@@ -861,9 +868,9 @@ static void authz_login_post(struct http_ctx *ctx)
 
 int auth_authorize_routes(struct auth *auth, struct http_server *http)
 {
-    int rc = http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/oauth2/authorize", "authorize", authz_get, auth);
+    int rc = http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/oauth2/authorize", "authorize", authz_request, auth);
     if (rc == 0)
-        rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/oauth2/authorize", "authorize", authz_post, auth);
+        rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/oauth2/authorize", "authorize", authz_request, auth);
     if (rc == 0)
         rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/login", "login_page", authz_login_post, auth);
     return rc;

@@ -158,7 +158,7 @@ static bool auth_hex32(const char *hex, uint8_t out[HASH_SHA256_BYTES])
     return true;
 }
 
-static bool auth_copy(char *dst, size_t cap, const char *src)
+bool auth_text_copy(char *dst, size_t cap, const char *src)
 {
     size_t len = strlen(src);
     if (len >= cap)
@@ -173,10 +173,10 @@ static bool auth_client_fill(struct auth_client_slot *slot, const struct pg_resu
     struct auth_client *c = &slot->client;
     slot->used = false;
     if (!auth_hex32(pg_result_value(r, 0, 2), slot->secret_sha256) ||
-        !auth_copy(c->tenant_id, sizeof(c->tenant_id), pg_result_value(r, 0, 1)) ||
-        !auth_copy(c->grants, sizeof(c->grants), pg_result_value(r, 0, 3)) ||
-        !auth_copy(c->scopes, sizeof(c->scopes), pg_result_value(r, 0, 4)) ||
-        !auth_copy(slot->slug, sizeof(slot->slug), slug))
+        !auth_text_copy(c->tenant_id, sizeof(c->tenant_id), pg_result_value(r, 0, 1)) ||
+        !auth_text_copy(c->grants, sizeof(c->grants), pg_result_value(r, 0, 3)) ||
+        !auth_text_copy(c->scopes, sizeof(c->scopes), pg_result_value(r, 0, 4)) ||
+        !auth_text_copy(slot->slug, sizeof(slot->slug), slug))
         return false;
     c->lifetime_s = strtoll(pg_result_value(r, 0, 5), NULL, 10);
     c->can_introspect = strcmp(pg_result_value(r, 0, 6), "t") == 0;

@@ -52,6 +52,15 @@ bool auth_printable(const char *s, size_t len)
     return true;
 }
 
+const char *auth_json_object(const struct http_ctx *ctx, struct jscan_object *obj)
+{
+    if (!auth_json_body(ctx))
+        return "the body must be application/json";
+    if (jscan_object(ctx->body.ptr, ctx->body.len, obj) != 0)
+        return "the body is not a JSON object";
+    return NULL;
+}
+
 const char *auth_username_normalise(char *name, size_t *len)
 {
     char out[AUTH_USERNAME_MAX + 1];

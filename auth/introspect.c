@@ -37,10 +37,16 @@ struct introspect_wait {
 
 _Static_assert(sizeof(struct introspect_wait) <= HTTP_PARK_STATE_MAX, "fits a parked request");
 
-static void introspect_json_field(struct buf *b, const char *name, const char *value)
+/* Every active answer's first members (§2.2), in the request's scratch. */
+static struct buf introspect_active_begin(struct http_ctx *ctx, const char *scope, const char *client_id,
+                                          const char *sub)
 {
-    buf_printf(b, ",\"%s\":", name);
-    buf_append_json_string(b, slice_make(value, strlen(value)));
+    struct buf body = http_scratch_buf(ctx);
+    buf_append_cstr(&body, "{\"active\":true");
+    auth_json_text(&body, "scope", scope);
+    auth_json_text(&body, "client_id", client_id);
+    auth_json_text(&body, "sub", sub);
+    return body;
 }
 
 /* "iss" (and "aud" when asked) as the tenant's issuer URL. */
@@ -69,18 +75,14 @@ static void introspect_respond_json(struct http_ctx *ctx, struct buf *body)
 static void introspect_active(struct http_ctx *ctx, const struct auth *auth, const char *slug,
                               const struct jwt_claims *c)
 {
-    struct buf body = http_scratch_buf(ctx);
-    buf_append_cstr(&body, "{\"active\":true");
-    introspect_json_field(&body, "scope", c->scope);
-    introspect_json_field(&body, "client_id", c->client_id);
-    introspect_json_field(&body, "sub", c->sub);
+    struct buf body = introspect_active_begin(ctx, c->scope, c->client_id, c->sub);
     buf_printf(&body, ",\"exp\":%lld,\"iat\":%lld", (long long)c->exp, (long long)c->iat);
     if (c->nbf != 0)
         buf_printf(&body, ",\"nbf\":%lld", (long long)c->nbf);
-    introspect_json_field(&body, "jti", c->jti);
+    auth_json_text(&body, "jti", c->jti);
     introspect_issuer(&body, auth, slug, true); /* iss and aud were checked equal to it */
     buf_append_cstr(&body, ",\"token_type\":\"Bearer\"");
-    introspect_json_field(&body, "tid", c->tid);
+    auth_json_text(&body, "tid", c->tid);
     buf_append_cstr(&body, "}");
     introspect_respond_json(ctx, &body);
 }
@@ -105,16 +107,13 @@ static void introspect_refresh_respond(struct http_ctx *ctx, void *state)
         introspect_inactive(ctx); /* unknown, rotated, revoked, expired, or another client's */
         return;
     }
-    struct buf body = http_scratch_buf(ctx);
-    buf_append_cstr(&body, "{\"active\":true");
-    introspect_json_field(&body, "scope", pg_result_value(r, 0, 2));
-    introspect_json_field(&body, "client_id", iw->cw.client_id);
-    introspect_json_field(&body, "sub", pg_result_value(r, 0, 1));
+    struct buf body = introspect_active_begin(ctx, pg_result_value(r, 0, 2), iw->cw.client_id,
+                                              pg_result_value(r, 0, 1));
     buf_printf(&body, ",\"exp\":%s,\"iat\":%s", pg_result_value(r, 0, 3), pg_result_value(r, 0, 4));
     introspect_issuer(&body, iw->w.auth, iw->cw.slug, false);
     buf_append_cstr(&body, ",\"token_type\":\"refresh_token\"");
-    introspect_json_field(&body, "sid", iw->sid);
-    introspect_json_field(&body, "tid", pg_result_value(r, 0, 0));
+    auth_json_text(&body, "sid", iw->sid);
+    auth_json_text(&body, "tid", pg_result_value(r, 0, 0));
     buf_append_cstr(&body, "}");
     introspect_respond_json(ctx, &body);
 }
@@ -137,18 +136,14 @@ static bool introspect_refresh(struct introspect_wait *iw)
 static void introspect_key_active(struct http_ctx *ctx, const struct auth *auth, const char *slug,
                                   const struct auth_key_claims *k)
 {
-    struct buf body = http_scratch_buf(ctx);
-    buf_append_cstr(&body, "{\"active\":true");
-    introspect_json_field(&body, "scope", k->scope);
-    introspect_json_field(&body, "client_id", k->client_id);
-    introspect_json_field(&body, "sub", k->sub);
+    struct buf body = introspect_active_begin(ctx, k->scope, k->client_id, k->sub);
     buf_printf(&body, ",\"iat\":%lld", (long long)k->created);
     if (k->expires != 0)
         buf_printf(&body, ",\"exp\":%lld", (long long)k->expires);
-    introspect_json_field(&body, "jti", k->id);
+    auth_json_text(&body, "jti", k->id);
     introspect_issuer(&body, auth, slug, false);
     buf_append_cstr(&body, ",\"token_type\":\"api_key\"");
-    introspect_json_field(&body, "tid", k->tid);
+    auth_json_text(&body, "tid", k->tid);
     buf_append_cstr(&body, "}");
     introspect_respond_json(ctx, &body);
 }

@@ -366,19 +366,12 @@ static void logout_confirm(struct http_ctx *ctx, struct slice in)
         logout_start(ctx, lw);
 }
 
-static void logout_confirm_get(struct http_ctx *ctx)
-{
-    logout_confirm(ctx, ctx->req->query);
-}
-
 /* An application's form may post here from its own site: the page it answers changes nothing. */
-static void logout_confirm_post(struct http_ctx *ctx)
+static void logout_confirm_request(struct http_ctx *ctx)
 {
-    if (!auth_form_body(ctx)) {
-        auth_page_error(ctx, 415, "the body must be application/x-www-form-urlencoded");
-        return;
-    }
-    logout_confirm(ctx, ctx->body);
+    struct slice params;
+    if (auth_page_params(ctx, &params))
+        logout_confirm(ctx, params);
 }
 
 /* POST /t/{tenant}/logout: the browser session of the cookie ends with its applications'
@@ -429,14 +422,14 @@ static void logout_post(struct http_ctx *ctx)
 
 int auth_browser_logout_routes(struct auth *auth, struct http_server *http)
 {
-    int rc = http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/logout", "logout_page", logout_confirm_get, auth);
+    int rc = http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/logout", "logout_page", logout_confirm_request, auth);
     if (rc == 0)
         rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/logout", "logout_page", logout_post, auth);
     if (rc == 0)
-        rc = http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/oauth2/logout", "end_session", logout_confirm_get,
+        rc = http_route_add(http, HTTP1_METHOD_GET, "/t/{tenant}/oauth2/logout", "end_session", logout_confirm_request,
                             auth);
     if (rc == 0)
-        rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/oauth2/logout", "end_session", logout_confirm_post,
+        rc = http_route_add(http, HTTP1_METHOD_POST, "/t/{tenant}/oauth2/logout", "end_session", logout_confirm_request,
                             auth);
     return rc;
 }

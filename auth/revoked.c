@@ -37,6 +37,8 @@ struct revoked_table {
     uint64_t *keys;
     int64_t *until;   /* dropped once until + the leeway has passed */
     int64_t *nb;      /* NULL in the set; the not-before of each entry in the other */
+    uint64_t *stamp;  /* NULL in the set; in the other, not_before_adds when the entry was last
+                       * applied (auth_revoked_not_before_stamp) */
     size_t cap;       /* a power of two */
     size_t count;
 };
@@ -88,7 +90,9 @@ static int revoked_table_init(struct revoked_table *t, size_t cap, bool with_nb)
     t->keys = calloc(cap, sizeof(*t->keys));
     t->until = calloc(cap, sizeof(*t->until));
     t->nb = with_nb ? calloc(cap, sizeof(*t->nb)) : NULL;
-    return t->keys == NULL || t->until == NULL || (with_nb && t->nb == NULL) ? -TE_NOMEM : 0;
+    t->stamp = with_nb ? calloc(cap, sizeof(*t->stamp)) : NULL;
+    return t->keys == NULL || t->until == NULL || (with_nb && (t->nb == NULL || t->stamp == NULL)) ? -TE_NOMEM
+                                                                                                 : 0;
 }
 
 static void revoked_table_free(struct revoked_table *t)
@@ -96,6 +100,7 @@ static void revoked_table_free(struct revoked_table *t)
     free(t->keys);
     free(t->until);
     free(t->nb);
+    free(t->stamp);
 }
 
 static size_t revoked_find(const struct revoked_table *t, uint64_t key)
@@ -129,13 +134,13 @@ bool auth_revoked_before(const struct auth_revoked *r, uint64_t key, int64_t iat
            iat < r->not_before.nb[i];
 }
 
-int64_t auth_revoked_not_before(const struct auth_revoked *r, uint64_t key, int64_t now)
+uint64_t auth_revoked_not_before_stamp(const struct auth_revoked *r, uint64_t key, int64_t now)
 {
     if (r == NULL || r->not_before.count == 0)
-        return INT64_MIN;
+        return 0;
     size_t i = revoked_find(&r->not_before, key);
     bool live = r->not_before.keys[i] == key && revoked_live(&r->not_before, i, now);
-    return live ? r->not_before.nb[i] : INT64_MIN;
+    return live ? r->not_before.stamp[i] : 0;
 }
 
 uint64_t auth_revoked_not_before_epoch(const struct auth_revoked *r)
@@ -158,8 +163,10 @@ static int revoked_rebuild(struct revoked_table *t, size_t cap, int64_t now, siz
         size_t j = revoked_find(t, old.keys[i]);
         t->keys[j] = old.keys[i];
         t->until[j] = old.until[i];
-        if (t->nb != NULL)
+        if (t->nb != NULL) {
             t->nb[j] = old.nb[i];
+            t->stamp[j] = old.stamp[i];
+        }
         t->count++;
     }
     revoked_table_free(&old);
@@ -216,8 +223,11 @@ void auth_revoked_add_not_before(struct auth_revoked *r, uint64_t key, int64_t n
 {
     r->not_before_adds++;
     size_t i = revoked_slot(r, &r->not_before, key, until);
-    if (i != SIZE_MAX && nb > r->not_before.nb[i])
+    if (i == SIZE_MAX)
+        return;
+    if (nb > r->not_before.nb[i])
         r->not_before.nb[i] = nb; /* the latest logout-all wins; applying twice is harmless */
+    r->not_before.stamp[i] = r->not_before_adds; /* a second one in the same second: same nb */
 }
 
 /* ---- The fan-out message ----------------------------------------------------------------- */

@@ -642,16 +642,23 @@ static void user_send(struct user_wait *lw)
         auth_send(NULL, w, STORE_SESSIONS_OF_USER, sessions_list_respond, NULL);
         return;
     case SESSIONS_REVOKE:
+    case KEYS_REVOKE: {
+        bool key = lw->mode == KEYS_REVOKE;
         p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->target, p[3] = lw->slack_text, p[4] = ip;
         p[5] = lw->request_id;
         w->q.params_count = 6;
-        auth_send(NULL, w, STORE_SESSION_REVOKE_OWN, NULL, sessions_revoke_committed);
+        auth_send(NULL, w, key ? STORE_APIKEY_REVOKE_OWN : STORE_SESSION_REVOKE_OWN, NULL,
+                  key ? auth_key_revoke_committed : sessions_revoke_committed);
         return;
+    }
     case ME_GET:
+    case KEYS_LIST: {
+        bool key = lw->mode == KEYS_LIST;
         p[0] = lw->tid, p[1] = lw->sub;
         w->q.params_count = 2;
-        auth_send(NULL, w, STORE_USER_ME, me_respond, NULL);
+        auth_send(NULL, w, key ? STORE_APIKEYS_OF_USER : STORE_USER_ME, key ? keys_list_respond : me_respond, NULL);
         return;
+    }
     case USERINFO:
         p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->bearer.scope;
         w->q.params_count = 3;
@@ -662,17 +669,6 @@ static void user_send(struct user_wait *lw)
         auth_key_create_send(w, &lw->body.key, &lw->bearer.key, &o, keys_created_respond);
         return;
     }
-    case KEYS_LIST:
-        p[0] = lw->tid, p[1] = lw->sub;
-        w->q.params_count = 2;
-        auth_send(NULL, w, STORE_APIKEYS_OF_USER, keys_list_respond, NULL);
-        return;
-    case KEYS_REVOKE:
-        p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->target, p[3] = lw->slack_text, p[4] = ip;
-        p[5] = lw->request_id;
-        w->q.params_count = 6;
-        auth_send(NULL, w, STORE_APIKEY_REVOKE_OWN, NULL, auth_key_revoke_committed);
-        return;
     case ME_PATCH: {
         const struct user_patch *pt = &lw->body.patch;
         p[0] = lw->tid, p[1] = lw->sub, p[2] = pt->has_username ? pt->username : NULL;
@@ -737,12 +733,11 @@ static void user_keys_ready(struct auth_wait *w, struct auth_tenant *tenant)
 static const char *me_patch_parse(const struct http_ctx *ctx, struct user_patch *pt)
 {
     struct jscan_object obj;
-    if (!auth_json_body(ctx))
-        return "the body must be application/json";
-    if (jscan_object(ctx->body.ptr, ctx->body.len, &obj) != 0)
-        return "the body is not a JSON object";
+    const char *why = auth_json_object(ctx, &obj);
+    if (why != NULL)
+        return why;
     size_t ulen = 0, elen = 0;
-    const char *why = auth_json_string(&obj, "username", pt->username, AUTH_USERNAME_MAX, &ulen, &pt->has_username);
+    why = auth_json_string(&obj, "username", pt->username, AUTH_USERNAME_MAX, &ulen, &pt->has_username);
     if (why == NULL)
         why = auth_json_string(&obj, "email", pt->email, AUTH_EMAIL_MAX, &elen, &pt->has_email);
     if (why != NULL)

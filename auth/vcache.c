@@ -94,15 +94,6 @@ static struct vcache_entry *vcache_victim(struct vcache_entry *set, XXH128_hash_
     return victim;
 }
 
-static bool vcache_copy(char *dst, size_t cap, const char *src)
-{
-    size_t len = strlen(src);
-    if (len >= cap)
-        return false;
-    memcpy(dst, src, len + 1);
-    return true;
-}
-
 void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice token, const struct jwt_claims *c,
                      const uint64_t keys[AUTH_REVOKE_KEYS])
 {
@@ -110,10 +101,10 @@ void auth_vcache_put(struct auth_vcache *cache, const char *slug, struct slice t
     struct vcache_entry *e = vcache_victim(vcache_set(cache, token, &digest), digest, token.len);
     struct auth_vclaims *v = &e->claims;
     e->used = false;
-    if (!vcache_copy(v->sub, sizeof(v->sub), c->sub) || !vcache_copy(v->client_id, sizeof(v->client_id), c->client_id) ||
-        !vcache_copy(v->tid, sizeof(v->tid), c->tid) || !vcache_copy(v->jti, sizeof(v->jti), c->jti) ||
-        !vcache_copy(v->sid, sizeof(v->sid), c->sid) ||
-        !vcache_copy(v->scope, sizeof(v->scope), c->scope) || !vcache_copy(e->slug, sizeof(e->slug), slug))
+    if (!auth_text_copy(v->sub, sizeof(v->sub), c->sub) || !auth_text_copy(v->client_id, sizeof(v->client_id), c->client_id) ||
+        !auth_text_copy(v->tid, sizeof(v->tid), c->tid) || !auth_text_copy(v->jti, sizeof(v->jti), c->jti) ||
+        !auth_text_copy(v->sid, sizeof(v->sid), c->sid) ||
+        !auth_text_copy(v->scope, sizeof(v->scope), c->scope) || !auth_text_copy(e->slug, sizeof(e->slug), slug))
         return;
     memcpy(v->revoke_keys, keys, sizeof(v->revoke_keys));
     v->exp = c->exp;

@@ -68,6 +68,27 @@ static void test_not_before(int64_t now)
     auth_revoked_destroy(r);
 }
 
+/* The stamps a cache of Postgres' answers compares (auth/apikey.c): a second not-before in the
+ * same second has the first's value, and still moves the subject's stamp past an answer
+ * cached in between; another subject's does not. */
+static void test_stamps(int64_t now)
+{
+    struct auth_revoked *r = auth_revoked_create(NULL);
+    assert(r != NULL);
+    uint64_t sub = auth_revoked_key(TEST_TENANT, "sub", "user-1");
+    uint64_t other = auth_revoked_key(TEST_TENANT, "sub", "user-2");
+    assert(auth_revoked_not_before_stamp(r, sub, now) == 0 && auth_revoked_not_before_epoch(r) == 0);
+    auth_revoked_add_not_before(r, sub, now - 60, now + 3600); /* a logout-all */
+    uint64_t cached_at = auth_revoked_not_before_epoch(r);     /* an answer read after it */
+    assert(auth_revoked_not_before_stamp(r, sub, now) <= cached_at);
+    auth_revoked_add_not_before(r, other, now - 60, now + 3600);
+    assert(auth_revoked_not_before_stamp(r, sub, now) <= cached_at);
+    auth_revoked_add_not_before(r, sub, now - 60, now + 3600); /* a disable, the same second */
+    assert(auth_revoked_not_before_stamp(r, sub, now) > cached_at);
+    assert(auth_revoked_not_before_stamp(r, sub, now + 3600 + JWT_LEEWAY_DEFAULT_S) == 0); /* outlived */
+    auth_revoked_destroy(r);
+}
+
 static void test_pack(int64_t now)
 {
     int64_t nb, until;
@@ -113,6 +134,7 @@ int main(void)
     int64_t now = (int64_t)time(NULL); /* auth_revoked_add reads the clock itself */
     test_set(now);
     test_not_before(now);
+    test_stamps(now);
     test_pack(now);
     test_growth(now);
     printf("test_revoked: ok\n");
