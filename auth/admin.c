@@ -23,6 +23,10 @@
  *   POST   /users/{id}/enable         (users:write) → 204
  *   POST   /users/{id}/unlock         (users:write) → 204; failed_logins 0, no lock (P04)
  *   DELETE /users/{id}                (users:write) → 204; soft delete, sessions as disable
+ *   GET    /users/{id}/api-keys       (users:read)  → {"api_keys": [...]}: the user's live keys
+ *          as GET /me/api-keys lists them (a disabled user's too); 404 for a user deleted
+ *   DELETE /users/{id}/api-keys/{key} (users:write) → 204; the key's 'key' revocation spread
+ *          (auth/apikey.c); 404 unless it is a live key of that user
  * Each change commits its audit row (actor_kind 'client', actor_id the client_id) in the
  * statement that makes it. A malformed id is 404, a malformed q, limit or cursor 400. */
 #include "auth/auth_int.h"
@@ -263,14 +267,17 @@ enum users_mode {
     USER_ENABLE,  /* POST /users/{id}/enable */
     USER_UNLOCK,  /* POST /users/{id}/unlock */
     USER_DELETE,  /* DELETE /users/{id} */
+    USER_KEYS,    /* GET /users/{id}/api-keys */
+    USER_KEY_REVOKE, /* DELETE /users/{id}/api-keys/{key} */
 };
 
 struct users_wait {
     struct auth_admin admin;
     enum users_mode mode;
-    bool target_valid; /* {id} is a UUID: anything else is no user (404) */
+    bool target_valid; /* {id} (and {key}) are UUIDs: anything else is no user (404) */
     bool has_q, has_cursor;
     char target[CT_UUID_TEXT_LEN + 1];
+    char key[CT_UUID_TEXT_LEN + 1];
     char cursor[CT_UUID_TEXT_LEN + 1];
     char limit[AUTH_ADMIN_NUM_TEXT];
     char q[ADMIN_QUERY_MAX + 1];
@@ -321,6 +328,11 @@ static void users_revoked(struct auth_wait *w)
     http_resume(w, auth_respond_no_content);
 }
 
+static void users_keys_respond(struct http_ctx *ctx, void *state)
+{
+    auth_respond_user_list(ctx, state, "api_keys");
+}
+
 static void users_send(struct auth_admin *admin)
 {
     struct users_wait *uw = (struct users_wait *)admin;
@@ -328,7 +340,7 @@ static void users_send(struct auth_admin *admin)
     const char *ip = admin->ip[0] ? admin->ip : NULL;
     const char **p = w->q.params;
     if (uw->mode != USERS_LIST && !uw->target_valid) {
-        auth_answer(w, 404, "no such user");
+        auth_answer(w, 404, uw->mode == USER_KEY_REVOKE ? "no such API key" : "no such user");
         return;
     }
     p[0] = admin->tid;
@@ -364,6 +376,17 @@ static void users_send(struct auth_admin *admin)
         w->q.params_count = 7;
         auth_send(NULL, w, STORE_USER_DELETE, NULL, users_revoked);
         return;
+    case USER_KEYS:
+        p[1] = uw->target;
+        w->q.params_count = 2;
+        auth_send(NULL, w, STORE_APIKEYS_OF_USER, users_keys_respond, NULL);
+        return;
+    case USER_KEY_REVOKE:
+        p[1] = uw->target, p[2] = uw->key, p[3] = admin->slack_text, p[4] = ip, p[5] = admin->request_id;
+        p[6] = "client", p[7] = admin->client_id;
+        w->q.params_count = 8;
+        auth_send(NULL, w, STORE_APIKEY_REVOKE, NULL, auth_key_revoke_committed);
+        return;
     }
 }
 
@@ -382,7 +405,7 @@ static const char *users_list_parse(const struct http_ctx *ctx, struct users_wai
 
 static void users_start(struct http_ctx *ctx, enum users_mode mode)
 {
-    bool read = mode == USERS_LIST || mode == USER_GET;
+    bool read = mode == USERS_LIST || mode == USER_GET || mode == USER_KEYS;
     struct users_wait *uw = auth_admin_start(ctx, sizeof(*uw), read ? AUTH_SCOPE_USERS_READ
                                                                      : AUTH_SCOPE_USERS_WRITE);
     if (uw == NULL)
@@ -391,10 +414,13 @@ static void users_start(struct http_ctx *ctx, enum users_mode mode)
     if (mode == USERS_LIST) {
         uw->admin.bad_request = users_list_parse(ctx, uw);
     } else {
-        struct slice id = ctx->params[1];
-        uw->target_valid = admin_uuid(id.ptr, id.len);
-        if (uw->target_valid)
+        struct slice id = ctx->params[1], key = mode == USER_KEY_REVOKE ? ctx->params[2] : SLICE_LIT("");
+        uw->target_valid = admin_uuid(id.ptr, id.len) &&
+                           (mode != USER_KEY_REVOKE || admin_uuid(key.ptr, key.len));
+        if (uw->target_valid) {
             memcpy(uw->target, id.ptr, id.len);
+            memcpy(uw->key, key.ptr, key.len);
+        }
     }
     auth_admin_check(ctx, &uw->admin, users_send);
 }
@@ -429,6 +455,16 @@ static void user_delete(struct http_ctx *ctx)
     users_start(ctx, USER_DELETE);
 }
 
+static void user_keys_get(struct http_ctx *ctx)
+{
+    users_start(ctx, USER_KEYS);
+}
+
+static void user_key_delete(struct http_ctx *ctx)
+{
+    users_start(ctx, USER_KEY_REVOKE);
+}
+
 int auth_admin_routes(struct auth *auth, struct http_server *http)
 {
     static const struct {
@@ -442,6 +478,9 @@ int auth_admin_routes(struct auth *auth, struct http_server *http)
         { HTTP1_METHOD_POST, ADMIN_USERS "/{id}/enable", "admin_user_enable", user_enable_post },
         { HTTP1_METHOD_POST, ADMIN_USERS "/{id}/unlock", "admin_user_unlock", user_unlock_post },
         { HTTP1_METHOD_DELETE, ADMIN_USERS "/{id}", "admin_user_delete", user_delete },
+        { HTTP1_METHOD_GET, ADMIN_USERS "/{id}/api-keys", "admin_user_api_keys", user_keys_get },
+        { HTTP1_METHOD_DELETE, ADMIN_USERS "/{id}/api-keys/{key}", "admin_user_api_key_revoke",
+          user_key_delete },
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         int rc = http_route_add(http, routes[i].method, routes[i].pattern, routes[i].name,

@@ -19,7 +19,8 @@
  *     keys are refused (K04), while a logout everywhere or a password change leaves them
  *     alive, as a sign-out leaves GitHub's tokens. Postgres says which.
  * An answer asked before a not-before arrived on the shard may predate it: it answers its
- * request but is not cached. */
+ * request but is not cached. Each live answer notes the key's use for last_used_at, once a
+ * step per cached key (auth/apikey_uses.c). */
 #include "auth/auth_int.h"
 
 #include <stdio.h>
@@ -42,6 +43,7 @@ struct key_entry {
     char slug[AUTH_SLUG_MAX + 1];
     int64_t until;      /* asked again from here on */
     uint64_t epoch;     /* auth_revoked_not_before_epoch when Postgres was asked (and answered) */
+    int64_t use_noted;  /* when this shard last noted a use for last_used_at; 0: not yet */
     uint64_t key_rk, client_rk, sub_rk; /* auth_revoked_key of the key, its client, its user */
     struct auth_key_claims claims;
 };
@@ -109,6 +111,18 @@ bool auth_key_prefixed(struct slice token)
 
 /* ---- The hot path ----------------------------------------------------------------------------- */
 
+static struct auth_key_uses *key_uses_of(const struct auth *auth, const struct loop *loop)
+{
+    return auth->shards[loop_index(loop)]->key_uses;
+}
+
+/* A cached key's use, noted for last_used_at once a step (auth/apikey_uses.c). */
+static void key_use(const struct auth *auth, const struct loop *loop, struct key_entry *e, int64_t now)
+{
+    if (now - e->use_noted >= AUTH_APIKEY_USE_STEP_S &&
+        auth_key_use_note(key_uses_of(auth, loop), e->claims.tid, e->claims.id, now))
+        e->use_noted = now;
+}
 
 enum auth_key_verdict auth_key_check(const struct auth *auth, const struct loop *loop, const char *slug,
                                      struct slice token, struct auth_key_lookup *lk,
@@ -135,6 +149,7 @@ enum auth_key_verdict auth_key_check(const struct auth *auth, const struct loop 
         e->used = false; /* Postgres says how: a disabled user's keys die, logout-all's live */
         return AUTH_KEY_ASK;
     }
+    key_use(auth, loop, e, now);
     *out = &e->claims;
     return AUTH_KEY_LIVE;
 }
@@ -177,13 +192,12 @@ static void key_refused_note(struct auth_wait *w, const struct auth_key_lookup *
 }
 
 static void key_remember(struct auth_wait *w, const struct auth_key_lookup *lk, const char *slug,
-                         const struct auth_key_claims *c)
+                         const struct auth_key_claims *c, int64_t now, bool use_noted)
 {
     struct auth_key_cache *cache = key_cache_of(w->auth, w->loop);
     const struct auth_revoked *revoked = w->auth->shards[loop_index(w->loop)]->revoked;
     if (cache == NULL || auth_revoked_not_before_epoch(revoked) != lk->epoch)
         return; /* a not-before came while Postgres answered: the answer may predate it */
-    int64_t now = (int64_t)time(NULL);
     struct key_entry *e = key_find(cache, slug, lk->digest);
     if (e == NULL)
         e = key_victim(cache, lk->digest);
@@ -197,6 +211,7 @@ static void key_remember(struct auth_wait *w, const struct auth_key_lookup *lk, 
     e->client_rk = auth_revoked_key(c->tid, "client", c->client_id);
     e->sub_rk = auth_revoked_key(c->tid, "sub", c->sub);
     e->epoch = lk->epoch; /* the epoch now: a not-before applied after it is news */
+    e->use_noted = use_noted ? now : 0;
     e->used = true;
 }
 
@@ -213,7 +228,9 @@ const struct auth_key_claims *auth_key_answered(struct auth_wait *w, const struc
         log_msg(LOG_WARN, "an API key's row does not fit its claims", "prefix", lk->prefix, NULL);
         return NULL;
     }
-    key_remember(w, lk, slug, &claims);
+    int64_t now = (int64_t)time(NULL);
+    bool noted = auth_key_use_note(key_uses_of(w->auth, w->loop), claims.tid, claims.id, now);
+    key_remember(w, lk, slug, &claims, now, noted);
     return &claims;
 }
 

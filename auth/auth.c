@@ -100,6 +100,7 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
         if ((auth->shards[i] = calloc(1, sizeof(struct auth_shard))) == NULL ||
             (auth->shards[i]->verified = auth_vcache_create()) == NULL ||
             (auth->shards[i]->api_keys = auth_key_cache_create()) == NULL ||
+            (auth->shards[i]->key_uses = auth_key_uses_create(auth)) == NULL ||
             (auth->shards[i]->revoked = auth_revoked_create(auth)) == NULL ||
             (auth->shards[i]->rate = auth_rate_create()) == NULL ||
             (auth->shards[i]->sessions = auth_session_owner_create()) == NULL ||
@@ -135,6 +136,7 @@ void auth_destroy(struct auth *auth)
             free(shard->replies.pending);
             auth_vcache_destroy(shard->verified);
             auth_key_cache_destroy(shard->api_keys);
+            auth_key_uses_destroy(shard->key_uses);
             auth_client_cache_destroy(shard->clients);
             auth_audit_batch_destroy(shard->audit);
             auth_login_failures_destroy(shard->login_failures);
@@ -176,6 +178,7 @@ void auth_shard_start(struct auth *auth, struct loop *loop)
 {
     auth_revoked_start(auth->shards[loop_index(loop)]->revoked, loop);
     auth_audit_batch_start(auth->shards[loop_index(loop)]->audit, loop);
+    auth_key_uses_start(auth->shards[loop_index(loop)]->key_uses, loop);
     auth_login_failures_start(auth->shards[loop_index(loop)]->login_failures, loop);
     auth->shards[loop_index(loop)]->replies.loop = loop;
 }
@@ -184,6 +187,7 @@ void auth_shard_stop(struct auth *auth, struct loop *loop)
 {
     auth_revoked_stop(auth->shards[loop_index(loop)]->revoked);
     auth_audit_batch_stop(auth->shards[loop_index(loop)]->audit);
+    auth_key_uses_stop(auth->shards[loop_index(loop)]->key_uses);
     auth_login_failures_stop(auth->shards[loop_index(loop)]->login_failures);
     loop_timer_stop(loop, &auth->shards[loop_index(loop)]->replies.resend);
 }
@@ -445,6 +449,25 @@ void auth_respond_no_content(struct http_ctx *ctx, void *state)
     (void)state;
     http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
     http_respond(ctx, 204, NULL, slice_make(NULL, 0));
+}
+
+void auth_respond_user_list(struct http_ctx *ctx, const struct auth_wait *w, const char *member)
+{
+    if (w->outcome != PG_OK) {
+        auth_respond_store_failure(ctx, w->outcome);
+        return;
+    }
+    if (pg_result_rows(w->result) != 1) {
+        http_respond_problem(ctx, 404, "no such user");
+        return;
+    }
+    struct buf body = http_scratch_buf(ctx);
+    buf_printf(&body, "{\"%s\":", member);
+    buf_append_cstr(&body, pg_result_value(w->result, 0, 0));
+    buf_append_cstr(&body, "}");
+    http_scratch_commit(ctx, &body);
+    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
+    http_respond(ctx, 200, "application/json", buf_slice(&body));
 }
 
 void auth_answer_now(struct http_ctx *ctx, int status, const char *detail)

@@ -282,6 +282,7 @@ struct auth_shard {
     struct auth_revoked *revoked;
     struct auth_vcache *verified;
     struct auth_key_cache *api_keys;     /* answers about API keys (auth/apikey.c) */
+    struct auth_key_uses *key_uses;      /* their last-use stamps waiting (auth/apikey_uses.c) */
     struct auth_client_cache *clients;
     struct auth_audit_batch *audit;      /* events waiting for their batched INSERT */
     struct auth_login_failures *login_failures; /* refused logins' statements in flight */
@@ -592,6 +593,9 @@ void auth_respond_no_content(struct http_ctx *ctx, void *state);
 /* Answers a store failure (RFC 9457): 409 on a unique violation, 503 + Retry-After when
  * Postgres is down, busy or slow, 500 otherwise. */
 void auth_respond_store_failure(struct http_ctx *ctx, enum pg_outcome outcome);
+/* A user's list (sessions, API keys) as {"<member>": the JSON array Postgres made}, with
+ * no-store; no row: 404, no such user. */
+void auth_respond_user_list(struct http_ctx *ctx, const struct auth_wait *w, const char *member);
 /* Ends a parked request with a store failure answer (from a stage after the handler). */
 void auth_fail(struct auth_wait *w, enum pg_outcome outcome);
 
@@ -916,6 +920,10 @@ int auth_reauth_routes(struct auth *auth, struct http_server *http);
                                        * that writes no revocation (a client's narrowed scopes)
                                        * shows within a minute. The cap on a user's keys (100
                                        * live, 1,000 made a day) is 0008's trigger's */
+#define AUTH_APIKEY_USE_STEP_S 60     /* a cached key's use is noted at most this often per
+                                       * shard: last_used_at is good to about a minute */
+#define AUTH_APIKEY_USES_FLUSH_MS 1000 /* noted uses wait this long for their UPDATE */
+#define AUTH_APIKEY_USES_MAX 1024     /* noted uses waiting per shard; more wait for next use */
 
 /* What a live key is, as Postgres said and a shard caches it. */
 struct auth_key_claims {
@@ -960,6 +968,16 @@ void auth_key_ask(struct http_ctx *ctx, struct auth_wait *w, struct auth_key_loo
  * SECURITY K05/K07). */
 const struct auth_key_claims *auth_key_answered(struct auth_wait *w, const struct auth_key_lookup *lk,
                                                 const char *slug);
+
+/* Last-use stamps (auth/apikey_uses.c): a shard's notes, written in coalesced batches. */
+struct auth_key_uses;
+struct auth_key_uses *auth_key_uses_create(struct auth *auth);
+void auth_key_uses_destroy(struct auth_key_uses *u);
+void auth_key_uses_start(struct auth_key_uses *u, struct loop *loop);
+void auth_key_uses_stop(struct auth_key_uses *u);
+/* Notes that tenant tid's key key_id (UUID text) was used at `at` (Unix s); false when the
+ * note could not be kept (a full batch, a stopped shard). */
+bool auth_key_use_note(struct auth_key_uses *u, const char *tid, const char *key_id, int64_t at);
 
 /* POST /me/api-keys (routed by auth/session.c with the user's access token): the body's
  * members, and the key made once the token is checked (kept where the token was). */

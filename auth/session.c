@@ -529,30 +529,14 @@ bool auth_uuid_text(const char *s)
     return strlen(s) == CT_UUID_TEXT_LEN && session_uuid_valid(s);
 }
 
-/* {"<member>": the JSON array Postgres made}, with no-store. */
-static void user_list_respond(struct http_ctx *ctx, const struct auth_wait *w, const char *member)
-{
-    if (w->outcome != PG_OK || pg_result_rows(w->result) != 1) {
-        auth_respond_store_failure(ctx, w->outcome == PG_OK ? PG_ERROR : w->outcome);
-        return;
-    }
-    struct buf body = http_scratch_buf(ctx);
-    buf_printf(&body, "{\"%s\":", member);
-    buf_append_cstr(&body, pg_result_value(w->result, 0, 0));
-    buf_append_cstr(&body, "}");
-    http_scratch_commit(ctx, &body);
-    http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
-    http_respond(ctx, 200, "application/json", buf_slice(&body));
-}
-
 static void sessions_list_respond(struct http_ctx *ctx, void *state)
 {
-    user_list_respond(ctx, state, "sessions");
+    auth_respond_user_list(ctx, state, "sessions");
 }
 
 static void keys_list_respond(struct http_ctx *ctx, void *state)
 {
-    user_list_respond(ctx, state, "api_keys");
+    auth_respond_user_list(ctx, state, "api_keys");
 }
 
 /* GET and PATCH /me: the profile Postgres rendered; no row: the user is gone or disabled. */
@@ -645,9 +629,9 @@ static void user_send(struct user_wait *lw)
     case KEYS_REVOKE: {
         bool key = lw->mode == KEYS_REVOKE;
         p[0] = lw->tid, p[1] = lw->sub, p[2] = lw->target, p[3] = lw->slack_text, p[4] = ip;
-        p[5] = lw->request_id;
-        w->q.params_count = 6;
-        auth_send(NULL, w, key ? STORE_APIKEY_REVOKE_OWN : STORE_SESSION_REVOKE_OWN, NULL,
+        p[5] = lw->request_id, p[6] = "user", p[7] = lw->sub; /* a key's: who revoked it */
+        w->q.params_count = key ? 8 : 6;
+        auth_send(NULL, w, key ? STORE_APIKEY_REVOKE : STORE_SESSION_REVOKE_OWN, NULL,
                   key ? auth_key_revoke_committed : sessions_revoke_committed);
         return;
     }

@@ -1,6 +1,7 @@
 /* store/purge.c: see purge.h. Each DELETE takes at most STORE_PURGE_BATCH rows found by the
  * table's expiry index where it has one (authorizations_expiry, sessions_expiry,
- * revocations_expiry, one_time_tokens_expiry), so a pass never holds many locks at once. */
+ * revocations_expiry, one_time_tokens_expiry, api_keys_ended), so a pass never holds many
+ * locks at once. */
 #include "store/purge.h"
 
 #include <stdio.h>
@@ -34,6 +35,11 @@ static const struct {
         "one_time_tokens",
         "DELETE FROM one_time_tokens WHERE id IN (SELECT id FROM one_time_tokens WHERE "
         "expires_at < now() - make_interval(secs => $1::int) LIMIT $2::int)" },
+    [STORE_PURGE_API_KEYS] = {
+        "api_keys",
+        "DELETE FROM api_keys WHERE id IN (SELECT id FROM api_keys WHERE "
+        "least(coalesce(revoked_at, 'infinity'), coalesce(expires_at, 'infinity')) "
+        "< now() - make_interval(secs => $1::int) LIMIT $2::int)" },
     [STORE_PURGE_EMAIL_OUTBOX] = {
         "email_outbox",
         "DELETE FROM email_outbox WHERE id IN (SELECT id FROM email_outbox WHERE state = 'sent' "

@@ -11,6 +11,7 @@
  *   sessions         a day past the sliding expiry, the absolute cap or the revocation
  *   revocations      a day past the revoked token's exp (no token it names is valid then)
  *   one_time_tokens  a day past their expiry
+ *   api_keys         a day past their revocation or expiry (0008's cap counts a day's keys)
  *   email_outbox     a day after a mail was sent (its body holds a one-time link) */
 #ifndef TESSERA_STORE_PURGE_H
 #define TESSERA_STORE_PURGE_H
@@ -26,6 +27,7 @@ enum store_purge_table {
     STORE_PURGE_SESSIONS,
     STORE_PURGE_REVOCATIONS,
     STORE_PURGE_ONE_TIME_TOKENS,
+    STORE_PURGE_API_KEYS,
     STORE_PURGE_EMAIL_OUTBOX,
     STORE_PURGE_TABLES,
 };

@@ -695,28 +695,40 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM c), k.id, "
         "floor(extract(epoch FROM k.created_at))::bigint, floor(extract(epoch FROM k.expires_at))::bigint "
         "FROM (SELECT 1) one LEFT JOIN k ON true" },
+    /* No row for a user deleted or of another tenant; a disabled user's keys are listed (their
+     * admin may want to revoke them before enabling the user again). */
     [STORE_APIKEYS_OF_USER] = {
         "apikeys_of_user", true,
-        "SELECT coalesce(json_agg(json_build_object('id', k.id, 'prefix', k.prefix, 'name', k.name, "
-        "'scope', array_to_string(k.scopes, ' '), 'client_id', k.client_id, "
+        "SELECT (SELECT coalesce(json_agg(json_build_object('id', k.id, 'prefix', k.prefix, "
+        "'name', k.name, 'scope', array_to_string(k.scopes, ' '), 'client_id', k.client_id, "
         "'created_at', floor(extract(epoch FROM k.created_at))::bigint, "
-        "'expires_at', floor(extract(epoch FROM k.expires_at))::bigint) ORDER BY k.created_at DESC), "
-        "'[]'::json)::text FROM (SELECT * FROM api_keys WHERE tenant_id = $1 AND user_id = $2 "
+        "'expires_at', floor(extract(epoch FROM k.expires_at))::bigint, "
+        "'last_used_at', floor(extract(epoch FROM k.last_used_at))::bigint) "
+        "ORDER BY k.created_at DESC), '[]'::json)::text "
+        "FROM (SELECT * FROM api_keys WHERE tenant_id = u.tenant_id AND user_id = u.id "
         "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) "
-        "ORDER BY created_at DESC LIMIT 100) k" }, /* 100: the cap of 0008's trigger */
-    /* Only a live key of the caller's own user, and the 'key' revocation only when that update
-     * took; the revocation outlives every shard's cached answer (auth/apikey.c) by far. */
-    [STORE_APIKEY_REVOKE_OWN] = {
-        "apikey_revoke_own", false,
+        "ORDER BY created_at DESC LIMIT 100) k) " /* 100: the cap of 0008's trigger */
+        "FROM users u WHERE u.tenant_id = $1 AND u.id = $2 AND u.deleted_at IS NULL" },
+    /* Only a live key of the named user, and the 'key' revocation only when that update took;
+     * the revocation outlives every shard's cached answer (auth/apikey.c) by far. */
+    [STORE_APIKEY_REVOKE] = {
+        "apikey_revoke", false,
         "WITH k AS (UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 "
         "AND user_id = $2 AND id = $3 AND revoked_at IS NULL RETURNING id, tenant_id, prefix), "
         "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT k.tenant_id, 'key', "
         "k.id::text, now() + make_interval(secs => $4::int) FROM k "
         "RETURNING seq, tenant_id, value, extract(epoch FROM expires_at)::bigint AS exp), "
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
-        "ip, request_id, details) SELECT k.tenant_id, 'user', $2::text, 'api_key_revoked', 'api_key', "
-        "k.id::text, $5::inet, $6, jsonb_build_object('prefix', k.prefix) FROM k) "
+        "ip, request_id, details) SELECT k.tenant_id, $7, $8, 'api_key_revoked', 'api_key', "
+        "k.id::text, $5::inet, $6, jsonb_build_object('prefix', k.prefix, 'user_id', $2::text) FROM k) "
         "SELECT seq, tenant_id, value, exp FROM r" },
+    /* DESIGN §1's coalesced last-use stamps (auth/apikey_uses.c): one statement for a shard's
+     * batch, a key named twice taking its latest; a stamp never moves back. */
+    [STORE_APIKEY_USES] = {
+        "apikey_uses", false,
+        "UPDATE api_keys k SET last_used_at = greatest(k.last_used_at, to_timestamp(u.at)) "
+        "FROM (SELECT t, k, max(a) AS at FROM json_to_recordset($1::json) AS x(t uuid, k uuid, a bigint) "
+        "GROUP BY t, k) u WHERE k.tenant_id = u.t AND k.id = u.k AND k.revoked_at IS NULL" },
     /* From the primary: a key revoked or a user disabled a moment ago must not read as live
      * (SECURITY F03, K04). By the digest of the whole key, never by its prefix (K01). Its
      * scope is what its client still holds of it: narrowing a client narrows its keys. */

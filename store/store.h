@@ -200,12 +200,16 @@ enum store_stmt {
                                * the client is a live first-party one, the key's id (NULL: nothing
                                * made), created_at and expires_at (Unix s or NULL); audit
                                * api_key_created. Past the user's cap: 23505 */
-    STORE_APIKEYS_OF_USER,    /* $1 tenant id, $2 user id → one row: the user's live keys as a JSON
-                               * array, newest first, never a digest */
-    STORE_APIKEY_REVOKE_OWN,  /* $1 tenant id, $2 user id, $3 key id, $4 slack s, $5 ip, $6 request
-                               * id → the 'key' revocation's row (seq, tenant id, value, exp) when
-                               * an unrevoked key of this user (expired or not) was revoked, else
-                               * none; audit api_key_revoked */
+    STORE_APIKEYS_OF_USER,    /* $1 tenant id, $2 user id → one row unless the user is deleted
+                               * or unknown: the user's live keys as a JSON array, newest first,
+                               * never a digest */
+    STORE_APIKEY_REVOKE,      /* $1 tenant id, $2 user id, $3 key id, $4 slack s, $5 ip, $6 request
+                               * id, $7 actor kind ('user', 'client'), $8 actor id → the 'key'
+                               * revocation's row (seq, tenant id, value, exp) when an unrevoked
+                               * key of this user (expired or not) was revoked, else none; audit
+                               * api_key_revoked */
+    STORE_APIKEY_USES,        /* $1 a JSON array of {"t": tenant id, "k": key id, "a": Unix s}
+                               * → nothing; each key's last_used_at moves up to its latest "a" */
     STORE_APIKEY_LOOKUP,      /* $1 tenant slug, $2 SHA-256 (hex) of the presented key → key id,
                                * user id, client_id, scope, created_at, expires_at (Unix s or
                                * NULL), tenant id; no row unless the key, its user and its client

@@ -28,8 +28,9 @@ TESSERA_LOG_LEVEL=debug with the access log on; connections pinned to every shar
   become a key outliving its grant); a client narrowed to "read": its key minted with "read
   write" introspects with scope read and /verify?scope=write is 403;
 - list: only the user's live keys (not revoked, not expired), newest first, exactly the
-  documented members, never the key, its secret or its digest; no-store; bob never sees
-  alice's keys and alice never bob's;
+  documented members (id, prefix, name, scope, client_id, created_at, expires_at, last_used_at:
+  Unix seconds of the last use or null; test_api_keys_admin.py checks its stamping), never the
+  key, its secret or its digest; no-store; bob never sees alice's keys and alice never bob's;
 - delete: 204, a 'key' revocation row; again 404; not a UUID, an unknown id, another user's
   key: 404 (and that key still verifies, no revocation row planted); audit api_key_revoked;
 - /verify: 200 with exactly X-Auth-Subject/-Client/-Scope/-Tenant/-Token-Id (user id,
@@ -107,7 +108,7 @@ ACCESS_TOKEN_MAX = 6144      # auth/auth_int.h AUTH_ACCESS_TOKEN_MAX: introspect
 MAX_HEAD = 16384             # TESSERA_MAX_HEAD_BYTES: room for the 10 KiB key (the default is 8 KiB)
 VOLATILE_HEADERS = ("x-request-id", "date")
 CREATED_KEYS = sorted(["id", "key", "prefix", "name", "scope", "client_id", "created_at", "expires_at"])
-LISTED_KEYS = sorted(["id", "prefix", "name", "scope", "client_id", "created_at", "expires_at"])
+LISTED_KEYS = sorted(["id", "prefix", "name", "scope", "client_id", "created_at", "expires_at", "last_used_at"])
 INTROSPECTED = sorted(["active", "scope", "client_id", "sub", "iat", "jti", "iss", "token_type", "tid"])
 INACTIVE = {"active": False}
 SERVER_ENV = dict(TESSERA_SHARDS=SHARDS, TESSERA_LOG_LEVEL="debug", TESSERA_ACCESS_LOG="on",
@@ -591,11 +592,12 @@ def check_list(res, env, port, state):
               and hdr(headers, "cache-control") == "no-store", repr((st, raw[:200])))
     res.check("list: exactly alice's live keys, newest first", ids == list(reversed(state["alice_keys"])),
               "%r\n%r" % (ids, list(reversed(state["alice_keys"]))))
-    res.check("list: every item exactly id, prefix, name, scope, client_id, created_at, expires_at",
+    res.check("list: every item exactly id, prefix, name, scope, client_id, created_at, expires_at, last_used_at",
               items and all(sorted(k) == LISTED_KEYS for k in items), repr(items[:1]))
     main = next((k for k in items if k.get("id") == state["main"]["id"]), {})
-    res.check("list: an item repeats what the 201 said (the key aside)",
-              main == {k: v for k, v in state["main"].items() if k != "key"}, "%r\n%r" % (main, state["main"]))
+    res.check("list: an item repeats what the 201 said (the key aside; last_used_at the list's own)",
+              {k: v for k, v in main.items() if k != "last_used_at"}
+              == {k: v for k, v in state["main"].items() if k != "key"}, "%r\n%r" % (main, state["main"]))
     mine = [k for k in state["keys"] if k.startswith("sk_")]
     res.check("list: never a key, its secret or its digest",
               not any(leaks(raw.decode("utf-8", "replace"), k) or any(d in raw.decode() for d in sha256_forms(k))

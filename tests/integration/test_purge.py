@@ -4,10 +4,11 @@ hourly upkeep on the key rotator's thread.
 
 Rows are written straight into a private cluster (test_login.run_with_env): for each growing
 table one that stopped mattering more than a day ago (STORE_PURGE_GRACE_S) and ones that did
-not (live, or expired an hour ago). The CLI deletes exactly the first kind and reports the
-counts per table; a second run deletes nothing. Then a server started with a 1 s rotation
-check (TESSERA_KEY_ROTATION_CHECK_S) deletes a newly expired row by itself, and a live
-session still refreshes afterwards.
+not (live, or expired an hour ago); for api_keys, a key revoked and one expired two days ago
+(gone), the same an hour ago (kept), a live one expiring in an hour and one never expiring
+(kept). The CLI deletes exactly the first kind and reports the counts per table; a second run
+deletes nothing. Then a server started with a 1 s rotation check (TESSERA_KEY_ROTATION_CHECK_S)
+deletes a newly expired row by itself, and a live session still refreshes afterwards.
 """
 import time
 
@@ -18,6 +19,7 @@ UPKEEP_S = 20.0  # the server's pass runs every second; room for a loaded saniti
 OLD = "now() - interval '2 days'"     # past the one-day grace
 RECENT = "now() - interval '1 hour'"  # expired, but within the grace
 LIVE = "now() + interval '1 hour'"
+MADE = "now() - interval '3 days'"    # an API key's created_at: before its revocation or expiry
 
 
 def seed(env, uid):
@@ -43,11 +45,20 @@ def seed(env, uid):
                 "('%s', 'a@example.test', '%s', 'x', 'sent', %s)" % (tid, tag, at))
     env.sql("INSERT INTO email_outbox (tenant_id, to_address, subject, body_text, next_attempt_at) VALUES "
             "('%s', 'a@example.test', 'pending-old', 'x', %s)" % (tid, OLD))
+    # API keys (name, expires_at, revoked_at): gone a day after the revocation or the expiry.
+    for name, expires, revoked in (("old-revoked", "NULL", OLD), ("old-expired", OLD, "NULL"),
+                                   ("recent-revoked", "NULL", RECENT), ("recent-expired", RECENT, "NULL"),
+                                   ("live-expiring", LIVE, "NULL"), ("live-forever", "NULL", "NULL")):
+        env.sql("INSERT INTO api_keys (tenant_id, user_id, client_id, name, prefix, sha256, scopes, expires_at, "
+                "revoked_at, created_at) VALUES ('%s', '%s', '%s', '%s', '%s', sha256(convert_to('apikey-%s', "
+                "'UTF8')), '{read}', %s, %s, %s)"
+                % (tid, uid, client, name, (name.replace("-", "") + "xxxxxxxx")[:8], name, expires, revoked, MADE))
     return (("authorizations", "state = 'old'"),
             ("sessions", "user_agent LIKE 'old-%'"),
             ("revocations", "value = 'old'"),
             ("one_time_tokens", "data->>'tag' = 'old'"),
-            ("email_outbox", "subject = 'old'"))
+            ("email_outbox", "subject = 'old'"),
+            ("api_keys", "name LIKE 'old-%'"))
 
 
 def counts(env, table):
@@ -59,7 +70,8 @@ def test_cli(res, env, uid):
     before = {t: counts(env, t) for t, _ in tables}
     out = env.admin("admin", "expired", "purge")
     purged = (out or {}).get("purged", {})
-    expected = {"authorizations": 1, "sessions": 2, "revocations": 1, "one_time_tokens": 1, "email_outbox": 1}
+    expected = {"authorizations": 1, "sessions": 2, "revocations": 1, "one_time_tokens": 1, "email_outbox": 1,
+                "api_keys": 2}
     res.check("CLI: the rows a day past expiry are deleted, counted per table", purged == expected,
               "%r, expected %r" % (purged, expected))
     for table, gone in tables:
