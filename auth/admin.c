@@ -146,7 +146,7 @@ void *auth_admin_start(struct http_ctx *ctx, size_t bytes, const char *scope)
     admin->token_len = token.len;
     auth_slug_copy(ctx->params[0], admin->slug);
     snprintf(admin->slack_text, sizeof(admin->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
-    auth_peer_ip(ctx, admin->ip, sizeof(admin->ip));
+    http_client_address(ctx, admin->ip, sizeof(admin->ip));
     auth_request_id(ctx, admin->request_id, sizeof(admin->request_id));
     return admin;
 }
@@ -352,10 +352,14 @@ static void users_send(struct auth_admin *admin)
         auth_send(NULL, w, STORE_ADMIN_USERS_LIST, users_json_respond, NULL);
         return;
     case USER_GET:
+    case USER_KEYS: {
+        bool keys = uw->mode == USER_KEYS;
         p[1] = uw->target;
         w->q.params_count = 2;
-        auth_send(NULL, w, STORE_ADMIN_USER_GET, users_json_respond, NULL);
+        auth_send(NULL, w, keys ? STORE_APIKEYS_OF_USER : STORE_ADMIN_USER_GET,
+                  keys ? users_keys_respond : users_json_respond, NULL);
         return;
+    }
     case USER_DISABLE:
         p[1] = uw->target, p[2] = admin->client_id, p[3] = admin->slack_text, p[4] = ip;
         p[5] = admin->request_id;
@@ -375,11 +379,6 @@ static void users_send(struct auth_admin *admin)
         p[5] = ip, p[6] = admin->request_id;
         w->q.params_count = 7;
         auth_send(NULL, w, STORE_USER_DELETE, NULL, users_revoked);
-        return;
-    case USER_KEYS:
-        p[1] = uw->target;
-        w->q.params_count = 2;
-        auth_send(NULL, w, STORE_APIKEYS_OF_USER, users_keys_respond, NULL);
         return;
     case USER_KEY_REVOKE:
         p[1] = uw->target, p[2] = uw->key, p[3] = admin->slack_text, p[4] = ip, p[5] = admin->request_id;
