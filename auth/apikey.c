@@ -183,7 +183,7 @@ static bool key_claims_read(const struct pg_result *r, struct auth_key_claims *c
 static void key_refused_note(struct auth_wait *w, const struct auth_key_lookup *lk, const char *slug)
 {
     char ip[AUTH_IP_MAX + 1];
-    auth_peer_host(http_parked_peer(w), ip, sizeof(ip));
+    snprintf(ip, sizeof(ip), "%s", http_parked_client(w));
     char details[64];
     snprintf(details, sizeof(details), "{\"prefix\":\"%s\"}", lk->prefix); /* base64url: no escaping */
     struct auth_audit_fields f = { .actor_kind = "address", .actor_id = ip, .action = "api_key_refused",

@@ -344,7 +344,7 @@ void auth_audit_note(struct auth_wait *w, const char *slug, const struct auth_au
     audit_copy_text(e->actor_id, sizeof(e->actor_id), f->actor_id);
     audit_copy_text(e->target_id, sizeof(e->target_id), f->target_id);
     audit_copy_slice(e->request_id, sizeof(e->request_id), http_parked_request_id(w));
-    auth_peer_host(http_parked_peer(w), e->ip, sizeof(e->ip));
+    snprintf(e->ip, sizeof(e->ip), "%s", http_parked_client(w));
     bool fits = f->details != NULL && strlen(f->details) < sizeof(e->details);
     if (fits)
         strcpy(e->details, f->details); /* JSON we made: never cut, since a cut object is invalid */

@@ -598,24 +598,6 @@ void auth_request_id(const struct http_ctx *ctx, char *dst, size_t cap)
     dst[len] = '\0';
 }
 
-void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap)
-{
-    auth_peer_host(conn_peer(ctx->conn), dst, cap);
-}
-
-void auth_peer_host(const char *peer, char *dst, size_t cap)
-{
-    const char *colon = strrchr(peer, ':');
-    size_t len = colon ? (size_t)(colon - peer) : strlen(peer);
-    if (len >= 2 && peer[0] == '[' && peer[len - 1] == ']') { /* "[v6]:port" */
-        peer++;
-        len -= 2;
-    }
-    if (len >= cap)
-        len = 0;
-    memcpy(dst, peer, len);
-    dst[len] = '\0';
-}
 
 bool auth_job_abandoned(const struct auth_wait *w, const struct worker_job *job)
 {

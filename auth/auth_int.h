@@ -17,7 +17,7 @@
 #include "store/keys.h"
 
 #define AUTH_SLUG_MAX 63 /* tenant slugs: [a-z0-9-]{1,63}, the schema's CHECK */
-#define AUTH_IP_MAX 63   /* a peer address as text (IPv6 is at most 45) */
+#define AUTH_IP_MAX 63   /* a client address as text (IPv6 is at most 45; http_client_address) */
 #define AUTH_TENANT_SLOTS 4096 /* cached tenants' keys per shard (direct-mapped by slug hash) */
 #define AUTH_TENANT_TTL_MS 30000 /* a cached key set is reloaded after this: a rotation made by
                                   * another instance is seen within 30 s, and the new active key
@@ -433,10 +433,6 @@ void auth_rate_answered(struct auth_wait *w, const struct ring_msg *answer);
 /* The request's id (X-Request-Id, or the one made for it) for audit rows, NUL-terminated in
  * dst (cap bytes; HTTP_REQUEST_ID_BYTES_MAX + 1 holds any). */
 void auth_request_id(const struct http_ctx *ctx, char *dst, size_t cap);
-/* The peer's address without its port, for buckets and audit rows ("" when unknown). */
-void auth_peer_ip(const struct http_ctx *ctx, char *dst, size_t cap);
-/* The same of a conn_peer text ("host:port", "[v6]:port"). */
-void auth_peer_host(const char *peer, char *dst, size_t cap);
 
 /* ---- JSON request bodies (auth/input.c) ---- */
 

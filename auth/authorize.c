@@ -693,7 +693,7 @@ bool auth_sso_cookie(const struct http_ctx *ctx, char *sid, char *sha)
 static bool authz_keep_request(const struct http_ctx *ctx, struct authz_wait *aw)
 {
     char ip[AUTH_IP_MAX + 1], request_id[HTTP_REQUEST_ID_BYTES_MAX + 1];
-    auth_peer_ip(ctx, ip, sizeof(ip));
+    http_client_address(ctx, ip, sizeof(ip));
     auth_request_id(ctx, request_id, sizeof(request_id));
     return authz_keep(aw, ip[0] ? ip : NULL, strlen(ip), &aw->ip) &&
            authz_keep(aw, request_id, strlen(request_id), &aw->request_id);

@@ -416,7 +416,7 @@ void auth_code_grant(struct http_ctx *ctx, struct auth *auth, struct auth_client
     snprintf(cw->u.asked.redirect_uri, sizeof(cw->u.asked.redirect_uri), "%s", req->redirect_uri);
     cw->verifier_given = req->verifier_given;
     snprintf(cw->u.asked.verifier, sizeof(cw->u.asked.verifier), "%s", req->verifier);
-    auth_peer_ip(ctx, cw->ip, sizeof(cw->ip));
+    http_client_address(ctx, cw->ip, sizeof(cw->ip));
     auth_request_id(ctx, cw->request_id, sizeof(cw->request_id));
     cw->w.rate = limits;
     if (!auth_rate_pending(&limits))

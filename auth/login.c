@@ -565,7 +565,7 @@ static void login_keep_request(struct http_ctx *ctx, struct login_wait *lw,
 {
     struct auth *auth = ctx->route_arg;
     auth_slug_copy(ctx->params[0], lw->slug);
-    auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
+    http_client_address(ctx, lw->ip, sizeof(lw->ip));
     login_agent(ctx, lw->agent);
     auth_request_id(ctx, lw->request_id, sizeof(lw->request_id));
     if (!lw->browser) {

@@ -413,7 +413,7 @@ static void logout_post(struct http_ctx *ctx)
     if (lw != NULL) {
         memcpy(lw->sid, sid, sizeof(sid)); /* "" without a cookie */
         memcpy(lw->sha, sha, sizeof(sha));
-        auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
+        http_client_address(ctx, lw->ip, sizeof(lw->ip));
         auth_request_id(ctx, lw->request_id, sizeof(lw->request_id));
         logout_start(ctx, lw);
     }

@@ -286,7 +286,7 @@ static bool rate_admit(struct http_ctx *ctx, const struct auth *auth, struct aut
 {
     char slug[AUTH_SLUG_MAX + 1], ip[AUTH_IP_MAX + 1];
     auth_slug_copy(ctx->params[0], slug);
-    auth_peer_ip(ctx, ip, sizeof(ip));
+    http_client_address(ctx, ip, sizeof(ip));
     subjects->peer_ip = ip;
     const struct auth_tenant *tenant = auth_tenant_cached(auth, ctx->loop, slug);
     auth_rate_prepare(auth, slug, tenant ? &tenant->rate : NULL, subjects, limits);

@@ -241,7 +241,7 @@ static void reauth_keep_request(struct http_ctx *ctx, struct reauth_wait *rw, st
     memcpy(rw->token, token.ptr, token.len);
     rw->token_len = token.len;
     auth_slug_copy(ctx->params[0], rw->slug);
-    auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
+    http_client_address(ctx, rw->ip, sizeof(rw->ip));
     auth_request_id(ctx, rw->request_id, sizeof(rw->request_id));
     snprintf(rw->slack_text, sizeof(rw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
 }

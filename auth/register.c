@@ -293,7 +293,7 @@ static void register_post(struct http_ctx *ctx)
         return; /* else answered 429 */
     }
     auth_slug_copy(ctx->params[0], rw->slug);
-    auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
+    http_client_address(ctx, rw->ip, sizeof(rw->ip));
     auth_request_id(ctx, rw->request_id, sizeof(rw->request_id));
     rw->w.rate = limits;
     if (!auth_rate_pending(&rw->w.rate))

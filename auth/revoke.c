@@ -260,7 +260,7 @@ static void revoke_post(struct http_ctx *ctx)
         memcpy(rw->cw.secret_sha256, secret_sha256, sizeof(secret_sha256));
         rw->token_len = strlen(f->token);
         memcpy(rw->token, f->token, rw->token_len);
-        auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
+        http_client_address(ctx, rw->ip, sizeof(rw->ip));
         rw->w.rate = limits;
         if (!auth_rate_pending(&limits))
             auth_client_authenticate(ctx, &rw->w, &rw->cw, false, revoke_client_ready);

@@ -426,7 +426,7 @@ void auth_session_refresh(struct http_ctx *ctx, struct auth *auth, struct auth_c
     snprintf(rw->scope, sizeof(rw->scope), "%s", scope);
     snprintf(rw->idle_text, sizeof(rw->idle_text), "%d", AUTH_SESSION_IDLE_S);
     snprintf(rw->slack_text, sizeof(rw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
-    auth_peer_ip(ctx, rw->ip, sizeof(rw->ip));
+    http_client_address(ctx, rw->ip, sizeof(rw->ip));
     auth_request_id(ctx, rw->request_id, sizeof(rw->request_id));
     struct buf issuer;
     buf_init(&issuer, rw->issuer, sizeof(rw->issuer));
@@ -774,7 +774,7 @@ static void user_start(struct http_ctx *ctx, enum user_mode mode)
     lw->token_len = token.len;
     auth_slug_copy(ctx->params[0], lw->slug);
     snprintf(lw->slack_text, sizeof(lw->slack_text), "%d", AUTH_SESSION_REVOKE_SLACK_S);
-    auth_peer_ip(ctx, lw->ip, sizeof(lw->ip));
+    http_client_address(ctx, lw->ip, sizeof(lw->ip));
     auth_request_id(ctx, lw->request_id, sizeof(lw->request_id));
     if (auth_tenant_cached(auth, ctx->loop, lw->slug) == NULL)
         auth_tenant_get(ctx, &lw->w, lw->slug, user_keys_ready);

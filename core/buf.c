@@ -42,6 +42,21 @@ void buf_append_i64(struct buf *buf, int64_t value)
     buf_append_u64(buf, (uint64_t)value);
 }
 
+static bool buf_json_plain(unsigned char c)
+{
+    return c >= 0x20 && c != '"' && c != '\\' && c != 0x7f;
+}
+
+size_t buf_json_string_len(struct slice s)
+{
+    size_t len = 2; /* the quotes */
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.ptr[i];
+        len += buf_json_plain(c) ? 1 : (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t') ? 2 : 6;
+    }
+    return len;
+}
+
 void buf_append_json_string(struct buf *buf, struct slice s)
 {
     static const char hex[] = "0123456789abcdef";
@@ -49,7 +64,7 @@ void buf_append_json_string(struct buf *buf, struct slice s)
     size_t run = 0; /* bytes copied as a block: the common case is no escape at all */
     for (size_t i = 0; i < s.len; i++) {
         unsigned char c = (unsigned char)s.ptr[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
+        if (buf_json_plain(c))
             continue;
         buf_append(buf, s.ptr + run, i - run);
         run = i + 1;

@@ -38,6 +38,8 @@ void buf_append_i64(struct buf *buf, int64_t value);
 /* A JSON string literal with its quotes, escaped per RFC 8259 §7: quote, backslash
  * and every control byte; bytes >= 0x80 are copied as they are. */
 void buf_append_json_string(struct buf *buf, struct slice s);
+/* The bytes buf_append_json_string would append for s, quotes included. */
+size_t buf_json_string_len(struct slice s);
 void buf_printf(struct buf *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -274,6 +274,29 @@ static int config_load_smtp(struct config *cfg, FILE *err)
     return bad;
 }
 
+/* TESSERA_TRUSTED_PROXIES: addresses or ranges separated by commas (and spaces). */
+static int config_load_trusted_proxies(struct config *cfg, FILE *err)
+{
+    const char *v = getenv("TESSERA_TRUSTED_PROXIES");
+    if (v == NULL)
+        return 0;
+    for (const char *p = v; *p != '\0';) {
+        p += strspn(p, " ,");
+        size_t len = strcspn(p, " ,");
+        if (len == 0)
+            break;
+        if (cfg->trusted_proxies_count == CONFIG_TRUSTED_PROXIES_MAX)
+            return config_bad(err, "TESSERA_TRUSTED_PROXIES", v, "at most 32 addresses or ranges");
+        if (cidr_parse(p, len, &cfg->trusted_proxies[cfg->trusted_proxies_count]) != 0)
+            return config_bad(err, "TESSERA_TRUSTED_PROXIES", v,
+                              "expected IP addresses or CIDR ranges (10.0.0.0/8, 2001:db8::/32) "
+                              "separated by commas, no bits set past a prefix");
+        cfg->trusted_proxies_count++;
+        p += len;
+    }
+    return 0;
+}
+
 int config_load(struct config *cfg, FILE *err)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -291,6 +314,7 @@ int config_load(struct config *cfg, FILE *err)
     }
     bad += config_load_storage(cfg, err);
     bad += config_load_smtp(cfg, err);
+    bad += config_load_trusted_proxies(cfg, err);
     bad += config_copy_path(err, "TESSERA_TLS_CERT_FILE", cfg->tls_cert_file, sizeof(cfg->tls_cert_file));
     bad += config_copy_path(err, "TESSERA_TLS_KEY_FILE", cfg->tls_key_file, sizeof(cfg->tls_key_file));
     if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0')) {
@@ -319,7 +343,9 @@ void config_print_help(FILE *out)
             "  TESSERA_AUTO_MIGRATE    1: migrate at start instead of refusing an old schema (0)\n"
             "  TESSERA_SMTP_URL        smtp://host:port or smtps://… relay for verification and\n"
             "                          reset mails (unset: no mail is sent)\n"
-            "  TESSERA_SMTP_FROM       sender address of those mails, e.g. no-reply@example.com\n");
+            "  TESSERA_SMTP_FROM       sender address of those mails, e.g. no-reply@example.com\n"
+            "  TESSERA_TRUSTED_PROXIES proxies (addresses, CIDR ranges; comma-separated) whose\n"
+            "                          X-Forwarded-For names the client (unset: none)\n");
     for (size_t i = 0; i < sizeof(config_uints) / sizeof(config_uints[0]); i++)
         fprintf(out, "  %-27s %s (%u)\n", config_uints[i].name, config_uints[i].help,
                 config_uints[i].fallback);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <netinet/in.h>
 
+#include "core/cidr.h"
 #include "core/log.h"
 
 #define CONFIG_SHARDS_MAX 256  /* one per core; the mailbox matrix is shards² rings */
@@ -20,6 +21,7 @@
 #define CONFIG_HEADER_FIELDS_MAX 64 /* = HTTP1_HEADER_FIELDS_MAX, the parser's array size */
 /* A sender address: RFC 5321 §4.5.3.1.3, a path is 256 octets with its angle brackets. */
 #define CONFIG_MAIL_ADDRESS_BYTES_MAX 254
+#define CONFIG_TRUSTED_PROXIES_MAX 32 /* ranges in TESSERA_TRUSTED_PROXIES */
 
 struct config {
     struct sockaddr_storage listen_addr;
@@ -60,6 +62,10 @@ struct config {
     uint32_t audit_flush_ms;              /* a batched audit event waits at most this long */
     char smtp_url[CONFIG_URL_BYTES_MAX];  /* smtp:// or smtps:// relay; empty: no mail is sent */
     char smtp_from[CONFIG_MAIL_ADDRESS_BYTES_MAX + 1]; /* sender address; set with smtp_url */
+    /* Proxies whose X-Forwarded-For names the client (rate limits per address, audit rows,
+     * sessions' address); none by default: the TCP peer is the client. */
+    struct cidr trusted_proxies[CONFIG_TRUSTED_PROXIES_MAX];
+    unsigned trusted_proxies_count;
 };
 
 /* Fills cfg from getenv. Returns 0, or the number of bad values (each reported on err). */

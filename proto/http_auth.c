@@ -134,3 +134,33 @@ struct slice http_cookie(struct slice header, const char *name)
     }
     return found;
 }
+
+static struct slice forwarded_trim(const char *p, size_t len)
+{
+    while (len > 0 && (p[0] == ' ' || p[0] == '\t'))
+        p++, len--;
+    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+        len--;
+    return slice_make(p, len);
+}
+
+struct slice http_forwarded_client(const struct cidr *trusted, size_t count, struct slice peer,
+                                   struct slice xff)
+{
+    struct slice client = peer;
+    size_t end = xff.len;
+    for (unsigned hop = 0; hop < HTTP_FORWARDED_HOPS_MAX && xff.len > 0; hop++) {
+        size_t start = end;
+        while (start > 0 && xff.ptr[start - 1] != ',')
+            start--;
+        struct slice entry = forwarded_trim(xff.ptr + start, end - start);
+        struct cidr_addr addr;
+        if (cidr_addr_parse(entry.ptr, entry.len, &addr) != 0)
+            return client; /* not a bare address: nothing left of it is believed */
+        client = entry;
+        if (!cidr_match(trusted, count, &addr) || start == 0)
+            return client;
+        end = start - 1; /* before the comma */
+    }
+    return client;
+}

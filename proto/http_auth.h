@@ -5,15 +5,18 @@
  * §2.3.1) the id and the secret are each application/x-www-form-urlencoded before being
  * joined, so both are form-decoded after the split at the first ':'.
  * "Bearer" (RFC 6750 §2.1): the b64token after one space. Scheme names are compared
- * case-insensitively (RFC 9110 §11.1). And the browser's credential, a cookie. */
+ * case-insensitively (RFC 9110 §11.1). And the browser's credential, a cookie; and who the
+ * client is when a trusted proxy says so (X-Forwarded-For). */
 #ifndef TESSERA_PROTO_HTTP_AUTH_H
 #define TESSERA_PROTO_HTTP_AUTH_H
 
 #include <stddef.h>
 
+#include "core/cidr.h"
 #include "core/slice.h"
 
 #define HTTP_AUTH_BASIC_MAX 1024 /* decoded "id:secret": far above any client's */
+#define HTTP_FORWARDED_HOPS_MAX 16 /* X-Forwarded-For entries walked, from the right */
 
 /* Decodes a Basic credential. id and secret receive NUL-terminated decoded values
  * (capacities id_cap, secret_cap). 0, or -1 when the header is not Basic, not strict
@@ -28,5 +31,15 @@ struct slice http_auth_bearer(struct slice header);
  * a parent domain may set a second one with a longer path, which the browser sends first, so
  * neither is trusted. */
 struct slice http_cookie(struct slice header, const char *name);
+
+/* The client an X-Forwarded-For value names, sent by peer, a trusted proxy (one of the count
+ * ranges of trusted): each proxy appends the address it got the request from, so entries are
+ * believed from the right while a trusted proxy wrote them, and the first address no trusted
+ * proxy has is the client; what lies left of it is anybody's claim. At most
+ * HTTP_FORWARDED_HOPS_MAX entries are walked; one that is not a bare address (a port, a name,
+ * "unknown") ends the walk at the last hop believed. The answer is peer or a sub-slice of xff
+ * that is a bare address. */
+struct slice http_forwarded_client(const struct cidr *trusted, size_t count, struct slice peer,
+                                   struct slice xff);
 
 #endif

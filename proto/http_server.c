@@ -24,12 +24,16 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "core/cidr.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "proto/http_auth.h"
 #include "proto/tls.h"
 #include "proto/url.h"
 
 #define HTTP_TLS_PLAIN_BYTES 16384 /* one TLS record of plaintext per read */
+#define HTTP_FORWARDED_LOG_MAX 256 /* bytes of each X-Forwarded-* value an access line keeps */
+#define HTTP_FORWARDED_MEMBER_BYTES 32 /* one such member's name, quotes and braces */
 
 /* ---- 1. State ----------------------------------------------------------------------------- */
 
@@ -122,16 +126,32 @@ struct http_park {
     uint8_t request_id_len;
     uint8_t method_len;
     uint16_t path_len;
+    uint16_t state_bytes;         /* what the handler asked for: wiped when the block goes back */
     bool in_handler;              /* the handler that parked has not returned yet */
     http_resume_fn early;         /* http_resume called from inside that handler */
     char request_id[HTTP_REQUEST_ID_BYTES_MAX];
     char method_name[16];
     char path[HTTP_PARK_PATH_BYTES];
+    char client[HTTP_CLIENT_ADDRESS_BYTES]; /* http_client_address's, taken when parked */
+    uint16_t forwarded_len;
+    char forwarded[HTTP_FORWARDED_TEXT_MAX]; /* the access line's member, made when parked */
     _Alignas(16) char state[];
 };
 
 _Static_assert(sizeof(struct http_park) + HTTP_PARK_STATE_MAX <= HTTP_PARK_BYTES, "state fits");
 _Static_assert(HTTP_PARK_PATH_BYTES <= UINT16_MAX, "path_len holds it");
+_Static_assert(HTTP_PARK_STATE_MAX <= UINT16_MAX, "state_bytes holds it");
+_Static_assert(HTTP_FORWARDED_TEXT_MAX <= UINT16_MAX, "forwarded_len holds it");
+
+/* A parked request's block back to the pool. Its state is wiped first, however the request
+ * ended (answered, abandoned by its client, expired): handlers park secrets there (a password
+ * to hash, a minted key or refresh token until it is sent), and a block is reused by any
+ * later request of the shard. */
+static void http_park_free(struct http_park *park)
+{
+    explicit_bzero(park->state, park->state_bytes);
+    loop_block_put(park->loop, (char *)park, HTTP_PARK_BYTES);
+}
 
 _Static_assert(sizeof(struct http_conn) <= LOOP_CONN_PROTO_BYTES, "fits the slab slot");
 
@@ -526,6 +546,7 @@ static void http_ctx_init(struct http_ctx *ctx, struct conn *conn, struct http_c
 
 static void http_stats_record(struct http_shard *shard, const struct http_ctx *ctx, uint64_t us);
 static void http_access_log(const struct http_ctx *ctx, uint64_t us);
+static size_t http_forwarded_render(const struct http1_request *req, char *dst);
 
 static void http_request_begin(struct conn *conn, struct http_conn *hc)
 {
@@ -636,7 +657,7 @@ static void http_dispatch(struct conn *conn, struct http_conn *hc, const struct 
         park->early(&ctx, park->state);
     }
     if (park != NULL) /* parked, then answered at once after all (its wait was refused) */
-        loop_block_put(ctx.loop, (char *)park, HTTP_PARK_BYTES);
+        http_park_free(park);
     if (!ctx.responded) {
         log_msg(LOG_ERROR, "handler gave no response", "route", route ? route->name : "", NULL);
         http_respond_problem(&ctx, 500, "internal error");
@@ -986,6 +1007,53 @@ static size_t http_copy_cut(char *dst, size_t cap, struct slice src)
     return n;
 }
 
+/* ---- The client's address ------------------------------------------------------------------ */
+
+/* "a.b.c.d" or "v6" of conn_peer's "a.b.c.d:port" or "[v6]:port". */
+static struct slice http_peer_host(const char *peer)
+{
+    const char *colon = strrchr(peer, ':');
+    size_t len = colon ? (size_t)(colon - peer) : strlen(peer);
+    if (len >= 2 && peer[0] == '[' && peer[len - 1] == ']')
+        return slice_make(peer + 1, len - 2);
+    return slice_make(peer, len);
+}
+
+/* The request's one X-Forwarded-For field; empty when there is none, or several (a client
+ * may send its own beside the one a proxy wrote, and which the proxy appended to is not
+ * known). */
+static struct slice http_forwarded_for(const struct http1_request *req)
+{
+    struct slice found = slice_make(NULL, 0);
+    for (size_t i = 0; i < req->header_count; i++) {
+        if (!slice_case_eq_cstr(req->headers[i].name, "X-Forwarded-For"))
+            continue;
+        if (found.ptr != NULL)
+            return slice_make(NULL, 0);
+        found = req->headers[i].value;
+    }
+    return found;
+}
+
+static struct slice http_client_of(const struct config *cfg, const struct http1_request *req, struct slice peer)
+{
+    struct cidr_addr addr;
+    if (cfg->trusted_proxies_count == 0 || cidr_addr_parse(peer.ptr, peer.len, &addr) != 0 ||
+        !cidr_match(cfg->trusted_proxies, cfg->trusted_proxies_count, &addr))
+        return peer;
+    return http_forwarded_client(cfg->trusted_proxies, cfg->trusted_proxies_count, peer,
+                                 http_forwarded_for(req));
+}
+
+void http_client_address(const struct http_ctx *ctx, char *dst, size_t cap)
+{
+    const struct http_conn *hc = conn_proto(ctx->conn);
+    struct slice client = http_client_of(hc->shard->server->cfg, ctx->req, http_peer_host(conn_peer(ctx->conn)));
+    size_t len = client.len < cap ? client.len : 0;
+    memcpy(dst, client.ptr, len);
+    dst[len] = '\0';
+}
+
 void *http_park(struct http_ctx *ctx, size_t bytes)
 {
     assert(ctx->parked == NULL && !ctx->responded);
@@ -995,6 +1063,7 @@ void *http_park(struct http_ctx *ctx, size_t bytes)
     if (park == NULL)
         return NULL;
     memset(park, 0, sizeof(*park) + bytes);
+    park->state_bytes = (uint16_t)bytes;
     park->conn = ctx->conn;
     park->loop = ctx->loop;
     park->parked_us = loop_now_us();
@@ -1008,6 +1077,9 @@ void *http_park(struct http_ctx *ctx, size_t bytes)
     park->method_len = (uint8_t)http_copy_cut(park->method_name, sizeof(park->method_name),
                                               ctx->req->method_name);
     park->path_len = (uint16_t)http_copy_cut(park->path, sizeof(park->path), ctx->req->path);
+    http_client_address(ctx, park->client, sizeof(park->client));
+    if (log_access_enabled())
+        park->forwarded_len = (uint16_t)http_forwarded_render(ctx->req, park->forwarded);
     park->in_handler = true;
     ctx->parked = park;
     return park->state;
@@ -1036,10 +1108,9 @@ const char *http_parked_route(const void *state)
     return park->route >= 0 && (size_t)park->route < server->route_count ? server->routes[park->route].name : "";
 }
 
-const char *http_parked_peer(const void *state)
+const char *http_parked_client(const void *state)
 {
-    const struct http_park *park = http_park_of(state);
-    return park->conn != NULL ? conn_peer(park->conn) : "";
+    return http_park_of(state)->client;
 }
 
 bool http_parked_waiting(const void *state)
@@ -1089,7 +1160,7 @@ void http_resume_expired(void *state)
     } else if (conn != NULL) {
         ((struct http_conn *)conn_proto(conn))->parked = NULL;
     }
-    loop_block_put(park->loop, (char *)park, HTTP_PARK_BYTES);
+    http_park_free(park);
 }
 
 void http_resume(void *state, http_resume_fn respond)
@@ -1111,6 +1182,7 @@ void http_resume(void *state, http_resume_fn respond)
         http_ctx_init(&ctx, conn, hc, &req, slice_make(park->request_id, park->request_id_len));
         ctx.route = park->route;
         ctx.head_only = park->head_only;
+        ctx.forwarded = slice_make(park->forwarded, park->forwarded_len);
         respond(&ctx, state);
         if (!ctx.responded) {
             log_msg(LOG_ERROR, "resumed handler gave no response", NULL);
@@ -1121,7 +1193,7 @@ void http_resume(void *state, http_resume_fn respond)
     } else if (conn != NULL) {
         ((struct http_conn *)conn_proto(conn))->parked = NULL;
     }
-    loop_block_put(park->loop, (char *)park, HTTP_PARK_BYTES);
+    http_park_free(park);
 }
 
 /* ---- 7. Statistics and metrics ------------------------------------------------------------ */
@@ -1152,6 +1224,46 @@ static void http_stats_record(struct http_shard *shard, const struct http_ctx *c
     http_stat_add(&shard->stats.latency_sum_us[route], us);
 }
 
+/* What a proxy or a gateway says of the request (nginx auth_request, Traefik forwardAuth and
+ * Envoy ext_authz asking /verify about the request they hold), for the access line: the member
+ * ,"forwarded":{"for":…,"proto":…,"host":…,"method":…,"uri":…} of the X-Forwarded-* fields
+ * sent, rendered into dst (HTTP_FORWARDED_TEXT_MAX bytes). The values are the sender's claims,
+ * each cut to HTTP_FORWARDED_LOG_MAX bytes, X-Forwarded-Uri without its query (which may carry
+ * a code or a token, as the path rule below). A member that would not fit is left out, with
+ * those after it. Its length; 0 when none was sent. */
+static size_t http_forwarded_render(const struct http1_request *req, char *dst)
+{
+    static const struct {
+        const char *header, *member;
+    } fields[] = {
+        { "X-Forwarded-For", "for" },       { "X-Forwarded-Proto", "proto" },
+        { "X-Forwarded-Host", "host" },     { "X-Forwarded-Method", "method" },
+        { "X-Forwarded-Uri", "uri" },
+    };
+    struct buf out;
+    buf_init(&out, dst, HTTP_FORWARDED_TEXT_MAX);
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        const struct http1_header *h = http1_find_header(req, fields[i].header);
+        if (h == NULL)
+            continue;
+        struct slice v = h->value;
+        const char *query = strcmp(fields[i].member, "uri") == 0 ? memchr(v.ptr, '?', v.len) : NULL;
+        if (query != NULL)
+            v.len = (size_t)(query - v.ptr);
+        if (v.len > HTTP_FORWARDED_LOG_MAX)
+            v.len = HTTP_FORWARDED_LOG_MAX;
+        if (out.len + buf_json_string_len(v) + HTTP_FORWARDED_MEMBER_BYTES > out.cap)
+            break; /* a cut value would not be JSON */
+        buf_append_cstr(&out, out.len > 0 ? ",\"" : ",\"forwarded\":{\"");
+        buf_append_cstr(&out, fields[i].member);
+        buf_append_cstr(&out, "\":");
+        buf_append_json_string(&out, v);
+    }
+    if (out.len > 0)
+        buf_append_cstr(&out, "}");
+    return out.len;
+}
+
 static void http_access_log(const struct http_ctx *ctx, uint64_t us)
 {
     struct buf *line = log_begin(LOG_INFO, "access");
@@ -1166,6 +1278,12 @@ static void http_access_log(const struct http_ctx *ctx, uint64_t us)
                ctx->response_bytes, (unsigned long long)us);
     const char *peer = conn_peer(ctx->conn);
     buf_append_json_string(line, slice_make(peer, strlen(peer)));
+    char mem[HTTP_FORWARDED_TEXT_MAX];
+    struct slice forwarded = ctx->forwarded;
+    if (forwarded.len == 0) /* not resumed: the request's own fields (a resumed one has none) */
+        forwarded = slice_make(mem, http_forwarded_render(ctx->req, mem));
+    if (line->len + forwarded.len <= line->cap) /* else left out: cut, it would not be JSON */
+        buf_append(line, forwarded.ptr, forwarded.len);
     log_end(line);
 }
 

@@ -32,10 +32,12 @@
 #define HTTP_RESPONSE_BYTES_MAX 65536 /* one response; output room checked before each request */
 #define HTTP_LATENCY_BUCKETS 15      /* histogram upper bounds, plus +Inf */
 #define HTTP_STATUS_SLOTS 32         /* distinct statuses counted; others count as "other" */
-#define HTTP_PARK_BYTES 8192         /* a parked request: its HTTP facts plus the handler's state */
-#define HTTP_PARK_PATH_BYTES 256     /* of the path kept for the access log; longer is cut */
-#define HTTP_PARK_STATE_MAX 7792     /* handler state per parked request (the rest, 392 bytes:
+#define HTTP_PARK_BYTES 8832         /* a parked request: its HTTP facts plus the handler's state */
+#define HTTP_PARK_PATH_BYTES 208     /* of the path kept for the access log; longer is cut */
+#define HTTP_PARK_STATE_MAX 7792     /* handler state per parked request (the rest, 1,040 bytes:
                                       * HTTP facts; a static assert keeps the sum in bounds) */
+#define HTTP_FORWARDED_TEXT_MAX 640  /* the access line's "forwarded" member (X-Forwarded-*) */
+#define HTTP_CLIENT_ADDRESS_BYTES 46 /* INET6_ADDRSTRLEN: a client's address as text, its NUL */
 
 _Static_assert(HTTP_RESPONSE_BYTES_MAX * 2 <= LOOP_OUT_BUF_BYTES, "a response fits beside pending output");
 
@@ -58,6 +60,8 @@ struct http_ctx {
     void *route_arg;                        /* http_route_add's arg for the matched route */
     /* private below */
     void *parked;                           /* set by http_park */
+    struct slice forwarded;                 /* a resumed request's access-log member, kept by
+                                             * http_park (its headers are gone by then) */
     int route;
     bool head_only;
     bool responded;
@@ -98,6 +102,12 @@ void http_scratch_commit(struct http_ctx *ctx, const struct buf *built);
 
 const char *http_status_reason(int status);
 
+/* The client's address as text, without a port, into dst (cap at least
+ * HTTP_CLIENT_ADDRESS_BYTES; "" when it does not fit): the TCP peer's, unless the peer is one
+ * of TESSERA_TRUSTED_PROXIES; then the one its X-Forwarded-For names (http_forwarded_client).
+ * A request with several X-Forwarded-For fields names nobody: the peer it is. */
+void http_client_address(const struct http_ctx *ctx, char *dst, size_t cap);
+
 /* Parking. A handler that must wait calls http_park and returns without answering.
  * It gets `bytes` (at most HTTP_PARK_STATE_MAX) of zeroed, 16-byte aligned state that
  * lives until http_resume; nothing else of the request survives the handler's return
@@ -111,8 +121,8 @@ uint64_t http_parked_since_us(const void *state);
 struct slice http_parked_request_id(const void *state);
 /* The name its route was added with ("" when none matched). */
 const char *http_parked_route(const void *state);
-/* Its peer's address as conn_peer gives it, or "" once the connection went away. */
-const char *http_parked_peer(const void *state);
+/* Its client's address, as http_client_address said when it was parked. */
+const char *http_parked_client(const void *state);
 /* False once nobody waits for the answer of parked state any more (the backstop answered,
  * or the client went away): a handler need not commit work whose result nobody will read. */
 bool http_parked_waiting(const void *state);

@@ -7,7 +7,9 @@
  * component is never longer than its encoding; and
  * every decode (form component, path segment, url_form_get into a small buffer) answers
  * exactly what a byte-at-a-time decoder written from RFC 3986 §2.1 and WHATWG URL §5.1 here
- * answers: the same bytes, or the same refusal. */
+ * answers: the same bytes, or the same refusal. The input as X-Forwarded-For from a trusted
+ * proxy names the peer or a bare address inside it, the one a reference walk written here
+ * (split first, then read from the right) names. */
 #include <assert.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,6 +22,65 @@
 #define FUZZ_INPUT_MAX 8192 /* a header or a small form body */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* ---- X-Forwarded-For ---- */
+
+#define XFF_ENTRIES_MAX 4096 /* commas in FUZZ_INPUT_MAX bytes, plus one */
+
+static struct slice xff_trim(struct slice s)
+{
+    while (s.len > 0 && (s.ptr[0] == ' ' || s.ptr[0] == '\t'))
+        s.ptr++, s.len--;
+    while (s.len > 0 && (s.ptr[s.len - 1] == ' ' || s.ptr[s.len - 1] == '\t'))
+        s.len--;
+    return s;
+}
+
+/* The rule of http_forwarded_client, read differently: every entry found first, then walked
+ * from the last, at most HTTP_FORWARDED_HOPS_MAX of them. */
+static struct slice xff_reference(const struct cidr *trusted, size_t count, struct slice peer, struct slice in)
+{
+    static struct slice entries[XFF_ENTRIES_MAX];
+    size_t n = 0, from = 0;
+    for (size_t i = 0; i <= in.len; i++) {
+        if (i == in.len || in.ptr[i] == ',') {
+            entries[n++] = xff_trim(slice_make(in.ptr + from, i - from));
+            from = i + 1;
+        }
+    }
+    if (in.len == 0)
+        return peer;
+    struct slice client = peer;
+    for (size_t k = 0; k < n && k < HTTP_FORWARDED_HOPS_MAX; k++) {
+        struct slice e = entries[n - 1 - k];
+        struct cidr_addr a;
+        if (cidr_addr_parse(e.ptr, e.len, &a) != 0)
+            return client;
+        client = e;
+        if (!cidr_match(trusted, count, &a))
+            return client;
+    }
+    return client;
+}
+
+static void fuzz_forwarded(struct slice in)
+{
+    static struct cidr trusted[3];
+    static bool ready;
+    if (!ready) {
+        static const char *const ranges[] = { "127.0.0.0/8", "10.0.0.0/8", "2001:db8::/32" };
+        for (int i = 0; i < 3; i++)
+            assert(cidr_parse(ranges[i], strlen(ranges[i]), &trusted[i]) == 0);
+        ready = true;
+    }
+    struct slice peer = SLICE_LIT("127.0.0.1");
+    struct slice got = http_forwarded_client(trusted, 3, peer, in);
+    struct cidr_addr a;
+    assert(got.ptr == peer.ptr || (got.ptr >= in.ptr && got.ptr + got.len <= in.ptr + in.len &&
+                                    cidr_addr_parse(got.ptr, got.len, &a) == 0));
+    struct slice want = xff_reference(trusted, 3, peer, in);
+    assert(got.ptr == want.ptr && got.len == want.len);
+}
 
 static void fuzz_basic(struct slice in)
 {
@@ -138,6 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_basic(in);
     fuzz_cookie(in);
     fuzz_form(in);
+    fuzz_forwarded(in);
     free(copy);
     return 0;
 }

@@ -11,6 +11,13 @@ the X-Auth-* headers it received) and Tessera (two shards, its own Postgres clus
   (a client-sent X-Auth-Subject is replaced);
 - /admin/ (?scope=admin in the subrequest): a token without the scope 403, with it 200;
 - the token revoked (RFC 7009): 401 at once (J32: the cached verification is not reused);
+- Tessera's access line for each /verify subrequest (found by the Host the client sent) carries
+  "forwarded" with nginx's description of the client's request: for = $proxy_add_x_forwarded_for
+  (ending with the client address 127.0.0.1, after the client's own X-Forwarded-For), proto
+  "http", host = the Host nginx saw ($host), method = the client's (GET, POST, DELETE) and
+  uri = its path without the query, for a 200, a 401 (no token) and a 403 (/admin/), with the
+  request id nginx sent; the client's ?access_token=SECRETVALUE appears nowhere in Tessera's
+  stderr; every /verify access line Tessera wrote during the run carries "forwarded";
 - Tessera stopped: 500, the request refused, never let through.
 Skips (77) when nginx lacks auth_request or Postgres is not installed.
 """
@@ -280,6 +287,76 @@ def test_gateway(res, ctx):
     res.check("another valid token still passes", status == 200, repr(status))
 
 
+VERIFY_PATH = '"path":"/t/%s/verify"' % TENANT
+ACCESS_WAIT_S = 10.0      # a shard writes its buffered lines within a loop turn
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def verify_lines(srv):
+    """Tessera's access lines for /verify, parsed (None for a line that is not JSON)."""
+    out = []
+    for line in srv.stderr_text().splitlines():
+        if '"msg":"access"' in line and VERIFY_PATH in line:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append(None)
+    return out
+
+
+def verify_line_for(srv, host):
+    """The /verify access line whose forwarded.host is host (unique per request here)."""
+    deadline = time.monotonic() + ACCESS_WAIT_S
+    while True:
+        found = [d for d in verify_lines(srv) if d and (d.get("forwarded") or {}).get("host") == host]
+        if found or time.monotonic() > deadline:
+            return found[0] if len(found) == 1 else None
+        time.sleep(0.02)
+
+
+def test_forwarded(res, ctx):
+    ngx, srv, svc = ctx["nginx"].port, ctx["tessera"], ctx["svc"]
+    read = token(srv.port, svc, "read")
+    target = "/orders/42?access_token=SECRETVALUE&x=1"
+    members = ["for", "proto", "host", "method", "uri"]
+    cases = [  # what the client sends; the status; forwarded.for; the uri Tessera should log
+        ("get.orders.example", "GET", target, read, None, 200, "127.0.0.1", "/orders/42"),
+        ("post.orders.example", "POST", target, read, "192.0.2.7", 200, "192.0.2.7, 127.0.0.1", "/orders/42"),
+        ("anon.orders.example", "GET", target, None, None, 401, "127.0.0.1", "/orders/42"),
+        ("delete.orders.example", "DELETE", target, None, None, 401, "127.0.0.1", "/orders/42"),
+        ("admin.orders.example", "GET", "/admin/users?code=SECRETVALUE", read, None, 403, "127.0.0.1",
+         "/admin/users"),
+    ]
+    for host, method, path, tok, xff, want_status, want_for, want_uri in cases:
+        extra = {"Host": host}
+        if xff is not None:
+            extra["X-Forwarded-For"] = xff
+        body = b'{"a": 1}' if method == "POST" else None
+        status, _, _ = through(ngx, path, tok, extra, method, body)
+        what = "%s %s (%s token) via nginx" % (method, path.split("?")[0], "a" if tok else "no")
+        res.check("%s: %d" % (what, want_status), status == want_status, repr(status))
+        doc = verify_line_for(srv, host)
+        fwd = (doc or {}).get("forwarded") or {}
+        res.check("%s: one /verify access line with forwarded.host %r, status %d, nginx's request id" % (
+                  what, host, want_status),
+                  doc is not None and doc.get("status") == want_status and doc.get("method") == "GET" and
+                  bool(HEX32.match(str(doc.get("request_id")))), repr(doc))
+        res.check("%s: forwarded = for, proto http, host, method %s, uri %r (no query), in that order" % (
+                  what, method, want_uri),
+                  list(fwd) == members and fwd.get("proto") == "http" and fwd.get("method") == method and
+                  fwd.get("uri") == want_uri, repr(fwd))
+        res.check("%s: forwarded.for %r, ending with the client address 127.0.0.1" % (what, want_for),
+                  fwd.get("for") == want_for and fwd.get("for", "").endswith("127.0.0.1"), repr(fwd.get("for")))
+    res.check("SECRETVALUE (the client's query) nowhere in Tessera's stderr",
+              "SECRETVALUE" not in srv.stderr_text(), "")
+    lines = verify_lines(srv)
+    bare = [d for d in lines if not d or "forwarded" not in d]
+    # Also the first check a shard makes with a token: it parks while the tenant's keys load,
+    # and its line is written when the answer is resumed.
+    res.check("every /verify access line of the run (%d) is JSON and carries forwarded, a parked "
+              "check's too" % len(lines), lines and not bare, "%d without: %r" % (len(bare), bare[:3]))
+
+
 def test_tessera_away(res, ctx):
     up = ctx["upstream"]
     tok = token(ctx["tessera"].port, ctx["svc"], "read")
@@ -315,11 +392,13 @@ def main():
                                   "--grant", "client_credentials", "--scope", "read admin"],
                                  env=env, check=True, stdout=subprocess.PIPE, timeout=60).stdout
             ctx["svc"] = json.loads(out)
-            ctx["tessera"] = Server(TESSERA_SHARDS=2, TESSERA_PG_URL=pg.url, TESSERA_MASTER_KEY_FILE=key).start()
+            ctx["tessera"] = Server(TESSERA_SHARDS=2, TESSERA_PG_URL=pg.url, TESSERA_MASTER_KEY_FILE=key,
+                                    TESSERA_ACCESS_LOG="on").start()
             res.check("Tessera ready", wait_ready(ctx["tessera"].port))
             ctx["upstream"] = Upstream().start()
             ctx["nginx"] = Nginx(workdir, ctx["tessera"].port, ctx["upstream"].port).start()
             res.run("gateway", test_gateway, res, ctx)
+            res.run("forwarded", test_forwarded, res, ctx)
             res.run("tessera away", test_tessera_away, res, ctx)
             log = ctx["nginx"].log()
             res.check("nginx logged no [emerg]/[alert]/[crit]", not re.search(r"\[(emerg|alert|crit)\]", log), log)

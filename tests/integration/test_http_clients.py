@@ -1,12 +1,28 @@
 #!/usr/bin/env python3
 """Tessera with a real client (curl): keep-alive reuse, chunked upload, Expect: 100-continue,
-HEAD, problem+json errors, X-Request-Id (H28), /metrics, configuration errors and --help."""
+HEAD, problem+json errors, X-Request-Id (H28), /metrics, configuration errors and --help.
+
+The access line's "forwarded" member (X-Forwarded-For/-Proto/-Host/-Method/-Uri, sent raw on
+a socket to GET /health/live, each line found by its X-Request-Id):
+- all five headers: exactly those five members, in that order, with the values sent; only
+  X-Forwarded-For: {"for": ...}; none: no "forwarded" member;
+- a 1000-byte X-Forwarded-Host: its first 256 bytes kept;
+- X-Forwarded-Uri "/a/b?token=SECRET2": "/a/b", "?code=SECRET2": "", and SECRET2 nowhere in
+  the server's stderr;
+- values with HTAB, '"', '\\' and UTF-8 bytes: the line is JSON and the decoded values are the
+  bytes sent (the other control bytes, 0x01, 0x1b and 0x7f, are refused by the parser: 400);
+- five values of 256 '"' each (514 bytes escaped each): the line is JSON, at most 2048 bytes,
+  without "truncated", and keeps fewer than five members, the first ones in order;
+- a 1750-byte path with the five headers: the same (the members that do not fit left out);
+- every access line the server wrote parses as JSON.
+"""
 
 import json
 import os
 import re
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tessera_harness as th  # noqa: E402
@@ -259,6 +275,139 @@ def check_help(res):
               "rc %r" % out.returncode)
 
 
+FORWARDED = (("X-Forwarded-For", "for"), ("X-Forwarded-Proto", "proto"),
+             ("X-Forwarded-Host", "host"), ("X-Forwarded-Method", "method"),
+             ("X-Forwarded-Uri", "uri"))
+FORWARDED_LOG_MAX = 256   # HTTP_FORWARDED_LOG_MAX: bytes of each value the line keeps
+LOG_LINE_BYTES_MAX = 2048
+ACCESS_WAIT_S = 10.0      # a shard writes its buffered lines within a loop turn
+
+
+def access_lines(srv):
+    return [line for line in srv.stderr_text().splitlines() if '"msg":"access"' in line]
+
+
+def access_line(srv, rid):
+    """The access line of the request sent with X-Request-Id rid: (raw line, parsed or None)."""
+    mark = '"request_id":"%s"' % rid
+    deadline = time.monotonic() + ACCESS_WAIT_S
+    while True:
+        found = [line for line in access_lines(srv) if mark in line]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if not found:
+        return None, None
+    try:
+        return found[0], json.loads(found[0])
+    except ValueError:
+        return found[0], None
+
+
+def send_forwarded(port, rid, headers, path=b"/health/live"):
+    """GET path with X-Request-Id rid and the (name, bytes value) headers, raw on a socket."""
+    raw = (b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nX-Request-Id: " + rid.encode() +
+           b"\r\nConnection: close\r\n")
+    for name, value in headers:
+        raw += name.encode() + b": " + value + b"\r\n"
+    resp, _, sock = th.exchange(port, raw + b"\r\n")
+    sock.close()
+    return resp.status if resp is not None else None
+
+
+def forwarded_case(res, srv, name, rid, headers, want_status=200, path=b"/health/live"):
+    """Sends the request; checks its status and that its access line is JSON; returns the
+    parsed line (or None)."""
+    status = send_forwarded(srv.port, rid, headers, path)
+    raw, doc = (None, None) if status != want_status else access_line(srv, rid)
+    res.check("forwarded %s: %d, its access line found and JSON" % (name, want_status),
+              status == want_status and isinstance(doc, dict),
+              "status %r line %r" % (status, raw and raw[:300]))
+    return doc
+
+
+def check_forwarded(res, srv):
+    plain = [(h, v) for (h, _), v in zip(FORWARDED, (b"203.0.113.9, 10.0.0.1", b"https",
+                                                     b"shop.example", b"POST", b"/orders/42"))]
+    doc = forwarded_case(res, srv, "all five", "fwd-all", plain)
+    want = {"for": "203.0.113.9, 10.0.0.1", "proto": "https", "host": "shop.example",
+            "method": "POST", "uri": "/orders/42"}
+    got = (doc or {}).get("forwarded")
+    res.check("forwarded: all five headers -> exactly those five members, in order, as sent",
+              got == want and list(got) == [m for _, m in FORWARDED], repr(got))
+    res.check("forwarded: the line's own method/path/status are the request's",
+              doc is not None and doc.get("method") == "GET" and doc.get("path") == "/health/live" and
+              doc.get("status") == 200, repr(doc))
+
+    doc = forwarded_case(res, srv, "only For", "fwd-for", [("X-Forwarded-For", b"198.51.100.4")])
+    got = (doc or {}).get("forwarded")
+    res.check("forwarded: only X-Forwarded-For -> {\"for\": ...} alone", got == {"for": "198.51.100.4"},
+              repr(got))
+
+    doc = forwarded_case(res, srv, "none", "fwd-none", [])
+    res.check("forwarded: no X-Forwarded-* header -> no \"forwarded\" member",
+              doc is not None and "forwarded" not in doc, repr(doc))
+
+    host = bytes(b"abcdefghijklmnopqrstuvwxyz0123456789."[i % 37] for i in range(1000))
+    doc = forwarded_case(res, srv, "1000-byte host", "fwd-long", [("X-Forwarded-Host", host)])
+    got = (doc or {}).get("forwarded")
+    res.check("forwarded: a 1000-byte X-Forwarded-Host -> its first 256 bytes",
+              got == {"host": host[:FORWARDED_LOG_MAX].decode()}, repr(got)[:400])
+
+    doc = forwarded_case(res, srv, "uri with a query", "fwd-query",
+                         [("X-Forwarded-Method", b"GET"), ("X-Forwarded-Uri", b"/a/b?token=SECRET2&x=1")])
+    got = (doc or {}).get("forwarded")
+    res.check("forwarded: X-Forwarded-Uri /a/b?token=SECRET2 -> \"/a/b\" (the query dropped)",
+              got == {"method": "GET", "uri": "/a/b"}, repr(got))
+    doc = forwarded_case(res, srv, "uri that is only a query", "fwd-qonly",
+                         [("X-Forwarded-Uri", b"?code=SECRET2")])
+    got = (doc or {}).get("forwarded")
+    res.check("forwarded: X-Forwarded-Uri ?code=SECRET2 -> \"\"", got == {"uri": ""}, repr(got))
+    res.check("forwarded: SECRET2 nowhere in the server's stderr", "SECRET2" not in srv.stderr_text(), "")
+
+    # The parser refuses every control byte but HTAB in a field value (H10), so those never
+    # reach the line; HTAB, quote, backslash and UTF-8 (copied as it is) do.
+    for byte in (b"\x01", b"\x1b", b"\x7f"):
+        status = send_forwarded(srv.port, "fwd-ctl-%02x" % byte[0], [("X-Forwarded-Host", b"a" + byte + b"b")])
+        res.check("forwarded: X-Forwarded-Host with byte 0x%02x -> 400 (the parser refuses it)" % byte[0],
+                  status == 400, repr(status))
+    odd = [(h, v) for (h, _), v in zip(FORWARDED, (b'a"b', b"x\\y", b'h\tq"\\\\', b"caf\xc3\xa9 \"q\"",
+                                                   b'/p\t"\\/x\\u0041'))]
+    doc = forwarded_case(res, srv, "escaped values", "fwd-esc", odd)
+    got = (doc or {}).get("forwarded")
+    want = {m: v.decode() for (_, m), (_, v) in zip(FORWARDED, odd)}
+    res.check("forwarded: values with HTAB, '\"', '\\\\', UTF-8 -> JSON, decoded as sent",
+              got == want, "got %r want %r" % (got, want))
+    raw = [line for line in access_lines(srv) if '"request_id":"fwd-esc"' in line]
+    res.check("forwarded: HTAB written as \\t, no raw control byte in the line",
+              bool(raw) and "\\t" in raw[0] and not re.search(r"[\x00-\x1f\x7f]", raw[0]), repr(raw[:1]))
+
+    def fill_check(name, doc, rid, sent):
+        got = (doc or {}).get("forwarded") or {}
+        raw = [line for line in access_lines(srv) if '"request_id":"%s"' % rid in line]
+        size = len(raw[0].encode()) + 1 if raw else None  # with its newline
+        members = [m for _, m in FORWARDED]
+        res.check("forwarded %s: no \"truncated\", the line <= %d bytes" % (name, LOG_LINE_BYTES_MAX),
+                  doc is not None and "truncated" not in doc and size is not None and size <= LOG_LINE_BYTES_MAX,
+                  "size %r doc %r" % (size, doc and sorted(doc)))
+        res.check("forwarded %s: fewer than five members, the first ones in order, whole" % name,
+                  len(got) < 5 and list(got) == members[:len(got)] and all(v == sent[m] for m, v in got.items()),
+                  "members %r" % list(got))
+        return got
+
+    quotes = b'"' * FORWARDED_LOG_MAX   # 514 bytes escaped, with its quotes
+    five = [(h, quotes) for h, _ in FORWARDED]
+    doc = forwarded_case(res, srv, "five values of 256 '\"'", "fwd-fill", five)
+    got = fill_check("five values of 256 '\"'", doc, "fwd-fill", {m: '"' * FORWARDED_LOG_MAX for _, m in FORWARDED})
+    res.check("forwarded five values of 256 '\"': the first member still kept", len(got) >= 1, repr(list(got)))
+
+    doc = forwarded_case(res, srv, "1750-byte path", "fwd-path", plain[:1] + five[1:], want_status=404,
+                         path=b"/" + b"p" * 1749)
+    sent = {m: '"' * FORWARDED_LOG_MAX for _, m in FORWARDED}
+    sent["for"] = "203.0.113.9, 10.0.0.1"
+    fill_check("1750-byte path", doc, "fwd-path", sent)
+
+
 def main():
     res = th.Results("HTTP with curl: keep-alive, chunked, 100-continue, errors, metrics")
     srv = th.Server(TESSERA_ACCESS_LOG="on")
@@ -274,11 +423,20 @@ def main():
         res.run("405 POST metrics", check_problem, res, port, "POST", "/metrics", 405)
         res.run("X-Request-Id", check_request_id, res, port)
         res.run("metrics", check_metrics, res, port)
+        res.run("forwarded", check_forwarded, res, srv)
         access = [line for line in srv.stderr_text().splitlines() if "client-id-42" in line]
         res.check("access log (TESSERA_ACCESS_LOG=on) is JSON and carries the request id",
                   bool(access) and all(json.loads(line) for line in access),
                   repr(access[:1]))
         th.check_clean_exit(res, srv)
+        bad = []
+        for line in access_lines(srv):
+            try:
+                json.loads(line)
+            except ValueError:
+                bad.append(line)
+        res.check("every access line on stderr parses as JSON (%d lines)" % len(access_lines(srv)),
+                  access_lines(srv) and not bad, repr(bad[:2]))
     finally:
         srv.kill()
     res.run("config errors", check_config_errors, res)
