@@ -168,14 +168,47 @@ struct buf *log_begin(enum log_level level, const char *msg)
     return line;
 }
 
+/* Where the last complete top-level member of an over-long line ends: the last comma
+ * outside strings at the line object's own depth. A string value is appended in runs, so
+ * the line may stop inside one, and a comma in it (a path, a message) is no boundary;
+ * nested objects ("forwarded") hold commas of their own. The line is a prefix of the JSON
+ * log_begin and the callers write, so tracking strings, escapes and depth suffices. */
+static size_t log_last_member_end(const char *data, size_t len)
+{
+    size_t end = 0;
+    int depth = 0;
+    bool in_string = false, escaped = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = data[i];
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',' && depth == 1) {
+            end = i;
+        }
+    }
+    return end;
+}
+
 void log_end(struct buf *line)
 {
     if (line->overflow) {
-        /* Cut at the last complete member; the reserved 32 bytes hold the marker. */
+        /* Cut at the last complete member; the reserved 32 bytes hold the marker. log_begin's
+         * first members are short, so a line always has a comma at depth 1 to cut at. */
         line->overflow = false;
         line->cap = sizeof(log_self.line_mem);
-        char *comma = memrchr(line->data, ',', line->len);
-        line->len = comma ? (size_t)(comma - line->data) : line->len;
+        size_t end = log_last_member_end(line->data, line->len);
+        line->len = end > 0 ? end : line->len;
         buf_append_cstr(line, ",\"truncated\":true");
     }
     line->cap = sizeof(log_self.line_mem);
