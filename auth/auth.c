@@ -36,19 +36,23 @@ static int auth_load_master(struct auth *auth)
     return 0;
 }
 
-/* Scheduled rotation (issue 4): a thread of its own, off the shards (it blocks on libpq and
- * RSA generation), safe with several instances; it needs the master key to seal new keys. */
+/* Scheduled rotation (issue 4) and the purge of what expired: a thread of its own, off the
+ * shards (it blocks on libpq and RSA generation), safe with several instances. Rotating needs
+ * the master key to seal new keys; without it, or with rotation off, the thread only purges
+ * (the tables would otherwise grow without bound). */
 static int auth_start_rotation(struct auth *auth)
 {
-    if (!auth->has_master || auth->cfg->key_rotate_after_s == 0)
+    if (auth->cfg->pg_url[0] == '\0')
         return 0;
     struct keys_rotator_config rc = {
         .pg_url = auth->cfg->pg_url,
+        .purge_only = !auth->has_master || auth->cfg->key_rotate_after_s == 0,
+        .audit_retention_days = auth->cfg->audit_retention_days,
         .rotate_after_s = auth->cfg->key_rotate_after_s,
         .check_interval_s = auth->cfg->key_rotation_check_s,
         .default_alg = JWK_ALG_RS256, /* DESIGN §4's default */
     };
-    if (keys_rotator_start(&rc, &auth->master, &auth->rotator) != 0) {
+    if (keys_rotator_start(&rc, auth->has_master ? &auth->master : NULL, &auth->rotator) != 0) {
         log_msg(LOG_ERROR, "cannot start the scheduled key rotation", NULL);
         return -TE_IO;
     }

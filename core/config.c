@@ -72,6 +72,10 @@ static const struct config_uint config_uints[] = {
      * before their batch is written, and what a crash (not a SIGTERM) may lose of them. */
     { "TESSERA_AUDIT_FLUSH_MS", CONFIG_FIELD(audit_flush_ms), 100, 1, 60000,
       "a token issued or a failed client authentication is written to the audit log within this" },
+    /* Keycloak's event expiration and Auth0's log retention: off by default (an audit trail
+     * is often kept for compliance), bounded so the upkeep's interval arithmetic stays small. */
+    { "TESSERA_AUDIT_RETENTION_DAYS", CONFIG_FIELD(audit_retention_days), 0, 0, 36500,
+      "audit log rows older than this many days are deleted by the hourly upkeep; 0: kept" },
 };
 
 static int config_parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)

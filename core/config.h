@@ -60,6 +60,7 @@ struct config {
     uint32_t rate_account_per_min;        /* login tries per submitted name per minute; 0: none */
     uint32_t rate_recipient_per_hour;     /* mails asked for per submitted address per hour; 0: none */
     uint32_t audit_flush_ms;              /* a batched audit event waits at most this long */
+    uint32_t audit_retention_days;        /* older audit rows are purged; 0: kept */
     char smtp_url[CONFIG_URL_BYTES_MAX];  /* smtp:// or smtps:// relay; empty: no mail is sent */
     char smtp_from[CONFIG_MAIL_ADDRESS_BYTES_MAX + 1]; /* sender address; set with smtp_url */
     /* Proxies whose X-Forwarded-For names the client (rate limits per address, audit rows,

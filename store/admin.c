@@ -980,11 +980,15 @@ static int admin_check(const struct admin_command *cmd, const struct admin_args 
     return 0;
 }
 
-/* Deletes what expired (store/purge.h) and prints the rows deleted per table. */
+/* Deletes what expired (store/purge.h), audit rows past TESSERA_AUDIT_RETENTION_DAYS as the
+ * server's upkeep does, and prints the rows deleted per table. */
 static int admin_purge(PGconn *conn)
 {
+    static struct config cfg;
+    if (config_load(&cfg, stderr) != 0)
+        return ADMIN_EXIT_USAGE;
     long long deleted[STORE_PURGE_TABLES];
-    if (store_purge_expired(conn, deleted) != 0) {
+    if (store_purge_expired(conn, cfg.audit_retention_days, deleted) != 0) {
         fprintf(stderr, "tessera admin: purging failed: %s", PQerrorMessage(conn));
         return ADMIN_EXIT_REFUSED;
     }

@@ -437,6 +437,8 @@ int keys_load_tenant(PGconn *conn, const char *tenant_id, const struct seal_key 
 
 struct keys_rotator {
     char *pg_url;
+    bool purge_only;
+    uint32_t audit_retention_days;
     uint32_t rotate_after_s, check_interval_s;
     enum jwk_alg default_alg;
     void (*on_rotated)(void *arg, const char *tenant_id);
@@ -545,7 +547,7 @@ static int keys_rotator_candidates(struct keys_rotator *r, struct keys_candidate
 static void keys_rotator_purge(struct keys_rotator *r)
 {
     long long deleted[STORE_PURGE_TABLES];
-    if (store_purge_expired(r->conn, deleted) != 0)
+    if (store_purge_expired(r->conn, r->audit_retention_days, deleted) != 0)
         return; /* logged; the next pass tries again */
     for (int t = 0; t < STORE_PURGE_TABLES; t++) {
         if (deleted[t] == 0)
@@ -563,7 +565,7 @@ static void keys_rotator_pass(struct keys_rotator *r)
 {
     struct keys_candidate due[KEYS_ROTATE_PER_PASS_MAX];
     int n = keys_rotator_connect(r);
-    if (n == 0)
+    if (n == 0 && !r->purge_only)
         n = keys_rotator_candidates(r, due);
     for (int i = 0; i < n && !keys_rotator_stopping(r); i++) {
         int rc = keys_rotate(r->conn, due[i].tenant_id, due[i].alg, &r->master,
@@ -633,7 +635,7 @@ static int keys_rotator_spawn(struct keys_rotator *r)
 int keys_rotator_start(const struct keys_rotator_config *cfg, const struct seal_key *master,
                        struct keys_rotator **out)
 {
-    assert(cfg != NULL && master != NULL && out != NULL);
+    assert(cfg != NULL && (master != NULL || cfg->purge_only) && out != NULL);
     enum jwk_alg alg = cfg->default_alg == JWK_ALG_UNSET ? JWK_ALG_RS256 : cfg->default_alg;
     if (cfg->pg_url == NULL || !keys_alg_signs(alg))
         return -TE_INVAL;
@@ -648,7 +650,10 @@ int keys_rotator_start(const struct keys_rotator_config *cfg, const struct seal_
     r->default_alg = alg;
     r->on_rotated = cfg->on_rotated;
     r->arg = cfg->arg;
-    r->master = *master;
+    r->purge_only = cfg->purge_only;
+    r->audit_retention_days = cfg->audit_retention_days;
+    if (master != NULL)
+        r->master = *master;
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

@@ -13,6 +13,7 @@
 #ifndef TESSERA_STORE_KEYS_H
 #define TESSERA_STORE_KEYS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -119,6 +120,8 @@ int keys_load_tenant(PGconn *conn, const char *tenant_id, const struct seal_key 
 
 struct keys_rotator_config {
     const char *pg_url;        /* copied; never logged */
+    bool purge_only;           /* the upkeep without rotating (no master key, or rotation off) */
+    uint32_t audit_retention_days; /* store_purge_expired's (0: audit rows are kept) */
     uint32_t rotate_after_s;   /* an active key older than this is rotated (0: the default) */
     uint32_t check_interval_s; /* how often to look (0: the default) */
     enum jwk_alg default_alg;  /* for a tenant that has no key yet (JWK_ALG_UNSET: RS256) */
@@ -131,11 +134,11 @@ struct keys_rotator;
 
 /* Starts the rotator thread: every check_interval_s it rotates (keys_rotate, scheduled) up to
  * KEYS_ROTATE_PER_PASS_MAX tenants, not deleted, whose active key is older than
- * rotate_after_s or that have none, keeping the algorithm of each tenant's active key; then
- * it purges what expired (store/purge.h), the instance's other upkeep. Safe
+ * rotate_after_s or that have none, keeping the algorithm of each tenant's active key (unless
+ * purge_only); then it purges what expired (store/purge.h), the instance's other upkeep. Safe
  * with several instances against one database. Postgres being down is logged and retried at the
- * next pass. master is copied (and wiped at stop). Returns 0 and *out, -TE_INVAL (config) or
- * -TE_NOMEM / -TE_IO (thread). */
+ * next pass. master is copied (and wiped at stop); NULL only with purge_only. Returns 0 and
+ * *out, -TE_INVAL (config) or -TE_NOMEM / -TE_IO (thread). */
 int keys_rotator_start(const struct keys_rotator_config *cfg, const struct seal_key *master,
                        struct keys_rotator **out);
 

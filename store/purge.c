@@ -1,9 +1,10 @@
 /* store/purge.c: see purge.h. Each DELETE takes at most STORE_PURGE_BATCH rows found by the
  * table's expiry index where it has one (authorizations_expiry, sessions_expiry,
- * revocations_expiry, one_time_tokens_expiry, api_keys_ended), so a pass never holds many
- * locks at once. */
+ * revocations_expiry, one_time_tokens_expiry, api_keys_ended, audit_log_tenant_time), so a
+ * pass never holds many locks at once. */
 #include "store/purge.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -12,8 +13,9 @@
 
 #define PURGE_NUM_TEXT 16
 
-/* $1: the grace in seconds, $2: the batch. Each deletes by primary key what its subquery
- * picks: the subquery's LIMIT bounds the batch (DELETE has none). */
+/* $1: the grace in seconds (audit_log: the retention in days), $2: the batch. Each deletes
+ * by primary key what its subquery picks: the subquery's LIMIT bounds the batch (DELETE has
+ * none). */
 static const struct {
     const char *name;
     const char *sql;
@@ -44,6 +46,13 @@ static const struct {
         "email_outbox",
         "DELETE FROM email_outbox WHERE id IN (SELECT id FROM email_outbox WHERE state = 'sent' "
         "AND sent_at < now() - make_interval(secs => $1::int) LIMIT $2::int)" },
+    /* Tenant by tenant through audit_log_tenant_time (tenant_id, created_at): no index of
+     * its own on created_at, which every batched insert would pay for. */
+    [STORE_PURGE_AUDIT_LOG] = {
+        "audit_log",
+        "DELETE FROM audit_log WHERE seq IN (SELECT a.seq FROM tenants t CROSS JOIN LATERAL "
+        "(SELECT seq FROM audit_log WHERE tenant_id = t.id AND created_at < now() - "
+        "make_interval(days => $1::int) LIMIT $2::int) a LIMIT $2::int)" },
 };
 
 const char *store_purge_table_name(enum store_purge_table table)
@@ -51,13 +60,14 @@ const char *store_purge_table_name(enum store_purge_table table)
     return purge_tables[table].name;
 }
 
-/* Batches until one deletes fewer than a whole batch; the rows deleted, or -TE_IO. */
-static long long purge_table(PGconn *conn, enum store_purge_table table)
+/* Batches until one deletes fewer than a whole batch; the rows deleted, or -TE_IO. age is
+ * the statement's $1. */
+static long long purge_table(PGconn *conn, enum store_purge_table table, long long age)
 {
-    char grace[PURGE_NUM_TEXT], batch[PURGE_NUM_TEXT];
-    snprintf(grace, sizeof(grace), "%d", STORE_PURGE_GRACE_S);
+    char age_text[PURGE_NUM_TEXT], batch[PURGE_NUM_TEXT];
+    snprintf(age_text, sizeof(age_text), "%lld", age);
     snprintf(batch, sizeof(batch), "%d", STORE_PURGE_BATCH);
-    const char *params[] = { grace, batch };
+    const char *params[] = { age_text, batch };
     long long total = 0;
     for (int i = 0; i < STORE_PURGE_BATCHES_MAX; i++) {
         PGresult *res = PQexecParams(conn, purge_tables[table].sql, 2, NULL, params, NULL, NULL, 0);
@@ -76,10 +86,15 @@ static long long purge_table(PGconn *conn, enum store_purge_table table)
     return total;
 }
 
-int store_purge_expired(PGconn *conn, long long deleted[STORE_PURGE_TABLES])
+int store_purge_expired(PGconn *conn, uint32_t audit_retention_days, long long deleted[STORE_PURGE_TABLES])
 {
     for (int t = 0; t < STORE_PURGE_TABLES; t++) {
-        long long n = purge_table(conn, (enum store_purge_table)t);
+        bool audit = t == STORE_PURGE_AUDIT_LOG;
+        if (audit && audit_retention_days == 0) {
+            deleted[t] = 0;
+            continue;
+        }
+        long long n = purge_table(conn, (enum store_purge_table)t, audit ? audit_retention_days : STORE_PURGE_GRACE_S);
         if (n < 0)
             return -TE_IO;
         deleted[t] = n;

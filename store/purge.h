@@ -12,9 +12,13 @@
  *   revocations      a day past the revoked token's exp (no token it names is valid then)
  *   one_time_tokens  a day past their expiry
  *   api_keys         a day past their revocation or expiry (0008's cap counts a day's keys)
- *   email_outbox     a day after a mail was sent (its body holds a one-time link) */
+ *   email_outbox     a day after a mail was sent (its body holds a one-time link)
+ *   audit_log        older than the retention the caller gives (TESSERA_AUDIT_RETENTION_DAYS),
+ *                    never when it gives 0 */
 #ifndef TESSERA_STORE_PURGE_H
 #define TESSERA_STORE_PURGE_H
+
+#include <stdint.h>
 
 #include <libpq-fe.h>
 
@@ -29,14 +33,16 @@ enum store_purge_table {
     STORE_PURGE_ONE_TIME_TOKENS,
     STORE_PURGE_API_KEYS,
     STORE_PURGE_EMAIL_OUTBOX,
+    STORE_PURGE_AUDIT_LOG,
     STORE_PURGE_TABLES,
 };
 
 /* The table's name, as in the schema. */
 const char *store_purge_table_name(enum store_purge_table table);
 
-/* One pass over every table: rows deleted per table into deleted. 0, or -TE_IO when a
- * statement failed (what was deleted before it stays deleted; the reason is logged). */
-int store_purge_expired(PGconn *conn, long long deleted[STORE_PURGE_TABLES]);
+/* One pass over every table: rows deleted per table into deleted; audit rows older than
+ * audit_retention_days (0: none). 0, or -TE_IO when a statement failed (what was deleted
+ * before it stays deleted; the reason is logged). */
+int store_purge_expired(PGconn *conn, uint32_t audit_retention_days, long long deleted[STORE_PURGE_TABLES]);
 
 #endif
