@@ -154,7 +154,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
      * user enabled; the sliding expiry moves up to the absolute cap. */
     [STORE_SESSION_ROTATE] = {
         "session_rotate", false,
-        "UPDATE sessions s SET refresh_prev_sha256 = s.refresh_sha256, refresh_sha256 = decode($4, 'hex'), "
+        "UPDATE sessions s SET updated_at = now(), refresh_prev_sha256 = s.refresh_sha256, refresh_sha256 = decode($4, 'hex'), "
         "last_seen_at = now(), expires_at = least(now() + make_interval(secs => $7::int), "
         "s.absolute_expires_at) FROM tenants t, users u, clients c "
         "WHERE s.id = $2 AND t.slug = $1 AND t.deleted_at IS NULL AND s.tenant_id = t.id "
@@ -170,7 +170,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
      * O15); the revocation outlives the longest token the client could have been given. */
     [STORE_SESSION_REUSE] = {
         "session_reuse", false,
-        "WITH s AS (UPDATE sessions s SET revoked_at = now() FROM tenants t "
+        "WITH s AS (UPDATE sessions s SET updated_at = now(), revoked_at = now() FROM tenants t "
         "WHERE s.id = $2 AND t.slug = $1 AND s.tenant_id = t.id AND s.client_id = $4 "
         "AND s.refresh_prev_sha256 = decode($3, 'hex') AND s.revoked_at IS NULL "
         "RETURNING s.id, s.tenant_id, s.user_id), "
@@ -187,7 +187,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
      * row was already revoked or expired, since the presented token is still valid. */
     [STORE_SESSION_LOGOUT] = {
         "session_logout", false,
-        "WITH s AS (UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND id = $2 "
+        "WITH s AS (UPDATE sessions SET updated_at = now(), revoked_at = now() WHERE tenant_id = $1 AND id = $2 "
         "AND user_id = $3 AND revoked_at IS NULL RETURNING id), "
         "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT $1, 'sid', $2::text, "
         "now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s FROM clients c "
@@ -211,7 +211,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
      * access token of it. */
     [STORE_SESSION_REVOKE] = {
         "session_revoke", false,
-        "WITH s AS (UPDATE sessions s SET revoked_at = now() FROM tenants t WHERE s.id = $2 "
+        "WITH s AS (UPDATE sessions s SET updated_at = now(), revoked_at = now() FROM tenants t WHERE s.id = $2 "
         "AND t.slug = $1 AND s.tenant_id = t.id AND s.refresh_sha256 = decode($3, 'hex') "
         "AND s.client_id = $4 AND s.revoked_at IS NULL RETURNING s.id, s.tenant_id, s.user_id), "
         "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT s.tenant_id, 'sid', "
@@ -235,7 +235,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
      * revocation only when that update took (a user cannot revoke another's tokens). */
     [STORE_SESSION_REVOKE_OWN] = {
         "session_revoke_own", false,
-        "WITH s AS (UPDATE sessions SET revoked_at = now() WHERE tenant_id = $1 AND user_id = $2 "
+        "WITH s AS (UPDATE sessions SET updated_at = now(), revoked_at = now() WHERE tenant_id = $1 AND user_id = $2 "
         "AND id = $3 AND revoked_at IS NULL RETURNING id, tenant_id, client_id), "
         STORE_SID_REVOCATIONS("s", "$4")
         "a AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
@@ -344,7 +344,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "user_password_set", false,
         "WITH p AS (UPDATE users SET password_hash = $3, failed_logins = 0, locked_until = NULL "
         "WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL AND NOT disabled RETURNING tenant_id, id), "
-        "s AS (UPDATE sessions SET revoked_at = now() FROM p WHERE sessions.tenant_id = p.tenant_id "
+        "s AS (UPDATE sessions SET updated_at = now(), revoked_at = now() FROM p WHERE sessions.tenant_id = p.tenant_id "
         "AND sessions.user_id = p.id AND sessions.id <> $4::uuid AND sessions.revoked_at IS NULL "
         "RETURNING sessions.id, sessions.tenant_id, sessions.client_id), "
         STORE_SID_REVOCATIONS("s", "$5")
@@ -491,7 +491,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
      * expiry moves as a refresh's does. */
     [STORE_AUTHZ_CREATE] = {
         "authz_create", false,
-        "WITH s AS (UPDATE sessions s SET last_seen_at = now(), expires_at = least(now() + "
+        "WITH s AS (UPDATE sessions s SET updated_at = now(), last_seen_at = now(), expires_at = least(now() + "
         "make_interval(secs => $14::int), s.absolute_expires_at) FROM users u WHERE s.id = $11 "
         "AND s.tenant_id = $1 AND s.client_id IS NULL AND s.refresh_sha256 = decode($12, 'hex') "
         "AND s.revoked_at IS NULL AND s.expires_at > now() AND s.absolute_expires_at > now() "
@@ -551,12 +551,12 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "user_agent, expires_at, absolute_expires_at) SELECT $10, u.tenant_id, u.id, NULL, "
         "decode($11, 'hex'), '{pwd}', $6::inet, $12, now() + make_interval(secs => $13::int), "
         "now() + make_interval(secs => $14::int) FROM u, z WHERE z.sso_session_id = $10 RETURNING id), "
-        "r AS (UPDATE sessions s SET refresh_sha256 = decode($17, 'hex'), created_at = now(), "
+        "r AS (UPDATE sessions s SET updated_at = now(), refresh_sha256 = decode($17, 'hex'), created_at = now(), "
         "last_seen_at = now(), ip = $6::inet, user_agent = $12, "
         "expires_at = now() + make_interval(secs => $13::int), "
         "absolute_expires_at = now() + make_interval(secs => $14::int) FROM z WHERE s.tenant_id = $1 "
         "AND s.id = z.sso_session_id AND s.id = $15 AND s.revoked_at IS NULL RETURNING s.id), "
-        "o AS (UPDATE sessions s SET revoked_at = now() FROM z WHERE z.sso_session_id = $10 "
+        "o AS (UPDATE sessions s SET updated_at = now(), revoked_at = now() FROM z WHERE z.sso_session_id = $10 "
         "AND s.tenant_id = $1 AND s.id = $15 AND s.client_id IS NULL "
         "AND s.refresh_sha256 = decode($16, 'hex') AND s.revoked_at IS NULL RETURNING s.id), "
         "l AS (INSERT INTO audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, "
@@ -576,12 +576,12 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "ON t.id = c.tenant_id WHERE t.slug = $1 AND t.deleted_at IS NULL AND c.client_id = $6 "
         "AND c.deleted_at IS NULL "
         "AND $7 = ANY (c.post_logout_redirect_uris)) AS v), "
-        "b AS (UPDATE sessions s SET revoked_at = now() FROM tenants t, ok WHERE ok.v AND t.slug = $1 "
+        "b AS (UPDATE sessions s SET updated_at = now(), revoked_at = now() FROM tenants t, ok WHERE ok.v AND t.slug = $1 "
         "AND s.tenant_id = t.id AND s.id = $2 AND s.client_id IS NULL "
         "AND s.refresh_sha256 = decode($3, 'hex') AND s.revoked_at IS NULL "
         "RETURNING s.id, s.tenant_id, s.user_id), "
         STORE_SSO_APPS_END("b")
-        "h AS (UPDATE sessions s SET revoked_at = now() FROM tenants t, ok WHERE ok.v AND t.slug = $1 "
+        "h AS (UPDATE sessions s SET updated_at = now(), revoked_at = now() FROM tenants t, ok WHERE ok.v AND t.slug = $1 "
         "AND s.tenant_id = t.id AND s.id = $9::uuid AND s.user_id = $10::uuid AND s.client_id = $11 "
         "AND s.revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM b WHERE b.id = s.sso_session_id) "
         "RETURNING s.id, s.tenant_id, s.client_id, s.user_id), "
@@ -633,7 +633,7 @@ static const struct store_stmt_def store_stmts[STORE_STMT_COUNT] = {
         "code_reuse", false,
         "WITH a AS (SELECT id, session_id, user_id FROM authorizations WHERE tenant_id = $1 AND id = $2 "
         "AND client_id = $3 AND consumed_at IS NOT NULL AND session_id IS NOT NULL), "
-        "s AS (UPDATE sessions SET revoked_at = now() FROM a WHERE sessions.tenant_id = $1 "
+        "s AS (UPDATE sessions SET updated_at = now(), revoked_at = now() FROM a WHERE sessions.tenant_id = $1 "
         "AND sessions.id = a.session_id AND sessions.revoked_at IS NULL RETURNING sessions.id), "
         "r AS (INSERT INTO revocations (tenant_id, kind, value, expires_at) SELECT $1, 'sid', "
         "a.session_id::text, now() + make_interval(secs => coalesce((SELECT c.token_lifetime_s "

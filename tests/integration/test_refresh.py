@@ -124,7 +124,8 @@ def test_rotation(res, env, a, b):
     env.user("rita")
     st, _, first = good_login(env, a.port, "rita")
     rt1 = first["refresh_token"]
-    env.sql("UPDATE sessions SET expires_at = now() + interval '1 hour' WHERE id = '%s'" % sid_of(rt1))
+    env.sql("UPDATE sessions SET expires_at = now() + interval '1 hour', updated_at = now() - interval '1 day' "
+            "WHERE id = '%s'" % sid_of(rt1))
     st, headers, body = refresh(a.port, rt1, client=app)
     res.check("refresh: 200 with access_token, token_type, expires_in, refresh_token, scope",
               st == 200 and sorted(body) == ["access_token", "expires_in", "refresh_token", "scope", "token_type"]
@@ -135,10 +136,12 @@ def test_rotation(res, env, a, b):
               rt2 != rt1 and sid_of(rt2) == sid_of(rt1) and claims.get("sid") == sid_of(rt1)
               and claims.get("sub") == env.users["rita"], repr(claims))
     row = env.sql("SELECT encode(refresh_sha256, 'hex'), encode(refresh_prev_sha256, 'hex'), "
-                  "expires_at > now() + interval '13 days', expires_at <= absolute_expires_at "
+                  "expires_at > now() + interval '13 days', expires_at <= absolute_expires_at, "
+                  "updated_at > now() - interval '1 minute' "
                   "FROM sessions WHERE id = '%s'" % sid_of(rt1)).split("|")
-    res.check("refresh: current and previous SHA-256 stored; sliding expiry moved, within the cap",
-              row == [sha(rt2), sha(rt1), "t", "t"], repr(row))
+    res.check("refresh: current and previous SHA-256 stored; sliding expiry moved, within the cap; "
+              "updated_at moved (set by the statement: migration 0010 dropped the trigger)",
+              row == [sha(rt2), sha(rt1), "t", "t", "t"], repr(row))
     res.check("refresh: the new access token verifies on A and B",
               everywhere_valid(env, (a.port, b.port), body["access_token"]))
     env.sql("UPDATE sessions SET absolute_expires_at = now() + interval '1 hour' WHERE id = '%s'" % sid_of(rt1))
@@ -643,8 +646,12 @@ def test_logout(res, env, a, b):
                     {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic(svc)})
     st = bearer_post(a.port, "logout", jbody(cc)["access_token"])[0]
     res.check("logout with a client's own token (no session) → 400", st == 400, repr(st))
+    env.sql("UPDATE sessions SET updated_at = now() - interval '1 day' WHERE user_id = '%s'" % env.users["lou"])
     st = bearer_post(b.port, "logout", s1["access_token"])[0]
     res.check("logout: 204", st == 204, repr(st))
+    moved = env.sql("SELECT revoked_at IS NOT NULL AND updated_at > now() - interval '1 minute' FROM sessions "
+                    "WHERE id = '%s'" % sid_of(s1["refresh_token"]))
+    res.check("logout: the session row revoked, its updated_at moved", moved == "t", moved)
     res.check("logout: the session's access token is refused on A and B",
               everywhere_refused(env, ports, s1["access_token"]))
     st, _, body = refresh(a.port, s1["refresh_token"], client=app)
@@ -663,6 +670,9 @@ def test_logout(res, env, a, b):
     open_sessions = env.sql("SELECT count(*) FROM sessions WHERE user_id = '%s' AND revoked_at IS NULL"
                             % env.users["lou"])
     res.check("logout-all: no session of the user is left", open_sessions == "0", open_sessions)
+    stale = env.sql("SELECT count(*) FROM sessions WHERE user_id = '%s' AND updated_at < now() - interval '1 minute'"
+                    % env.users["lou"])
+    res.check("logout-all: every session's updated_at moved", stale == "0", stale)
     st, _, body = refresh(a.port, s3["refresh_token"], client=app)
     res.check("logout-all: another user's session is untouched", st == 200
               and everywhere_valid(env, ports, s3["access_token"]), repr(body))
