@@ -13,6 +13,8 @@ server started with a 1 s rotation check (TESSERA_KEY_ROTATION_CHECK_S) deletes 
 row by itself, and a live session still refreshes afterwards; a server whose key rotation is off
 (TESSERA_KEY_ROTATE_AFTER_S=0) still runs the upkeep and deletes expired and old audit rows.
 """
+import base64
+import hashlib
 import os
 import time
 
@@ -52,6 +54,13 @@ def admin_with(env, extra, *args):
                 os.environ[k] = v
 
 
+def display_prefix(name):
+    """A seeded key's display prefix, of a real key's form (crypto/secret.h: the first 8 base64url
+    characters after sk_), distinct per key."""
+    digest = hashlib.sha256(("apikey-" + name).encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:8]
+
+
 def seed(env, uid):
     """The rows of every table, as (table, condition naming the ones to go) pairs."""
     tid = env.sql("SELECT id FROM tenants WHERE slug = '%s'" % TENANT)
@@ -82,7 +91,7 @@ def seed(env, uid):
         env.sql("INSERT INTO api_keys (tenant_id, user_id, client_id, name, prefix, sha256, scopes, expires_at, "
                 "revoked_at, created_at) VALUES ('%s', '%s', '%s', '%s', '%s', sha256(convert_to('apikey-%s', "
                 "'UTF8')), '{read}', %s, %s, %s)"
-                % (tid, uid, client, name, (name.replace("-", "") + "xxxxxxxx")[:8], name, expires, revoked, MADE))
+                % (tid, uid, client, name, display_prefix(name), name, expires, revoked, MADE))
     return (("authorizations", "state = 'old'"),
             ("sessions", "user_agent LIKE 'old-%'"),
             ("revocations", "value = 'old'"),
