@@ -328,11 +328,6 @@ static void users_revoked(struct auth_wait *w)
     http_resume(w, auth_respond_no_content);
 }
 
-static void users_keys_respond(struct http_ctx *ctx, void *state)
-{
-    auth_respond_user_list(ctx, state, "api_keys");
-}
-
 static void users_send(struct auth_admin *admin)
 {
     struct users_wait *uw = (struct users_wait *)admin;
@@ -357,7 +352,7 @@ static void users_send(struct auth_admin *admin)
         p[1] = uw->target;
         w->q.params_count = 2;
         auth_send(NULL, w, keys ? STORE_APIKEYS_OF_USER : STORE_ADMIN_USER_GET,
-                  keys ? users_keys_respond : users_json_respond, NULL);
+                  keys ? auth_respond_api_keys : users_json_respond, NULL);
         return;
     }
     case USER_DISABLE:

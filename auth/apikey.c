@@ -182,11 +182,9 @@ static bool key_claims_read(const struct pg_result *r, struct auth_key_claims *c
 /* K07's audit row: who presented a key that is not live; the prefix only (K05). */
 static void key_refused_note(struct auth_wait *w, const struct auth_key_lookup *lk, const char *slug)
 {
-    char ip[AUTH_IP_MAX + 1];
-    snprintf(ip, sizeof(ip), "%s", http_parked_client(w));
     char details[64];
     snprintf(details, sizeof(details), "{\"prefix\":\"%s\"}", lk->prefix); /* base64url: no escaping */
-    struct auth_audit_fields f = { .actor_kind = "address", .actor_id = ip, .action = "api_key_refused",
+    struct auth_audit_fields f = { .actor_kind = "address", .actor_id = http_parked_client(w), .action = "api_key_refused",
                                    .target_kind = "api_key", .target_id = NULL, .details = details };
     auth_audit_note(w, slug, &f);
 }

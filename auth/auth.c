@@ -40,7 +40,7 @@ static int auth_load_master(struct auth *auth)
  * shards (it blocks on libpq and RSA generation), safe with several instances. Rotating needs
  * the master key to seal new keys; without it, or with rotation off, the thread only purges
  * (the tables would otherwise grow without bound). */
-static int auth_start_rotation(struct auth *auth)
+static int auth_start_upkeep(struct auth *auth)
 {
     if (auth->cfg->pg_url[0] == '\0')
         return 0;
@@ -53,7 +53,7 @@ static int auth_start_rotation(struct auth *auth)
         .default_alg = JWK_ALG_RS256, /* DESIGN §4's default */
     };
     if (keys_rotator_start(&rc, auth->has_master ? &auth->master : NULL, &auth->rotator) != 0) {
-        log_msg(LOG_ERROR, "cannot start the scheduled key rotation", NULL);
+        log_msg(LOG_ERROR, "cannot start the key rotation and purge thread", NULL);
         return -TE_IO;
     }
     return 0;
@@ -96,7 +96,7 @@ struct auth *auth_create(const struct config *cfg, struct store *store, struct w
         return NULL;
     }
     store_on_event(store, auth_on_event, auth);
-    if (auth_start_rotation(auth) != 0 || auth_start_outbox(auth) != 0) {
+    if (auth_start_upkeep(auth) != 0 || auth_start_outbox(auth) != 0) {
         auth_destroy(auth);
         return NULL;
     }
@@ -472,6 +472,11 @@ void auth_respond_user_list(struct http_ctx *ctx, const struct auth_wait *w, con
     http_scratch_commit(ctx, &body);
     http_header_add(ctx, "Cache-Control", SLICE_LIT("no-store"));
     http_respond(ctx, 200, "application/json", buf_slice(&body));
+}
+
+void auth_respond_api_keys(struct http_ctx *ctx, void *state)
+{
+    auth_respond_user_list(ctx, state, "api_keys");
 }
 
 void auth_answer_now(struct http_ctx *ctx, int status, const char *detail)

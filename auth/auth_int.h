@@ -592,6 +592,9 @@ void auth_respond_store_failure(struct http_ctx *ctx, enum pg_outcome outcome);
 /* A user's list (sessions, API keys) as {"<member>": the JSON array Postgres made}, with
  * no-store; no row: 404, no such user. */
 void auth_respond_user_list(struct http_ctx *ctx, const struct auth_wait *w, const char *member);
+/* A user's API keys (STORE_APIKEYS_OF_USER's row), as auth_respond_user_list: GET /me/api-keys and
+ * the admin's GET /users/{id}/api-keys. */
+void auth_respond_api_keys(struct http_ctx *ctx, void *state);
 /* Ends a parked request with a store failure answer (from a stage after the handler). */
 void auth_fail(struct auth_wait *w, enum pg_outcome outcome);
 

@@ -534,11 +534,6 @@ static void sessions_list_respond(struct http_ctx *ctx, void *state)
     auth_respond_user_list(ctx, state, "sessions");
 }
 
-static void keys_list_respond(struct http_ctx *ctx, void *state)
-{
-    auth_respond_user_list(ctx, state, "api_keys");
-}
-
 /* GET and PATCH /me: the profile Postgres rendered; no row: the user is gone or disabled. */
 static void me_respond(struct http_ctx *ctx, void *state)
 {
@@ -640,7 +635,7 @@ static void user_send(struct user_wait *lw)
         bool key = lw->mode == KEYS_LIST;
         p[0] = lw->tid, p[1] = lw->sub;
         w->q.params_count = 2;
-        auth_send(NULL, w, key ? STORE_APIKEYS_OF_USER : STORE_USER_ME, key ? keys_list_respond : me_respond, NULL);
+        auth_send(NULL, w, key ? STORE_APIKEYS_OF_USER : STORE_USER_ME, key ? auth_respond_api_keys : me_respond, NULL);
         return;
     }
     case USERINFO:

@@ -1233,21 +1233,32 @@ static void http_stats_record(struct http_shard *shard, const struct http_ctx *c
  * those after it. Its length; 0 when none was sent. */
 static size_t http_forwarded_render(const struct http1_request *req, char *dst)
 {
-    static const struct {
-        const char *header, *member;
-    } fields[] = {
-        { "X-Forwarded-For", "for" },       { "X-Forwarded-Proto", "proto" },
-        { "X-Forwarded-Host", "host" },     { "X-Forwarded-Method", "method" },
-        { "X-Forwarded-Uri", "uri" },
-    };
+    /* X-Forwarded-<member>, in the order rendered; the first field of each name counts. */
+    static const char *const members[] = { "for", "proto", "host", "method", "uri" };
+    enum { MEMBERS = sizeof(members) / sizeof(members[0]), MEMBER_URI = 4 };
+    static const char prefix[] = "X-Forwarded-";
+    const size_t prefix_len = sizeof(prefix) - 1;
+    struct slice values[MEMBERS];
+    bool sent[MEMBERS] = { false };
+    for (size_t i = 0; i < req->header_count; i++) { /* one pass over the fields */
+        struct slice name = req->headers[i].name;
+        if (name.len <= prefix_len || !slice_case_eq_cstr(slice_make(name.ptr, prefix_len), prefix))
+            continue;
+        struct slice suffix = slice_make(name.ptr + prefix_len, name.len - prefix_len);
+        for (size_t m = 0; m < MEMBERS; m++) {
+            if (!sent[m] && slice_case_eq_cstr(suffix, members[m])) {
+                values[m] = req->headers[i].value;
+                sent[m] = true;
+            }
+        }
+    }
     struct buf out;
     buf_init(&out, dst, HTTP_FORWARDED_TEXT_MAX);
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        const struct http1_header *h = http1_find_header(req, fields[i].header);
-        if (h == NULL)
+    for (size_t m = 0; m < MEMBERS; m++) {
+        if (!sent[m])
             continue;
-        struct slice v = h->value;
-        const char *query = strcmp(fields[i].member, "uri") == 0 ? memchr(v.ptr, '?', v.len) : NULL;
+        struct slice v = values[m];
+        const char *query = m == MEMBER_URI ? memchr(v.ptr, '?', v.len) : NULL;
         if (query != NULL)
             v.len = (size_t)(query - v.ptr);
         if (v.len > HTTP_FORWARDED_LOG_MAX)
@@ -1255,7 +1266,7 @@ static size_t http_forwarded_render(const struct http1_request *req, char *dst)
         if (out.len + buf_json_string_len(v) + HTTP_FORWARDED_MEMBER_BYTES > out.cap)
             break; /* a cut value would not be JSON */
         buf_append_cstr(&out, out.len > 0 ? ",\"" : ",\"forwarded\":{\"");
-        buf_append_cstr(&out, fields[i].member);
+        buf_append_cstr(&out, members[m]);
         buf_append_cstr(&out, "\":");
         buf_append_json_string(&out, v);
     }

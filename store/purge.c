@@ -13,12 +13,13 @@
 
 #define PURGE_NUM_TEXT 16
 
-/* $1: the grace in seconds (audit_log: the retention in days), $2: the batch. Each deletes
- * by primary key what its subquery picks: the subquery's LIMIT bounds the batch (DELETE has
- * none). */
+/* $1: the age (STORE_PURGE_GRACE_S in seconds; audit_log: the retention in days), $2: the
+ * batch. Each deletes by primary key what its subquery picks: the subquery's LIMIT bounds the
+ * batch (DELETE has none). */
 static const struct {
     const char *name;
     const char *sql;
+    bool by_retention; /* $1 is the caller's audit retention, and 0 purges nothing */
 } purge_tables[STORE_PURGE_TABLES] = {
     [STORE_PURGE_AUTHORIZATIONS] = {
         "authorizations",
@@ -52,7 +53,7 @@ static const struct {
         "audit_log",
         "DELETE FROM audit_log WHERE seq IN (SELECT a.seq FROM tenants t CROSS JOIN LATERAL "
         "(SELECT seq FROM audit_log WHERE tenant_id = t.id AND created_at < now() - "
-        "make_interval(days => $1::int) LIMIT $2::int) a LIMIT $2::int)" },
+        "make_interval(days => $1::int) LIMIT $2::int) a LIMIT $2::int)", true },
 };
 
 const char *store_purge_table_name(enum store_purge_table table)
@@ -89,12 +90,8 @@ static long long purge_table(PGconn *conn, enum store_purge_table table, long lo
 int store_purge_expired(PGconn *conn, uint32_t audit_retention_days, long long deleted[STORE_PURGE_TABLES])
 {
     for (int t = 0; t < STORE_PURGE_TABLES; t++) {
-        bool audit = t == STORE_PURGE_AUDIT_LOG;
-        if (audit && audit_retention_days == 0) {
-            deleted[t] = 0;
-            continue;
-        }
-        long long n = purge_table(conn, (enum store_purge_table)t, audit ? audit_retention_days : STORE_PURGE_GRACE_S);
+        long long age = purge_tables[t].by_retention ? audit_retention_days : STORE_PURGE_GRACE_S;
+        long long n = age > 0 ? purge_table(conn, (enum store_purge_table)t, age) : 0;
         if (n < 0)
             return -TE_IO;
         deleted[t] = n;
